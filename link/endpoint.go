@@ -1,0 +1,304 @@
+package link
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// DefaultMTU is the IP MTU of an Endpoint whose Options leave MTU at zero.
+const DefaultMTU = 1500
+
+// MaxMTU is the largest IP MTU an Endpoint accepts (as pasta uses).
+const MaxMTU = 65520
+
+// Direction tells an Observer which way a frame went.
+type Direction int
+
+const (
+	// Inbound frames came from the device, towards the stack.
+	Inbound Direction = iota
+	// Outbound frames went from the stack to the device.
+	Outbound
+)
+
+func (d Direction) String() string {
+	if d == Inbound {
+		return "in"
+	}
+	return "out"
+}
+
+// An Observer sees every frame that crosses an Endpoint, synchronously, on
+// the goroutine that moves it. It must not retain frame after returning.
+type Observer interface {
+	ObserveFrame(dir Direction, frame []byte)
+}
+
+// Options configure an Endpoint. The zero value of each field is its default.
+type Options struct {
+	// Devices are the queues of the wire, at least one. The Endpoint owns
+	// them: it closes them on Close.
+	Devices []Device
+
+	// MTU is the IP MTU (the Ethernet payload size). Zero means DefaultMTU.
+	MTU uint32
+
+	// Address is the stack side's MAC address. Nil means a random locally
+	// administered unicast address.
+	Address net.HardwareAddr
+
+	// Observer, if set, sees every frame in both directions.
+	Observer Observer
+}
+
+// Stats are the frame counters of an Endpoint.
+type Stats struct {
+	RxFrames, RxBytes uint64 // frames read from the devices
+	TxFrames, TxBytes uint64 // frames written to the devices
+	RxErrors          uint64 // read errors other than close, and runt frames
+	TxErrors          uint64 // frames a device refused to write
+	RxDropped         uint64 // frames read while no stack was attached
+}
+
+// Endpoint is a gVisor stack.LinkEndpoint with Ethernet framing over one or
+// more Devices. It starts one reader goroutine per device on the first
+// Attach, stops them when Close closes the devices, and joins them in Wait.
+type Endpoint struct {
+	*ethernet.Endpoint
+	raw *rawEndpoint
+}
+
+var _ stack.LinkEndpoint = (*Endpoint)(nil)
+
+// New returns an Endpoint over opts.Devices.
+func New(opts Options) (*Endpoint, error) {
+	if len(opts.Devices) == 0 {
+		return nil, errors.New("link: no devices")
+	}
+	mtu := opts.MTU
+	if mtu == 0 {
+		mtu = DefaultMTU
+	}
+	if mtu < 68 || mtu > MaxMTU {
+		return nil, fmt.Errorf("link: MTU %d out of range 68..%d", mtu, MaxMTU)
+	}
+	mac := opts.Address
+	if mac == nil {
+		mac = RandomMAC()
+	}
+	if len(mac) != 6 || mac[0]&1 != 0 {
+		return nil, fmt.Errorf("link: %v is not a unicast Ethernet address", mac)
+	}
+	r := &rawEndpoint{
+		devices:  opts.Devices,
+		observer: opts.Observer,
+		addr:     tcpip.LinkAddress(mac),
+	}
+	r.mtu.Store(mtu + header.EthernetMinimumSize)
+	return &Endpoint{Endpoint: ethernet.New(r), raw: r}, nil
+}
+
+// RandomMAC returns a random locally administered unicast MAC address.
+func RandomMAC() net.HardwareAddr {
+	mac := make(net.HardwareAddr, 6)
+	_, _ = rand.Read(mac)
+	mac[0] = (mac[0] | 0x02) &^ 0x01
+	return mac
+}
+
+// Stats returns the frame counters.
+func (e *Endpoint) Stats() Stats { return e.raw.stats() }
+
+// Close closes the devices, which stops the reader goroutines. It is
+// idempotent; Wait joins the readers.
+func (e *Endpoint) Close() { e.raw.Close() }
+
+// rawEndpoint moves frames that include the Ethernet header; the
+// ethernet.Endpoint around it parses and adds that header.
+type rawEndpoint struct {
+	devices  []Device
+	observer Observer
+	addr     tcpip.LinkAddress
+	mtu      atomic.Uint32 // frame MTU: IP MTU + 14
+
+	mu         sync.RWMutex
+	dispatcher stack.NetworkDispatcher // protected by mu
+	started    bool                    // protected by mu
+	closed     bool                    // protected by mu
+
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	onClose   func()
+
+	rxFrames, rxBytes, txFrames, txBytes atomic.Uint64
+	rxErrors, txErrors, rxDropped        atomic.Uint64
+}
+
+var _ stack.LinkEndpoint = (*rawEndpoint)(nil)
+
+func (e *rawEndpoint) MTU() uint32                      { return e.mtu.Load() }
+func (e *rawEndpoint) SetMTU(mtu uint32)                { e.mtu.Store(mtu) }
+func (e *rawEndpoint) MaxHeaderLength() uint16          { return 0 }
+func (e *rawEndpoint) LinkAddress() tcpip.LinkAddress   { return e.addr }
+func (e *rawEndpoint) SetLinkAddress(tcpip.LinkAddress) {}
+func (e *rawEndpoint) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityNone
+}
+func (e *rawEndpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
+func (e *rawEndpoint) AddHeader(*stack.PacketBuffer)           {}
+func (e *rawEndpoint) ParseHeader(*stack.PacketBuffer) bool    { return true }
+func (e *rawEndpoint) SetOnCloseAction(f func()) {
+	e.mu.Lock()
+	e.onClose = f
+	e.mu.Unlock()
+}
+
+// Attach implements stack.LinkEndpoint. The first non-nil dispatcher starts
+// the readers; a nil dispatcher makes them drop frames.
+func (e *rawEndpoint) Attach(d stack.NetworkDispatcher) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.dispatcher = d
+	if d == nil || e.started || e.closed {
+		return
+	}
+	e.started = true
+	for i, dev := range e.devices {
+		e.wg.Add(1)
+		go e.routineReadFromDevice(i, dev)
+	}
+}
+
+func (e *rawEndpoint) IsAttached() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.dispatcher != nil
+}
+
+// Wait joins the reader goroutines. They stop once Close closed the devices.
+func (e *rawEndpoint) Wait() { e.wg.Wait() }
+
+// Close runs the close action the stack registered (which removes the
+// NIC), then closes every device: pending reads return and the readers
+// exit. It is idempotent and may be re-entered by that action.
+func (e *rawEndpoint) Close() {
+	e.mu.Lock()
+	e.closed = true
+	f := e.onClose
+	e.onClose = nil
+	e.mu.Unlock()
+	if f != nil {
+		f()
+	}
+	e.closeOnce.Do(func() {
+		for _, d := range e.devices {
+			_ = d.Close()
+		}
+	})
+}
+
+// routineReadFromDevice is the one reader of device dev.
+func (e *rawEndpoint) routineReadFromDevice(_ int, dev Device) {
+	defer e.wg.Done()
+	for {
+		size := int(e.mtu.Load())
+		v := buffer.NewViewSize(size)
+		n, err := dev.ReadFrame(v.AsSlice())
+		if err != nil {
+			v.Release()
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			e.rxErrors.Add(1)
+			e.mu.RLock()
+			closed := e.closed
+			e.mu.RUnlock()
+			if closed {
+				return
+			}
+			continue
+		}
+		if n < header.EthernetMinimumSize {
+			v.Release()
+			e.rxErrors.Add(1)
+			continue
+		}
+		v.CapLength(n)
+		e.rxFrames.Add(1)
+		e.rxBytes.Add(uint64(n))
+		if e.observer != nil {
+			e.observer.ObserveFrame(Inbound, v.AsSlice())
+		}
+		e.mu.RLock()
+		d := e.dispatcher
+		e.mu.RUnlock()
+		if d == nil {
+			v.Release()
+			e.rxDropped.Add(1)
+			continue
+		}
+		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
+		d.DeliverNetworkPacket(0, pkt)
+		pkt.DecRef()
+	}
+}
+
+// WritePackets implements stack.LinkWriter: one frame per packet, on the
+// queue chosen by the packet's flow hash. The caller keeps its references.
+func (e *rawEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	n := 0
+	var firstErr tcpip.Error
+	for _, pkt := range pkts.AsSlice() {
+		dev := e.devices[0]
+		if len(e.devices) > 1 {
+			dev = e.devices[pkt.Hash%uint32(len(e.devices))]
+		}
+		bufs := pkt.AsSlices()
+		if e.observer != nil {
+			v := pkt.ToView()
+			e.observer.ObserveFrame(Outbound, v.AsSlice())
+			v.Release()
+		}
+		if err := dev.WriteFrame(bufs); err != nil {
+			e.txErrors.Add(1)
+			if firstErr == nil {
+				if errors.Is(err, net.ErrClosed) {
+					firstErr = &tcpip.ErrClosedForSend{}
+				} else {
+					firstErr = &tcpip.ErrAborted{}
+				}
+			}
+			continue
+		}
+		size := uint64(pkt.Size())
+		e.txFrames.Add(1)
+		e.txBytes.Add(size)
+		n++
+	}
+	if n == 0 && firstErr != nil {
+		return 0, firstErr
+	}
+	return n, nil
+}
+
+func (e *rawEndpoint) stats() Stats {
+	return Stats{
+		RxFrames:  e.rxFrames.Load(),
+		RxBytes:   e.rxBytes.Load(),
+		TxFrames:  e.txFrames.Load(),
+		TxBytes:   e.txBytes.Load(),
+		RxErrors:  e.rxErrors.Load(),
+		TxErrors:  e.txErrors.Load(),
+		RxDropped: e.rxDropped.Load(),
+	}
+}

@@ -1,0 +1,218 @@
+package link
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+
+	"github.com/songgao/water"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// TAPConfig describes a TAP device to create. The zero value of each field
+// is its default.
+type TAPConfig struct {
+	// Name is the interface name. Empty lets the kernel pick (tapN).
+	Name string
+	// Queues is the number of queues; more than one makes a multiqueue
+	// TAP with one Device per queue. Zero means one.
+	Queues int
+	// MTU is the IP MTU of the kernel side. Zero means DefaultMTU.
+	MTU int
+	// MAC is the kernel side's address. Nil leaves the kernel's random one.
+	MAC net.HardwareAddr
+}
+
+// TAP is a TAP device created in the calling thread's network namespace.
+// The device lives as long as one of its queues is open (persist is off),
+// so closing every queue removes it, wherever it has been moved since.
+type TAP struct {
+	name   string
+	index  int
+	queues []*tapQueue
+}
+
+// ErrNoTUN is wrapped by OpenTAP's error when /dev/net/tun is missing.
+var ErrNoTUN = errors.New("/dev/net/tun is missing (load the tun module or run in a container that exposes it)")
+
+// ErrNotPermitted is wrapped by OpenTAP's error when the caller may not
+// create a TAP device.
+var ErrNotPermitted = errors.New("creating a TAP device needs CAP_NET_ADMIN (run as root or inside a user namespace you own) and read/write access to /dev/net/tun")
+
+// OpenTAP creates a TAP device with water, makes its descriptors
+// close-on-exec, and sets its MTU and MAC with netlink. It leaves the link
+// down: bringing it up is the business of whoever configures its namespace.
+func OpenTAP(cfg TAPConfig) (*TAP, error) {
+	queues := cfg.Queues
+	if queues <= 0 {
+		queues = 1
+	}
+	if len(cfg.Name) >= unix.IFNAMSIZ {
+		return nil, fmt.Errorf("open TAP %q: name longer than %d bytes", cfg.Name, unix.IFNAMSIZ-1)
+	}
+	mtu := cfg.MTU
+	if mtu == 0 {
+		mtu = DefaultMTU
+	}
+	if mtu < 68 || mtu > MaxMTU {
+		return nil, fmt.Errorf("open TAP %q: MTU %d out of range 68..%d", cfg.Name, mtu, MaxMTU)
+	}
+	t := &TAP{name: cfg.Name}
+	for i := 0; i < queues; i++ {
+		q, name, err := openQueue(t.name, queues > 1)
+		if err != nil {
+			t.Close()
+			return nil, tapError(cfg.Name, err)
+		}
+		t.name = name
+		t.queues = append(t.queues, q)
+	}
+	l, err := netlink.LinkByName(t.name)
+	if err != nil {
+		t.Close()
+		return nil, fmt.Errorf("open TAP %s: %w", t.name, err)
+	}
+	t.index = l.Attrs().Index
+	if err := netlink.LinkSetMTU(l, mtu); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("open TAP %s: set MTU %d: %w", t.name, mtu, err)
+	}
+	if cfg.MAC != nil {
+		if err := netlink.LinkSetHardwareAddr(l, cfg.MAC); err != nil {
+			t.Close()
+			return nil, fmt.Errorf("open TAP %s: set MAC %v: %w", t.name, cfg.MAC, err)
+		}
+	}
+	return t, nil
+}
+
+func tapError(name string, err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ENODEV):
+		return fmt.Errorf("open TAP %q: %w: %w", name, ErrNoTUN, err)
+	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("open TAP %q: %w: %w", name, ErrNotPermitted, err)
+	case errors.Is(err, syscall.EBUSY):
+		return fmt.Errorf("open TAP %q: the name is taken by a device in use: %w", name, err)
+	}
+	return fmt.Errorf("open TAP %q: %w", name, err)
+}
+
+// openQueue opens one queue with water. Water opens /dev/net/tun without
+// O_CLOEXEC; holding ForkLock until the flag is set keeps a concurrent
+// fork/exec from inheriting the descriptor.
+func openQueue(name string, multi bool) (*tapQueue, string, error) {
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	ifce, err := water.New(water.Config{
+		DeviceType: water.TAP,
+		PlatformSpecificParams: water.PlatformSpecificParams{
+			Name:       name,
+			MultiQueue: multi,
+		},
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	f, ok := ifce.ReadWriteCloser.(*os.File)
+	if !ok {
+		_ = ifce.Close()
+		return nil, "", fmt.Errorf("water returned %T, not *os.File", ifce.ReadWriteCloser)
+	}
+	q, err := newTapQueue(f)
+	if err != nil {
+		_ = f.Close()
+		return nil, "", err
+	}
+	return q, ifce.Name(), nil
+}
+
+// Name returns the interface name.
+func (t *TAP) Name() string { return t.name }
+
+// Index returns the interface index in the namespace it was created in.
+func (t *TAP) Index() int { return t.index }
+
+// Devices returns one Device per queue. An Endpoint built on them owns them.
+func (t *TAP) Devices() []Device {
+	ds := make([]Device, len(t.queues))
+	for i, q := range t.queues {
+		ds[i] = q
+	}
+	return ds
+}
+
+// Close closes every queue; with the last one the kernel removes the
+// device. It is idempotent.
+func (t *TAP) Close() error {
+	var first error
+	for _, q := range t.queues {
+		if err := q.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// tapQueue is one queue of a TAP. It uses the *os.File that water made
+// (non-blocking, on Go's poller) through SyscallConn only, never Fd(),
+// so Close unblocks a pending read.
+type tapQueue struct {
+	f  *os.File
+	rc syscall.RawConn
+}
+
+func newTapQueue(f *os.File) (*tapQueue, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		unix.CloseOnExec(int(fd))
+		cerr = unix.SetNonblock(int(fd), true)
+	}); err != nil {
+		return nil, err
+	}
+	if cerr != nil {
+		return nil, cerr
+	}
+	return &tapQueue{f: f, rc: rc}, nil
+}
+
+// ReadFrame implements Device.
+func (q *tapQueue) ReadFrame(b []byte) (int, error) {
+	n, err := q.f.Read(b)
+	if errors.Is(err, os.ErrClosed) {
+		return 0, errClosed
+	}
+	return n, err
+}
+
+// WriteFrame implements Device with one writev per frame.
+func (q *tapQueue) WriteFrame(bufs [][]byte) error {
+	var werr error
+	err := q.rc.Write(func(fd uintptr) bool {
+		_, werr = unix.Writev(int(fd), bufs)
+		return werr != unix.EAGAIN
+	})
+	if errors.Is(err, os.ErrClosed) {
+		return errClosed
+	}
+	if err != nil {
+		return err
+	}
+	return werr
+}
+
+// Close implements Device.
+func (q *tapQueue) Close() error {
+	err := q.f.Close()
+	if errors.Is(err, os.ErrClosed) {
+		return nil
+	}
+	return err
+}

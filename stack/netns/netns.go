@@ -1,0 +1,308 @@
+// Package netns is the Linux namespace plumbing of tapstack: it creates or
+// opens a named network namespace, moves a link into it, configures the
+// kernel side of that link with netlink (addresses, routes, lo up), runs
+// code inside it on a locked OS thread, and removes exactly what it made.
+//
+// It knows nothing of gVisor. Start at Create and Namespace.Configure.
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Dir is where named namespaces live, as iproute2 keeps them.
+const Dir = "/var/run/netns"
+
+// Namespace is a network namespace held open by a file descriptor.
+type Namespace struct {
+	// Name is the iproute2 name, empty for a namespace opened by path or PID.
+	Name string
+	// Created tells whether this process created it (Close deletes it then).
+	Created bool
+
+	handle netns.NsHandle
+}
+
+// ErrNotPermitted is wrapped when the caller lacks CAP_SYS_ADMIN/NET_ADMIN.
+var ErrNotPermitted = errors.New("creating or entering a network namespace needs root (CAP_SYS_ADMIN) or a user namespace")
+
+// ValidName reports whether name is usable as a namespace name.
+func ValidName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") || len(name) > 200 {
+		return fmt.Errorf("invalid namespace name %q", name)
+	}
+	return nil
+}
+
+// Exists reports whether a named namespace exists.
+func Exists(name string) bool {
+	_, err := os.Stat(filepath.Join(Dir, name))
+	return err == nil
+}
+
+// Create makes a new named network namespace. It fails if the name is taken.
+func Create(name string) (*Namespace, error) {
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
+	if Exists(name) {
+		return nil, fmt.Errorf("create netns %s: %w", name, os.ErrExist)
+	}
+	var h netns.NsHandle
+	err := onThread(func() error {
+		orig, err := netns.Get()
+		if err != nil {
+			return err
+		}
+		defer orig.Close()
+		h, err = netns.NewNamed(name)
+		if err != nil {
+			return err
+		}
+		if err := netns.Set(orig); err != nil {
+			h.Close()
+			_ = netns.DeleteNamed(name)
+			return errThreadTainted{err}
+		}
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return nil, fmt.Errorf("create netns %s: %w: %w", name, ErrNotPermitted, err)
+		}
+		return nil, fmt.Errorf("create netns %s: %w", name, err)
+	}
+	ns := &Namespace{Name: name, Created: true, handle: h}
+	// The loopback of a new namespace starts down.
+	if err := ns.withHandle(func(nh *netlink.Handle) error {
+		lo, err := nh.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return nh.LinkSetUp(lo)
+	}); err != nil {
+		ns.Close()
+		return nil, fmt.Errorf("create netns %s: bring lo up: %w", name, err)
+	}
+	return ns, nil
+}
+
+// Open opens an existing named namespace.
+func Open(name string) (*Namespace, error) {
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", name, err)
+	}
+	return &Namespace{Name: name, handle: h}, nil
+}
+
+// OpenOrCreate opens the named namespace, creating it when missing.
+func OpenOrCreate(name string) (*Namespace, error) {
+	if Exists(name) {
+		return Open(name)
+	}
+	return Create(name)
+}
+
+// OpenPID opens the network namespace of process pid.
+func OpenPID(pid int) (*Namespace, error) {
+	h, err := netns.GetFromPid(pid)
+	if err != nil {
+		return nil, fmt.Errorf("open netns of pid %d: %w", pid, err)
+	}
+	return &Namespace{handle: h}, nil
+}
+
+// Fd returns the namespace's file descriptor, valid until Close.
+func (n *Namespace) Fd() int { return int(n.handle) }
+
+// String names the namespace for messages.
+func (n *Namespace) String() string {
+	if n.Name != "" {
+		return n.Name
+	}
+	return fmt.Sprintf("netns fd %d", n.handle)
+}
+
+// Close releases the handle and, if this process created the namespace,
+// deletes it. It is idempotent.
+func (n *Namespace) Close() error {
+	if n.handle == -1 {
+		return nil
+	}
+	n.handle.Close()
+	n.handle = -1
+	if n.Created && n.Name != "" {
+		if err := netns.DeleteNamed(n.Name); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("delete netns %s: %w", n.Name, err)
+		}
+	}
+	return nil
+}
+
+// Do runs fn on a locked OS thread inside the namespace. Sockets fn opens
+// belong to the namespace and keep working after Do returns.
+func (n *Namespace) Do(fn func() error) error {
+	return onThread(func() error {
+		orig, err := netns.Get()
+		if err != nil {
+			return err
+		}
+		defer orig.Close()
+		if err := netns.Set(n.handle); err != nil {
+			return fmt.Errorf("enter %s: %w", n, err)
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			return errThreadTainted{err}
+		}
+		return ferr
+	})
+}
+
+// errThreadTainted marks a thread that could not return to its namespace;
+// onThread lets it die instead of handing it back to the scheduler.
+type errThreadTainted struct{ err error }
+
+func (e errThreadTainted) Error() string { return "restore thread namespace: " + e.err.Error() }
+func (e errThreadTainted) Unwrap() error { return e.err }
+
+// onThread runs fn on a fresh goroutine locked to its OS thread and waits
+// for it. A thread left in another namespace is never unlocked, so Go ends
+// it with the goroutine.
+func onThread(fn func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		err := fn()
+		var tainted errThreadTainted
+		if !errors.As(err, &tainted) {
+			runtime.UnlockOSThread()
+		}
+		done <- err
+	}()
+	return <-done
+}
+
+func (n *Namespace) withHandle(fn func(*netlink.Handle) error) error {
+	return onThread(func() error {
+		nh, err := netlink.NewHandleAt(n.handle)
+		if err != nil {
+			return err
+		}
+		defer nh.Close()
+		return fn(nh)
+	})
+}
+
+// MoveLink moves the link named from (in the caller's namespace) into n
+// and renames it to to. Open file descriptors of the device (a TAP's
+// queues) stay valid.
+func (n *Namespace) MoveLink(from, to string) error {
+	err := onThread(func() error {
+		l, err := netlink.LinkByName(from)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetNsFd(l, int(n.handle))
+	})
+	if err != nil {
+		return fmt.Errorf("move %s into %s: %w", from, n, err)
+	}
+	if from == to {
+		return nil
+	}
+	return n.withHandle(func(nh *netlink.Handle) error {
+		if _, err := nh.LinkByName(to); err == nil {
+			return fmt.Errorf("rename %s to %s in %s: a link named %s already exists there", from, to, n, to)
+		}
+		l, err := nh.LinkByName(from)
+		if err != nil {
+			return err
+		}
+		if err := nh.LinkSetName(l, to); err != nil {
+			return fmt.Errorf("rename %s to %s in %s: %w", from, to, n, err)
+		}
+		return nil
+	})
+}
+
+// LinkConfig is the kernel side of a link inside a namespace.
+type LinkConfig struct {
+	// Name of the link inside the namespace.
+	Name string
+	// Addrs are added without duplicate address detection, so they are
+	// usable at once.
+	Addrs []netip.Prefix
+	// Gateway4 and Gateway6, when valid, become default routes.
+	Gateway4, Gateway6 netip.Addr
+}
+
+// Configure sets addresses and default routes on a link in n and brings it
+// and lo up.
+func (n *Namespace) Configure(cfg LinkConfig) error {
+	err := n.withHandle(func(nh *netlink.Handle) error {
+		l, err := nh.LinkByName(cfg.Name)
+		if err != nil {
+			return err
+		}
+		for _, p := range cfg.Addrs {
+			a := &netlink.Addr{IPNet: prefixToIPNet(p), Flags: unix.IFA_F_NODAD}
+			if err := nh.AddrAdd(l, a); err != nil {
+				return fmt.Errorf("add address %s: %w", p, err)
+			}
+		}
+		if err := nh.LinkSetUp(l); err != nil {
+			return fmt.Errorf("set up: %w", err)
+		}
+		if lo, err := nh.LinkByName("lo"); err == nil {
+			if err := nh.LinkSetUp(lo); err != nil {
+				return fmt.Errorf("set lo up: %w", err)
+			}
+		}
+		for _, gw := range []netip.Addr{cfg.Gateway4, cfg.Gateway6} {
+			if !gw.IsValid() {
+				continue
+			}
+			r := &netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.IP(gw.AsSlice())}
+			if err := nh.RouteReplace(r); err != nil {
+				return fmt.Errorf("default route via %s: %w", gw, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("configure %s in %s: %w", cfg.Name, n, err)
+	}
+	return nil
+}
+
+// LinkExists reports whether a link named name exists in n.
+func (n *Namespace) LinkExists(name string) bool {
+	found := false
+	_ = n.withHandle(func(nh *netlink.Handle) error {
+		_, err := nh.LinkByName(name)
+		found = err == nil
+		return nil
+	})
+	return found
+}
+
+func prefixToIPNet(p netip.Prefix) *net.IPNet {
+	bits := p.Addr().BitLen()
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), bits)}
+}
