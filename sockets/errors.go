@@ -62,6 +62,10 @@ var (
 	errClosed   = closedError{}
 )
 
+// ErrSocketClosed matches (with errors.Is) the error of any call on a
+// socket after Close; so does net.ErrClosed.
+var ErrSocketClosed error = errClosed
+
 // ErrNeedResolve is wrapped by the error for a host name given where an IP
 // address belongs: resolve it with GetAddrInfo first.
 var ErrNeedResolve = errors.New("a host name is not an address: resolve it first with GetAddrInfo")

@@ -1,0 +1,192 @@
+// Package services holds the small built-in services a tapstack host runs
+// on its own addresses: echo (RFC 862, port 7) and discard (RFC 863,
+// port 9), over TCP and UDP, IPv4 and IPv6. They are applications of the
+// sockets package and a first smoke test of a new host.
+package services
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tapstack/tapstack/sockets"
+	"github.com/tapstack/tapstack/stack"
+)
+
+// Ports of the built-in services.
+var Ports = map[string]int{"echo": 7, "discard": 9}
+
+// Names lists the services Start knows, sorted.
+func Names() []string {
+	var n []string
+	for k := range Ports {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return n
+}
+
+// Server runs services on one stack. Close stops them and waits for every
+// goroutine they started.
+type Server struct {
+	wg sync.WaitGroup
+
+	mu     sync.Mutex
+	socks  map[*sockets.Socket]bool // listeners and connections; protected by mu
+	closed bool                     // protected by mu
+}
+
+// Start serves the named services on every address of st, TCP and UDP,
+// IPv4 and IPv6.
+func Start(st *stack.Stack, names ...string) (*Server, error) {
+	s := &Server{socks: make(map[*sockets.Socket]bool)}
+	for _, name := range names {
+		port, ok := Ports[name]
+		if !ok {
+			s.Close()
+			return nil, fmt.Errorf("unknown service %q (known: %s)", name, strings.Join(Names(), ", "))
+		}
+		echo := name == "echo"
+		for _, fam := range []sockets.Family{sockets.AF_INET, sockets.AF_INET6} {
+			for _, typ := range []sockets.Type{sockets.SOCK_STREAM, sockets.SOCK_DGRAM} {
+				sock, err := listen(st, fam, typ, port)
+				if err != nil {
+					s.Close()
+					return nil, fmt.Errorf("service %s: %w", name, err)
+				}
+				if !s.track(sock) {
+					return nil, errors.New("server closed")
+				}
+				s.wg.Add(1)
+				if typ == sockets.SOCK_STREAM {
+					go s.acceptLoop(sock, echo)
+				} else {
+					go s.datagramLoop(sock, echo)
+				}
+			}
+		}
+	}
+	return s, nil
+}
+
+func listen(st *stack.Stack, fam sockets.Family, typ sockets.Type, port int) (*sockets.Socket, error) {
+	sock, err := sockets.New(st, fam, typ, 0)
+	if err != nil {
+		return nil, err
+	}
+	host := "0.0.0.0"
+	if fam == sockets.AF_INET6 {
+		host = "::"
+		if err := sock.SetSockOpt(sockets.IPPROTO_IPV6, sockets.IPV6_V6ONLY, 1); err != nil {
+			sock.Close()
+			return nil, err
+		}
+	}
+	if err := sock.SetSockOpt(sockets.SOL_SOCKET, sockets.SO_REUSEADDR, 1); err != nil {
+		sock.Close()
+		return nil, err
+	}
+	if err := sock.Bind(sockets.Addr{Host: host, Port: port}); err != nil {
+		sock.Close()
+		return nil, err
+	}
+	if typ == sockets.SOCK_STREAM {
+		if err := sock.Listen(sockets.DefaultBacklog); err != nil {
+			sock.Close()
+			return nil, err
+		}
+	}
+	return sock, nil
+}
+
+// track registers a socket for Close; false (and the socket closed) if the
+// server is already closed.
+func (s *Server) track(sock *sockets.Socket) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		sock.Close()
+		return false
+	}
+	s.socks[sock] = true
+	return true
+}
+
+func (s *Server) untrack(sock *sockets.Socket) {
+	s.mu.Lock()
+	delete(s.socks, sock)
+	s.mu.Unlock()
+	sock.Close()
+}
+
+func (s *Server) acceptLoop(ln *sockets.Socket, echo bool) {
+	defer s.wg.Done()
+	for {
+		c, _, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, sockets.ErrSocketClosed) {
+				return
+			}
+			// EMFILE and the like: the listener keeps going, after a
+			// pause so that a full table does not spin.
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		if !s.track(c) {
+			return
+		}
+		s.wg.Add(1)
+		go s.serveConn(c, echo)
+	}
+}
+
+func (s *Server) serveConn(c *sockets.Socket, echo bool) {
+	defer s.wg.Done()
+	defer s.untrack(c)
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := c.RecvInto(buf, 0)
+		if err != nil || n == 0 {
+			return
+		}
+		if echo {
+			if _, err := c.SendAll(buf[:n], 0); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func (s *Server) datagramLoop(sock *sockets.Socket, echo bool) {
+	defer s.wg.Done()
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := sock.RecvFromInto(buf, 0)
+		if err != nil {
+			if errors.Is(err, sockets.ErrSocketClosed) {
+				return
+			}
+			continue
+		}
+		if echo {
+			_, _ = sock.SendTo(buf[:n], 0, from)
+		}
+	}
+}
+
+// Close stops every service and waits for their goroutines. It is
+// idempotent.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	socks := s.socks
+	s.socks = map[*sockets.Socket]bool{}
+	s.mu.Unlock()
+	for sock := range socks {
+		sock.Close()
+	}
+	s.wg.Wait()
+}

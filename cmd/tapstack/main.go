@@ -1,0 +1,139 @@
+// Command tapstack runs a userspace TCP/IP stack (gVisor's netstack) on a
+// TAP device and gives a Linux network namespace its network through it.
+//
+//	tapstack up [flags]       give a namespace a tapstack host (daemon)
+//	tapstack version          print the version
+//	tapstack help [command]   show help
+//
+// Every subcommand takes -h.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "0.1.0-dev"
+
+type command struct {
+	name    string
+	summary string
+	run     func(args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"up", "give a network namespace a tapstack host until SIGINT/SIGTERM", runUp},
+		{"version", "print the version", runVersion},
+		{"help", "show help for tapstack or a command", runHelp},
+	}
+}
+
+// errUsage marks a usage error already reported by the flag package.
+var errUsage = errors.New("usage")
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	name := args[0]
+	switch name {
+	case "-h", "-help", "--help":
+		usage(stdout)
+		return 0
+	case "-v", "-version", "--version":
+		name = "version"
+	}
+	for _, c := range commands() {
+		if c.name != name {
+			continue
+		}
+		err := c.run(args[1:], stdout, stderr)
+		switch {
+		case err == nil, errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.Is(err, errUsage):
+			return 2
+		default:
+			fmt.Fprintf(stderr, "tapstack %s: %v\n", name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "tapstack: unknown command %q (run 'tapstack help')\n", name)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, "tapstack: a userspace TCP/IP stack on a TAP device\n\nUsage: tapstack COMMAND [flags]\n\nCommands:\n")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, "\nRun 'tapstack COMMAND -h' for a command's flags.\n")
+}
+
+func runVersion(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("version", "", stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "tapstack %s\n", version)
+	return nil
+}
+
+func runHelp(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		usage(stdout)
+		return nil
+	}
+	for _, c := range commands() {
+		if c.name == args[0] && c.name != "help" {
+			return c.run([]string{"-h"}, stdout, stdout)
+		}
+	}
+	if args[0] == "help" {
+		usage(stdout)
+		return nil
+	}
+	fmt.Fprintf(stderr, "tapstack help: unknown command %q\n", args[0])
+	return errUsage
+}
+
+// newFlagSet makes a flag set that reports errors on one line.
+func newFlagSet(name, synopsis string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("tapstack "+name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: tapstack %s [flags] %s\n\nFlags:\n", name, synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses args; -h prints usage and returns flag.ErrHelp, a bad flag
+// prints one line and returns errUsage.
+func parse(fs *flag.FlagSet, args []string) error {
+	out, usage := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	fs.Usage = usage
+	if errors.Is(err, flag.ErrHelp) {
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	if err != nil {
+		fmt.Fprintf(out, "%s: %v (see -h)\n", fs.Name(), err)
+		return errUsage
+	}
+	return nil
+}

@@ -1,0 +1,210 @@
+// Package nshost builds a tapstack host whose wire is a TAP inside a Linux
+// network namespace: the namespace (made or opened), the TAP (created in
+// the caller's namespace under a temporary name, then moved in and
+// renamed), the kernel side's addresses and routes, and the gVisor stack on
+// the TAP's queues. `tapstack up` and the test harness both stand on it.
+//
+// Start at New; Close undoes exactly what New did.
+package nshost
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"github.com/tapstack/tapstack/link"
+	"github.com/tapstack/tapstack/stack"
+	"github.com/tapstack/tapstack/stack/netns"
+)
+
+// Defaults of the address plan (slirp4netns's).
+var (
+	DefaultStackAddrs = []netip.Prefix{netip.MustParsePrefix("10.0.2.2/24"), netip.MustParsePrefix("fd00::2/64")}
+	DefaultNSAddrs    = []netip.Prefix{netip.MustParsePrefix("10.0.2.100/24"), netip.MustParsePrefix("fd00::100/64")}
+)
+
+// DefaultTAP is the TAP's name inside the namespace.
+const DefaultTAP = "tap0"
+
+// Config describes a host. The zero value of each field is its default.
+type Config struct {
+	// Netns names the namespace. It is created when missing (and then
+	// deleted by Close) and reused when present. Empty means a new,
+	// uniquely named one.
+	Netns string
+	// TAP is the interface's name inside the namespace (DefaultTAP).
+	TAP string
+	// MTU is the IP MTU of both sides (link.DefaultMTU).
+	MTU int
+	// Queues is the number of TAP queues (1).
+	Queues int
+	// StackAddrs are the stack's addresses (DefaultStackAddrs).
+	StackAddrs []netip.Prefix
+	// NSAddrs are the kernel side's addresses (DefaultNSAddrs). The first
+	// stack address of each family is the namespace's default gateway.
+	NSAddrs []netip.Prefix
+	// MaxSockets is the socket table capacity (stack.DefaultMaxSockets).
+	MaxSockets int
+	// Observer sees every frame on the TAP.
+	Observer link.Observer
+}
+
+// Host is a running tapstack host in a namespace.
+type Host struct {
+	Stack *stack.Stack
+	Link  *link.Endpoint
+	NS    *netns.Namespace
+	// TAP is the interface name inside the namespace.
+	TAP        string
+	StackAddrs []netip.Prefix
+	NSAddrs    []netip.Prefix
+	MTU        int
+}
+
+// UniqueName returns prefix followed by random hex, short enough for an
+// interface name when prefix is at most 5 bytes.
+func UniqueName(prefix string) string {
+	b := make([]byte, 5)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+func (c *Config) fill() error {
+	if c.Netns == "" {
+		c.Netns = UniqueName("tapstack-")
+	}
+	if err := netns.ValidName(c.Netns); err != nil {
+		return err
+	}
+	if c.TAP == "" {
+		c.TAP = DefaultTAP
+	}
+	if len(c.TAP) > 15 {
+		return fmt.Errorf("TAP name %q is longer than 15 bytes", c.TAP)
+	}
+	if c.MTU == 0 {
+		c.MTU = link.DefaultMTU
+	}
+	if c.MTU < 1280 || c.MTU > link.MaxMTU {
+		return fmt.Errorf("MTU %d out of range 1280..%d (IPv6 needs 1280)", c.MTU, link.MaxMTU)
+	}
+	if len(c.StackAddrs) == 0 {
+		c.StackAddrs = DefaultStackAddrs
+	}
+	if len(c.NSAddrs) == 0 {
+		c.NSAddrs = DefaultNSAddrs
+	}
+	for _, p := range append(append([]netip.Prefix{}, c.StackAddrs...), c.NSAddrs...) {
+		if !p.IsValid() || p.Addr().Zone() != "" || p.Addr().Is4In6() {
+			return fmt.Errorf("address %v: want an IPv4 or IPv6 CIDR like 10.0.2.2/24", p)
+		}
+	}
+	for _, s := range c.StackAddrs {
+		for _, n := range c.NSAddrs {
+			if s.Addr() == n.Addr() {
+				return fmt.Errorf("address %s is given to both the stack and the namespace", s.Addr())
+			}
+		}
+	}
+	return nil
+}
+
+// New builds the host. On error it removes whatever it made.
+func New(cfg Config) (h *Host, err error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+
+	ns, err := netns.OpenOrCreate(cfg.Netns)
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { ns.Close() })
+	if ns.LinkExists(cfg.TAP) {
+		return nil, fmt.Errorf("namespace %s already has a link named %s (choose another with --tap)", cfg.Netns, cfg.TAP)
+	}
+
+	tmp := UniqueName("tst")
+	tap, err := link.OpenTAP(link.TAPConfig{Name: tmp, Queues: cfg.Queues, MTU: cfg.MTU})
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { tap.Close() })
+	if err := ns.MoveLink(tmp, cfg.TAP); err != nil {
+		return nil, err
+	}
+	ep, err := link.New(link.Options{Devices: tap.Devices(), MTU: uint32(cfg.MTU), Observer: cfg.Observer})
+	if err != nil {
+		return nil, err
+	}
+	var gw4, gw6 netip.Addr
+	for _, p := range cfg.StackAddrs {
+		if p.Addr().Is4() && !gw4.IsValid() {
+			gw4 = p.Addr()
+		}
+		if p.Addr().Is6() && !gw6.IsValid() {
+			gw6 = p.Addr()
+		}
+	}
+	if err := ns.Configure(netns.LinkConfig{Name: cfg.TAP, Addrs: cfg.NSAddrs, Gateway4: gw4, Gateway6: gw6}); err != nil {
+		ep.Close()
+		return nil, err
+	}
+	st, err := stack.New(stack.Config{
+		MaxSockets: cfg.MaxSockets,
+		Links:      []stack.LinkConfig{{Name: cfg.TAP, Endpoint: ep, Addrs: cfg.StackAddrs}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Host{Stack: st, Link: ep, NS: ns, TAP: cfg.TAP, StackAddrs: cfg.StackAddrs, NSAddrs: cfg.NSAddrs, MTU: cfg.MTU}, nil
+}
+
+// WaitReady returns once the namespace reaches the stack at each of its
+// addresses: a TCP connection attempt from inside the namespace to port 9
+// gets an answer (accepted or refused: either crossed the TAP both ways).
+func (h *Host) WaitReady(ctx context.Context) error {
+	for _, p := range h.StackAddrs {
+		addr := netip.AddrPortFrom(p.Addr(), 9).String()
+		for {
+			err := h.NS.Do(func() error {
+				d := net.Dialer{Timeout: 500 * time.Millisecond}
+				c, err := d.DialContext(ctx, "tcp", addr)
+				if err == nil {
+					c.Close()
+				}
+				return err
+			})
+			if err == nil || errors.Is(err, syscall.ECONNREFUSED) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("namespace %s cannot reach the stack at %s: %w", h.NS, addr, err)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// Close stops the stack (closing the TAP, which removes the device) and
+// deletes the namespace if New created it. It is idempotent.
+func (h *Host) Close() error {
+	h.Stack.Close()
+	return h.NS.Close()
+}
