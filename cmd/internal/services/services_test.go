@@ -1,0 +1,52 @@
+package services_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tapstack/tapstack/cmd/internal/services"
+	"github.com/tapstack/tapstack/stack/nshost"
+	"github.com/tapstack/tapstack/tests/nstest"
+)
+
+func TestEchoAndDiscardAgainstKernelClients(t *testing.T) {
+	env := nstest.New(t, nshost.Config{})
+	srv, err := services.Start(env.Stack, "echo", "discard")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	for _, host := range []string{"10.0.2.2", "fd00::2"} {
+		t.Run("tcp/"+host, func(t *testing.T) {
+			out := env.Python(60*time.Second, nstest.EchoClientPy, host, "7", fmt.Sprint(1<<20))
+			var sent, got string
+			var n int
+			if _, err := fmt.Sscanf(strings.TrimSpace(out), "sent=%s got=%s n=%d", &sent, &got, &n); err != nil {
+				t.Fatalf("client printed %q: %v", out, err)
+			}
+			if sent != got || n != 1<<20 {
+				t.Fatalf("echo of 1 MiB: sent %s, got %s (%d bytes)", sent, got, n)
+			}
+		})
+		t.Run("udp/"+host, func(t *testing.T) {
+			out := env.Python(30*time.Second, nstest.UDPEchoClientPy, host, "7", "20")
+			if strings.TrimSpace(out) != "ok 20" {
+				t.Fatalf("UDP echo: %q, want ok 20", out)
+			}
+		})
+	}
+	t.Run("discard", func(t *testing.T) {
+		out := env.MustRun(10*time.Second, []byte(strings.Repeat("x", 100000)), "nc", "-N", "10.0.2.2", "9")
+		if out != "" {
+			t.Fatalf("discard answered %q", out)
+		}
+	})
+}
+
+func TestUnknownService(t *testing.T) {
+	if _, err := services.Start(nil, "chargen"); err == nil || !strings.Contains(err.Error(), "unknown service") {
+		t.Fatalf("Start(chargen) = %v", err)
+	}
+}

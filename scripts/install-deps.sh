@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian/Ubuntu packages tapstack's tests use as kernel-side
+# peers, when they are missing. Needs root (or sudo) and Go 1.26 on PATH.
+set -euo pipefail
+
+pkgs=()
+need() { command -v "$1" >/dev/null 2>&1 || pkgs+=("$2"); }
+need ip iproute2
+need ping iputils-ping
+need python3 python3
+need nc netcat-openbsd
+need socat socat
+need iperf3 iperf3
+need dnsmasq dnsmasq-base
+need curl curl
+need setpriv util-linux
+
+if ((${#pkgs[@]})); then
+	SUDO=""
+	if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+	echo "installing: ${pkgs[*]}"
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+	echo "Go is not on PATH: install Go 1.26 from https://go.dev/dl/ first" >&2
+	exit 1
+fi
