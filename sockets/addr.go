@@ -2,7 +2,6 @@ package sockets
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -194,17 +193,4 @@ func fromFull(f Family, fa tcpip.FullAddress) Addr {
 // isV4Mapped reports whether a is an IPv4-mapped IPv6 address.
 func isV4Mapped(a tcpip.Address) bool {
 	return a.Len() == 16 && header.IsV4MappedAddress(a)
-}
-
-// netAddr converts an Addr to a *net.TCPAddr or *net.UDPAddr.
-func netAddr(t Type, a Addr) net.Addr {
-	ip := net.ParseIP(a.Host)
-	zone := ""
-	if a.ScopeID != 0 {
-		zone = strconv.Itoa(int(a.ScopeID))
-	}
-	if t == SOCK_STREAM {
-		return &net.TCPAddr{IP: ip, Port: a.Port, Zone: zone}
-	}
-	return &net.UDPAddr{IP: ip, Port: a.Port, Zone: zone}
 }
