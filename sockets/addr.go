@@ -105,7 +105,7 @@ func parseAddr(st *stack.Stack, f Family, a Addr, use addrUse) (tcpip.FullAddres
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
-		return fa, &Error{Errno: syscall.EINVAL, Msg: fmt.Sprintf("%q is not a numeric IP address: %v", a.Host, ErrNeedResolve)}
+		return fa, &Error{Errno: syscall.EINVAL, Msg: fmt.Sprintf("%q is not a numeric IP address: %v", a.Host, ErrNeedResolve), Cause: ErrNeedResolve}
 	}
 	if strings.HasPrefix(host, "<") {
 		return fa, errnoErr(syscall.EINVAL, fmt.Sprintf("unknown special host %q", a.Host))

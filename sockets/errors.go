@@ -16,6 +16,9 @@ type Error struct {
 	Errno syscall.Errno
 	// Msg replaces the errno's text when set.
 	Msg string
+	// Cause, when set, is a sentinel that errors.Is matches too (such as
+	// ErrNeedResolve).
+	Cause error
 }
 
 func (e *Error) Error() string {
@@ -25,8 +28,13 @@ func (e *Error) Error() string {
 	return e.Errno.Error()
 }
 
-// Unwrap returns the errno.
-func (e *Error) Unwrap() error { return e.Errno }
+// Unwrap returns the errno and the cause.
+func (e *Error) Unwrap() []error {
+	if e.Cause != nil {
+		return []error{e.Errno, e.Cause}
+	}
+	return []error{e.Errno}
+}
 
 // Timeout reports whether the error is a timeout, for net.Error.
 func (e *Error) Timeout() bool { return e.Errno.Timeout() }

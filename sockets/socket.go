@@ -306,13 +306,15 @@ func (s *Socket) Connect(addr Addr) error {
 	if err != nil {
 		return s.opError("connect", addr, err)
 	}
-	if terr := s.ep.LastError(); terr != nil {
-		return s.opError("connect", addr, fromTCPIP(terr))
-	}
-	if tcp.EndpointState(s.ep.State()) != tcp.StateEstablished {
-		if _, err := s.ep.GetRemoteAddress(); err != nil {
-			return s.opError("connect", addr, syscall.ECONNREFUSED)
+	// Connecting again reports the outcome, as gVisor's own socket
+	// layer does: nil once, and the hard error of a failed attempt.
+	if terr := s.ep.Connect(fa); terr != nil {
+		if _, ok := terr.(*tcpip.ErrConnectionAborted); ok {
+			if le := s.ep.LastError(); le != nil {
+				terr = le
+			}
 		}
+		return s.opError("connect", addr, fromTCPIP(terr))
 	}
 	return nil
 }
