@@ -137,6 +137,7 @@ func build(cfg Config) (*Stack, error) {
 	routes = append(routes, subnetRoutes(lo)...)
 
 	names := map[string]bool{"lo": true}
+	bcast := false
 	for i, l := range cfg.Links {
 		if l.Endpoint == nil {
 			return s, fmt.Errorf("stack: link %d has no endpoint", i)
@@ -165,6 +166,13 @@ func build(cfg Config) (*Stack, error) {
 			return s, err
 		}
 		routes = append(routes, subnetRoutes(n)...)
+		if !bcast && hasIPv4(n.Addrs) {
+			// The limited broadcast 255.255.255.255 leaves through the
+			// first link with an IPv4 address, as if that link were the
+			// host's only segment.
+			routes = append(routes, tcpip.Route{Destination: header.IPv4Broadcast.WithPrefix().Subnet(), NIC: n.ID})
+			bcast = true
+		}
 		if l.Gateway4.IsValid() {
 			if !l.Gateway4.Is4() {
 				return s, fmt.Errorf("stack: NIC %s: IPv4 gateway %s is not IPv4", name, l.Gateway4)
@@ -197,6 +205,15 @@ func (s *Stack) addNIC(n NIC) error {
 		}
 	}
 	return nil
+}
+
+func hasIPv4(ps []netip.Prefix) bool {
+	for _, p := range ps {
+		if p.Addr().Is4() {
+			return true
+		}
+	}
+	return false
 }
 
 func subnetRoutes(n NIC) []tcpip.Route {

@@ -2,6 +2,7 @@
 // TAP device and gives a Linux network namespace its network through it.
 //
 //	tapstack up [flags]       give a namespace a tapstack host (daemon)
+//	tapstack nc [flags] [HOST] PORT  netcat through a tapstack host
 //	tapstack version          print the version
 //	tapstack help [command]   show help
 //
@@ -28,6 +29,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"up", "give a network namespace a tapstack host until SIGINT/SIGTERM", runUp},
+		{"nc", "netcat on a fresh tapstack host in a namespace: connect or listen, TCP or UDP", runNC},
 		{"version", "print the version", runVersion},
 		{"help", "show help for tapstack or a command", runHelp},
 	}

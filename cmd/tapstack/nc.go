@@ -1,0 +1,326 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tapstack/tapstack/sockets"
+	"github.com/tapstack/tapstack/stack/nshost"
+)
+
+// ncOptions are tapstack nc's own flags.
+type ncOptions struct {
+	v4, v6, udp, listen, broadcast, verbose bool
+	localPort                               int
+	wait                                    float64
+	host                                    string
+	port                                    int
+}
+
+func runNC(args []string, stdout, stderr io.Writer) error {
+	return runNCWith(args, os.Stdin, stdout, stderr)
+}
+
+func runNCWith(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("nc", "[HOST] PORT", stderr)
+	var hf hostFlags
+	hf.register(fs, "tapstack")
+	var o ncOptions
+	fs.BoolVar(&o.v4, "4", false, "IPv4 only (the default unless HOST is IPv6)")
+	fs.BoolVar(&o.v6, "6", false, "IPv6")
+	fs.BoolVar(&o.udp, "u", false, "UDP instead of TCP")
+	fs.BoolVar(&o.listen, "l", false, "listen on the wildcard address of the family for one peer")
+	fs.BoolVar(&o.broadcast, "b", false, "allow broadcast (SO_BROADCAST)")
+	fs.BoolVar(&o.verbose, "v", false, "say on stderr what happens")
+	fs.IntVar(&o.localPort, "p", 0, "local `PORT` to bind")
+	fs.Float64Var(&o.wait, "w", 0, "connect timeout and idle timeout in `SECONDS` (0: none; UDP waits 1 s for replies after stdin ends)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := o.positional(fs.Args()); err != nil {
+		fmt.Fprintf(stderr, "tapstack nc: %v (see -h)\n", err)
+		return errUsage
+	}
+	cfg, err := hf.config()
+	if err != nil {
+		return err
+	}
+	if err := preflight(); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	h, err := nshost.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = h.WaitReady(rctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	err = o.run(ctx, h, stdin, stdout, stderr)
+	if err != nil && ctx.Err() != nil {
+		return nil
+	}
+	return withErrnoName(err)
+}
+
+func (o *ncOptions) positional(args []string) error {
+	if o.v4 && o.v6 {
+		return errors.New("-4 and -6 exclude each other")
+	}
+	switch {
+	case o.listen && len(args) == 1:
+		args = []string{"", args[0]}
+	case len(args) != 2:
+		if o.listen {
+			return errors.New("want PORT (or HOST PORT) with -l")
+		}
+		return errors.New("want HOST PORT")
+	}
+	o.host = args[0]
+	p, err := strconv.Atoi(args[1])
+	if err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("port %q: want a number 0-65535", args[1])
+	}
+	o.port = p
+	if o.localPort < 0 || o.localPort > 65535 {
+		return fmt.Errorf("-p %d: want a number 0-65535", o.localPort)
+	}
+	if o.wait < 0 {
+		return fmt.Errorf("-w %v: must not be negative", o.wait)
+	}
+	return nil
+}
+
+func (o *ncOptions) family() sockets.Family {
+	if o.v6 {
+		return sockets.AF_INET6
+	}
+	if !o.v4 {
+		for _, c := range o.host {
+			if c == ':' {
+				return sockets.AF_INET6
+			}
+		}
+	}
+	return sockets.AF_INET
+}
+
+func (o *ncOptions) run(ctx context.Context, h *nshost.Host, stdin io.Reader, stdout, stderr io.Writer) error {
+	fam := o.family()
+	typ := sockets.SOCK_STREAM
+	if o.udp {
+		typ = sockets.SOCK_DGRAM
+	}
+	s, err := sockets.New(h.Stack, fam, typ, 0)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	go func() {
+		<-ctx.Done()
+		s.Close()
+	}()
+	if o.broadcast {
+		if err := s.SetSockOpt(sockets.SOL_SOCKET, sockets.SO_BROADCAST, 1); err != nil {
+			return err
+		}
+	}
+	wait := time.Duration(o.wait * float64(time.Second))
+	logf := func(format string, args ...any) {
+		if o.verbose {
+			fmt.Fprintf(stderr, "tapstack nc: "+format+"\n", args...)
+		}
+	}
+	if o.listen {
+		host := o.host
+		if host == "" && fam == sockets.AF_INET6 {
+			host = "::"
+		}
+		if err := s.Bind(sockets.Addr{Host: host, Port: o.port}); err != nil {
+			return err
+		}
+		la, _ := s.GetSockName()
+		if !o.udp {
+			if err := s.Listen(1); err != nil {
+				return err
+			}
+			logf("listening on %v", la)
+			c, peer, err := s.Accept()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			logf("connection from %v", peer)
+			s.Close()
+			return pumpStream(c, stdin, stdout, wait)
+		}
+		logf("listening on %v/udp", la)
+		b, peer, err := s.RecvFrom(65536, 0)
+		if err != nil {
+			return err
+		}
+		logf("datagram from %v", peer)
+		if _, err := stdout.Write(b); err != nil {
+			return err
+		}
+		if err := s.Connect(peer); err != nil {
+			return err
+		}
+		return pumpDatagrams(s, stdin, stdout, wait)
+	}
+	if o.localPort != 0 {
+		if err := s.Bind(sockets.Addr{Port: o.localPort}); err != nil {
+			return err
+		}
+	}
+	if wait > 0 {
+		s.SetTimeout(wait)
+	}
+	if err := s.Connect(sockets.Addr{Host: o.host, Port: o.port}); err != nil {
+		return err
+	}
+	s.SetTimeout(sockets.Blocking)
+	logf("connected to %s port %d", o.host, o.port)
+	if o.udp {
+		return pumpDatagrams(s, stdin, stdout, wait)
+	}
+	return pumpStream(s, stdin, stdout, wait)
+}
+
+// pumpStream copies stdin to the peer (half-closing at EOF) and the peer
+// to stdout until the peer ends its side.
+func pumpStream(s *sockets.Socket, stdin io.Reader, stdout io.Writer, idle time.Duration) error {
+	var wg sync.WaitGroup
+	var sendErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := stdin.Read(buf)
+			if n > 0 {
+				if _, serr := s.SendAll(buf[:n], 0); serr != nil {
+					if !errors.Is(serr, sockets.ErrSocketClosed) {
+						sendErr = serr
+					}
+					return
+				}
+			}
+			if err != nil {
+				_ = s.Shutdown(sockets.SHUT_WR)
+				return
+			}
+		}
+	}()
+	if idle > 0 {
+		s.SetTimeout(idle)
+	}
+	buf := make([]byte, 64<<10)
+	var recvErr error
+	for {
+		n, err := s.RecvInto(buf, 0)
+		if err != nil {
+			recvErr = err
+			break
+		}
+		if n == 0 {
+			break
+		}
+		if _, err := stdout.Write(buf[:n]); err != nil {
+			recvErr = err
+			break
+		}
+	}
+	// The peer is done; a stdin still open does not keep us.
+	s.Close()
+	wg.Wait()
+	if recvErr != nil {
+		return recvErr
+	}
+	return sendErr
+}
+
+// pumpDatagrams sends stdin in datagrams and prints what comes back, until
+// stdin ends and no datagram came for the idle time (1 s by default).
+func pumpDatagrams(s *sockets.Socket, stdin io.Reader, stdout io.Writer, idle time.Duration) error {
+	if idle <= 0 {
+		idle = time.Second
+	}
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 65507)
+		for {
+			n, err := stdin.Read(buf)
+			if n > 0 {
+				if _, serr := s.Send(buf[:n], 0); serr != nil {
+					done <- serr
+					return
+				}
+			}
+			if err != nil {
+				done <- nil
+				return
+			}
+		}
+	}()
+	stdinDone := false
+	buf := make([]byte, 65536)
+	for {
+		if stdinDone {
+			s.SetTimeout(idle)
+		} else {
+			s.SetTimeout(100 * time.Millisecond)
+		}
+		n, err := s.RecvInto(buf, 0)
+		if err == nil {
+			if _, werr := stdout.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			continue
+		}
+		var ne interface{ Timeout() bool }
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			return err
+		}
+		if stdinDone {
+			return nil
+		}
+		select {
+		case serr := <-done:
+			if serr != nil {
+				return serr
+			}
+			stdinDone = true
+		default:
+		}
+	}
+}
+
+// withErrnoName appends the errno's name (ECONNREFUSED …) to an error.
+func withErrnoName(err error) error {
+	if err == nil {
+		return nil
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		if name := unix.ErrnoName(e); name != "" {
+			return fmt.Errorf("%w (%s)", err, name)
+		}
+	}
+	return err
+}
