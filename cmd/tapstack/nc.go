@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -205,11 +204,10 @@ func (o *ncOptions) run(ctx context.Context, h *nshost.Host, stdin io.Reader, st
 // pumpStream copies stdin to the peer (half-closing at EOF) and the peer
 // to stdout until the peer ends its side.
 func pumpStream(s *sockets.Socket, stdin io.Reader, stdout io.Writer, idle time.Duration) error {
-	var wg sync.WaitGroup
 	var sendErr error
-	wg.Add(1)
+	sent := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(sent)
 		buf := make([]byte, 32<<10)
 		for {
 			n, err := stdin.Read(buf)
@@ -246,13 +244,19 @@ func pumpStream(s *sockets.Socket, stdin io.Reader, stdout io.Writer, idle time.
 			break
 		}
 	}
-	// The peer is done; a stdin still open does not keep us.
-	s.Close()
-	wg.Wait()
-	if recvErr != nil {
+	// The peer is done. Input already at hand still goes out, but a
+	// stdin that stays open (a terminal) does not keep us for long.
+	select {
+	case <-sent:
+		s.Close()
+		if recvErr != nil {
+			return recvErr
+		}
+		return sendErr
+	case <-time.After(time.Second):
+		s.Close()
 		return recvErr
 	}
-	return sendErr
 }
 
 // pumpDatagrams sends stdin in datagrams and prints what comes back, until
