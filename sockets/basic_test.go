@@ -30,7 +30,7 @@ func TestTCPEchoBothFamilies(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			data := make([]byte, 4<<20)
+			data := make([]byte, 64<<20) // 64 MiB each way, checked by SHA-256
 			rand.Read(data)
 			errc := make(chan error, 1)
 			go func() {

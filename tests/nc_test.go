@@ -85,8 +85,9 @@ print("peer", a[0])
 
 const pyUDPEcho = `
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", int(sys.argv[1])))
+fam = socket.AF_INET6 if len(sys.argv) > 2 else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", int(sys.argv[1])))
 s.settimeout(20)
 d, a = s.recvfrom(2000)
 s.sendto(b"echo:" + d, a)
@@ -108,13 +109,21 @@ func TestNCConnectsToKernelServers(t *testing.T) {
 }
 
 func TestNCUDP(t *testing.T) {
-	ns := ncNamespace(t)
-	wait := kernelPeer(t, ns, pyUDPEcho, "5353")
-	out, errs, err := runNC(t, "ping", "--netns", ns, "-u", "-w", "2", "10.0.2.100", "5353")
-	if err != nil || out != "echo:ping" {
-		t.Fatalf("nc -u: out %q err %v stderr %q", out, err, errs)
+	for _, c := range []struct{ host, peer string }{{"10.0.2.100", "10.0.2.2"}, {"fd00::100", "fd00::2"}} {
+		ns := ncNamespace(t)
+		args := []string{"5353"}
+		if strings.Contains(c.host, ":") {
+			args = append(args, "6")
+		}
+		wait := kernelPeer(t, ns, pyUDPEcho, args...)
+		out, errs, err := runNC(t, "ping", "--netns", ns, "-u", "-w", "1", c.host, "5353")
+		if err != nil || out != "echo:ping" {
+			t.Fatalf("nc -u %s: out %q err %v stderr %q", c.host, out, err, errs)
+		}
+		if got := wait(); !strings.Contains(got, "peer "+c.peer) {
+			t.Fatalf("kernel UDP server saw %q", got)
+		}
 	}
-	wait()
 }
 
 func TestNCListens(t *testing.T) {
