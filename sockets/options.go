@@ -146,8 +146,7 @@ func (s *Socket) setInt(level, opt, v int) error {
 		case IPV6_TCLASS:
 			return fromTCPIP(s.ep.SetSockOptInt(tcpip.IPv6TrafficClassOption, v&0xff))
 		case IPV6_MULTICAST_IF:
-			o := tcpip.MulticastInterfaceOption{NIC: tcpip.NICID(v)}
-			return fromTCPIP(s.ep.SetSockOpt(&o))
+			return fromTCPIP(s.ep.SetSockOptInt(tcpip.IPv6MulticastInterfaceOption, v))
 		case IPV6_JOIN_GROUP, IPV6_LEAVE_GROUP:
 			return errnoErr(syscall.EINVAL, "invalid argument: this option takes a struct ipv6_mreq; use SetSockOptBytes or JoinGroup")
 		}
@@ -411,6 +410,9 @@ func (s *Socket) getInt(level, opt int) (int, error) {
 			return b2i(so.GetMulticastLoop()), nil
 		case IPV6_TCLASS:
 			v, err := s.ep.GetSockOptInt(tcpip.IPv6TrafficClassOption)
+			return v, fromTCPIP(err)
+		case IPV6_MULTICAST_IF:
+			v, err := s.ep.GetSockOptInt(tcpip.IPv6MulticastInterfaceOption)
 			return v, fromTCPIP(err)
 		}
 	}

@@ -3,6 +3,7 @@ package sockets_test
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
@@ -422,5 +423,41 @@ func TestOptions(t *testing.T) {
 	}
 	if v, _ := u.GetSockOpt(sockets.IPPROTO_IP, sockets.IP_MULTICAST_TTL); v != 4 {
 		t.Errorf("IP_MULTICAST_TTL = %d", v)
+	}
+}
+
+func TestIPv6MulticastJoinAndLeave(t *testing.T) {
+	p := newPair(t, 0)
+	r := mustSocket(t, p.a, sockets.AF_INET6, sockets.SOCK_DGRAM)
+	if err := r.Bind(sockets.Addr{Host: "::", Port: 7300}); err != nil {
+		t.Fatal(err)
+	}
+	group := netip.MustParseAddr("ff15::1234")
+	if err := r.JoinGroup(group, "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	s := mustSocket(t, p.b, sockets.AF_INET6, sockets.SOCK_DGRAM)
+	nic, _ := p.b.NICByName("eth0")
+	if err := s.SetSockOpt(sockets.IPPROTO_IPV6, sockets.IPV6_MULTICAST_IF, int(nic.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SendTo([]byte("mc6"), 0, sockets.Addr{Host: group.String(), Port: 7300}); err != nil {
+		t.Fatal(err)
+	}
+	r.SetTimeout(2 * time.Second)
+	b, from, err := r.RecvFrom(10, 0)
+	if err != nil || string(b) != "mc6" || from.Host != "fd09::2" {
+		t.Fatalf("member of %s: %q from %v, %v", group, b, from, err)
+	}
+	if err := r.LeaveGroup(group, "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	s.SendTo([]byte("after"), 0, sockets.Addr{Host: group.String(), Port: 7300})
+	r.SetTimeout(200 * time.Millisecond)
+	if b, _, err := r.RecvFrom(10, 0); !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Fatalf("after leaving the group: %q, %v; want nothing", b, err)
+	}
+	if err := r.JoinGroup(netip.MustParseAddr("fd09::1"), ""); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("joining a unicast address: %v", err)
 	}
 }
