@@ -194,3 +194,5 @@ func fromFull(f Family, fa tcpip.FullAddress) Addr {
 func isV4Mapped(a tcpip.Address) bool {
 	return a.Len() == 16 && header.IsV4MappedAddress(a)
 }
+
+func nicID(scope uint32) tcpip.NICID { return tcpip.NICID(scope) }

@@ -461,3 +461,5 @@ func TestIPv6MulticastJoinAndLeave(t *testing.T) {
 		t.Fatalf("joining a unicast address: %v", err)
 	}
 }
+
+var errSyscallECONNREFUSED = syscall.ECONNREFUSED

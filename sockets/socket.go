@@ -594,6 +594,14 @@ func (s *Socket) SetDeadline(t time.Time) error {
 	return s.SetWriteDeadline(t)
 }
 
+func (s *Socket) deadlinePassed(read bool) bool {
+	dl := s.wdl.Load()
+	if read {
+		dl = s.rdl.Load()
+	}
+	return dl != 0 && time.Now().UnixNano() >= dl
+}
+
 func unixNano(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
@@ -630,6 +638,11 @@ func (s *Socket) deadline(read bool, flags int, start time.Time) (time.Time, boo
 // between, within the socket's timeout and deadlines. It is how every
 // blocking call is built on gVisor's non-blocking endpoints.
 func (s *Socket) do(ev waiter.EventMask, read bool, flags int, try func() tcpip.Error) error {
+	// A net.Conn deadline already past fails the call before it starts,
+	// as in package net.
+	if s.deadlinePassed(read) {
+		return errTimedOut
+	}
 	terr := try()
 	if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
 		return s.mapErr(terr)
