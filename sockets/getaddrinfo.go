@@ -170,17 +170,18 @@ func canonicalKey(name string) string {
 // other name is resolved by a DNS client that runs over this stack (UDP to
 // the configured servers, retry across servers, TCP when a reply is
 // truncated). An empty host is the wildcard with AI_PASSIVE and loopback
-// without. The port is a number or a service name ("http"); "" means 0.
+// without. The port is, as in Python, an int, a string holding a number or
+// a service name ("http"), or nil (and "") for none.
 // family is AF_UNSPEC, AF_INET or AF_INET6; typ 0 gives SOCK_STREAM and
 // SOCK_DGRAM entries. IPv6 results come first only when the stack has a
 // route to them. Errors are *GAIError (EAI_NONAME, EAI_AGAIN, EAI_FAMILY,
 // EAI_SERVICE …).
-func GetAddrInfo(st *stack.Stack, host, port string, family Family, typ Type, proto, flags int) ([]AddrInfo, error) {
+func GetAddrInfo(st *stack.Stack, host string, port any, family Family, typ Type, proto, flags int) ([]AddrInfo, error) {
 	return GetAddrInfoContext(context.Background(), st, host, port, family, typ, proto, flags)
 }
 
 // GetAddrInfoContext is GetAddrInfo with a context that bounds the lookup.
-func GetAddrInfoContext(ctx context.Context, st *stack.Stack, host, port string, family Family, typ Type, proto, flags int) ([]AddrInfo, error) {
+func GetAddrInfoContext(ctx context.Context, st *stack.Stack, host string, portArg any, family Family, typ Type, proto, flags int) ([]AddrInfo, error) {
 	gerr := func(code GAIErrno, detail string) error {
 		return &GAIError{Code: code, Host: host, Detail: detail}
 	}
@@ -209,6 +210,21 @@ func GetAddrInfoContext(ctx context.Context, st *stack.Stack, host, port string,
 	}
 	if typ == SOCK_STREAM && proto == IPPROTO_UDP || typ == SOCK_DGRAM && proto == IPPROTO_TCP {
 		return nil, gerr(EAI_SERVICE, fmt.Sprintf("protocol %d does not go with %v", proto, typ))
+	}
+	var port string
+	switch p := portArg.(type) {
+	case nil:
+	case string:
+		port = p
+	case int:
+		if p < 0 || p > 65535 {
+			return nil, gerr(EAI_SERVICE, fmt.Sprintf("port %d out of range 0-65535", p))
+		}
+		port = strconv.Itoa(p)
+	case uint16:
+		port = strconv.Itoa(int(p))
+	default:
+		return nil, gerr(EAI_SERVICE, fmt.Sprintf("port of type %T: want an int, a string or nil", portArg))
 	}
 	if host == "" && port == "" {
 		return nil, gerr(EAI_NONAME, "host and port are both empty")

@@ -39,6 +39,18 @@ func TestGetAddrInfoLocal(t *testing.T) {
 	check("", "8000", sockets.AF_INET6, sockets.SOCK_STREAM, 0, "[::1]:8000/SOCK_STREAM")
 	check("10.0.9.1", "80", sockets.AF_INET6, sockets.SOCK_STREAM, sockets.AI_V4MAPPED, "[::ffff:10.0.9.1]:80/SOCK_STREAM")
 
+	if ais, err := sockets.GetAddrInfo(st, "10.0.9.1", nil, sockets.AF_INET, sockets.SOCK_DGRAM, 0, 0); err != nil || ais[0].Addr.Port != 0 {
+		t.Fatalf("port nil: %+v %v", ais, err)
+	}
+	if ais, err := sockets.GetAddrInfo(st, "10.0.9.1", 443, sockets.AF_INET, sockets.SOCK_STREAM, 0, 0); err != nil || ais[0].Addr.Port != 443 {
+		t.Fatalf("port 443: %+v %v", ais, err)
+	}
+	if _, err := sockets.GetAddrInfo(st, "10.0.9.1", 3.5, sockets.AF_INET, 0, 0, 0); !errors.Is(err, sockets.EAI_SERVICE) {
+		t.Fatalf("port 3.5: %v", err)
+	}
+	if _, err := sockets.GetAddrInfo(st, "10.0.9.1", 70000, sockets.AF_INET, 0, 0, 0); !errors.Is(err, sockets.EAI_SERVICE) {
+		t.Fatalf("port 70000: %v", err)
+	}
 	for _, c := range []struct {
 		host, port string
 		f          sockets.Family

@@ -17,18 +17,14 @@ import (
 	"github.com/tapstack/tapstack/tests/nstest"
 )
 
-// startDNSMasq serves a hosts file from 10.0.2.100:53 inside the
-// namespace, until the test ends.
-func startDNSMasq(t *testing.T, env *nstest.Env) {
+// dnsmasqHosts writes the test zone: name.test (both families), v4only.test,
+// alias.test (a CNAME) and many.test (40 addresses: too many for UDP).
+func dnsmasqHosts(t *testing.T) string {
 	t.Helper()
-	bin, err := exec.LookPath("dnsmasq")
-	if err != nil {
-		t.Skip("dns: skipped: needs dnsmasq (apt-get install dnsmasq-base)")
-	}
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	var hosts strings.Builder
-	hosts.WriteString("10.0.2.50 name.test\nfd00::50 name.test\n10.0.2.51 v4only.test\n")
+	hosts.WriteString("10.0.2.50 name.test\nfd00::50 name.test\n10.0.2.51 v4only.test\n10.0.2.100 ns.test\n")
 	for i := 1; i <= 40; i++ {
 		fmt.Fprintf(&hosts, "10.0.3.%d many.test\n", i)
 	}
@@ -36,10 +32,22 @@ func startDNSMasq(t *testing.T, env *nstest.Env) {
 	if err := os.WriteFile(hf, []byte(hosts.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return hf
+}
+
+// runDNSMasq starts dnsmasq serving the test zone inside namespace ns on
+// port 53 of every address there, until the test ends.
+func runDNSMasq(t *testing.T, ns string) <-chan struct{} {
+	t.Helper()
+	bin, err := exec.LookPath("dnsmasq")
+	if err != nil {
+		t.Skip("dns: skipped: needs dnsmasq (apt-get install dnsmasq-base)")
+	}
+	hf := dnsmasqHosts(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := env.Command(ctx, bin, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, bin, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
 		"--addn-hosts="+hf, "--cname=alias.test,name.test", "--local=/test/",
-		"--listen-address=10.0.2.100", "--bind-interfaces", "--port=53", "--user=root", "--pid-file="+filepath.Join(dir, "pid"), "--log-facility=-")
+		"--port=53", "--user=root", "--pid-file="+filepath.Join(filepath.Dir(hf), "pid"), "--log-facility=-")
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -50,8 +58,18 @@ func startDNSMasq(t *testing.T, env *nstest.Env) {
 	t.Cleanup(func() {
 		cancel()
 		<-done
+		if t.Failed() {
+			t.Logf("dnsmasq: %s", out.String())
+		}
 	})
-	// Ready when it answers over the stack.
+	return done
+}
+
+// startDNSMasq runs dnsmasq in env's namespace and waits until it answers
+// over the stack.
+func startDNSMasq(t *testing.T, env *nstest.Env) {
+	t.Helper()
+	done := runDNSMasq(t, env.Netns)
 	if err := sockets.SetResolver(env.Stack, sockets.ResolverConfig{Servers: []netip.AddrPort{netip.MustParseAddrPort("10.0.2.100:53")}, Timeout: 300 * time.Millisecond, Attempts: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -61,11 +79,11 @@ func startDNSMasq(t *testing.T, env *nstest.Env) {
 		}
 		select {
 		case <-done:
-			t.Fatalf("dnsmasq exited: %s", out.String())
+			t.Fatal("dnsmasq exited")
 		default:
 		}
 		if i > 50 {
-			t.Fatalf("dnsmasq does not answer: %s", out.String())
+			t.Fatal("dnsmasq does not answer")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -91,7 +109,7 @@ func TestGetAddrInfoAgainstDNSMasq(t *testing.T) {
 	sockets.SetResolver(st, sockets.ResolverConfig{Servers: servers, Timeout: time.Second, Attempts: 2})
 
 	t.Run("both families", func(t *testing.T) {
-		ais, err := sockets.GetAddrInfo(st, "name.test", "80", sockets.AF_UNSPEC, sockets.SOCK_STREAM, 0, 0)
+		ais, err := sockets.GetAddrInfo(st, "name.test", 80, sockets.AF_UNSPEC, sockets.SOCK_STREAM, 0, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -153,4 +171,19 @@ func TestGetAddrInfoAgainstDNSMasq(t *testing.T) {
 			t.Fatalf("only a silent server: %v, want EAI_AGAIN", err)
 		}
 	})
+}
+
+func TestNCResolvesNames(t *testing.T) {
+	ns := ncNamespace(t)
+	runDNSMasq(t, ns)
+	wait := kernelPeer(t, ns, pyTCPServer, "4", "5556")
+	out, errs, err := runNC(t, "by name", "--netns", ns, "--dns", "10.0.2.100", "-4", "ns.test", "5556")
+	if err != nil || out != "got:by name" {
+		t.Fatalf("nc ns.test: out %q err %v stderr %q", out, err, errs)
+	}
+	wait()
+	_, errs, err = runNC(t, "", "--netns", ns, "--dns", "10.0.2.100", "nope.test", "5556")
+	if err == nil || !strings.Contains(errs, "EAI_NONAME") || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+		t.Fatalf("nc nope.test: err %v, stderr %q; want one line with EAI_NONAME", err, errs)
+	}
 }

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 type ncOptions struct {
 	v4, v6, udp, listen, broadcast, verbose bool
 	localPort                               int
+	dns                                     addrPortList
 	wait                                    float64
 	host                                    string
 	port                                    int
@@ -43,6 +46,7 @@ func runNCWith(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.verbose, "v", false, "say on stderr what happens")
 	fs.IntVar(&o.localPort, "p", 0, "local `PORT` to bind")
 	fs.Float64Var(&o.wait, "w", 0, "connect timeout and idle timeout in `SECONDS` (0: none; UDP waits 1 s for replies after stdin ends)")
+	fs.Var(&o.dns, "dns", "DNS server `ADDR` (IP or IP:port) for host names, resolved over the stack; repeatable")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -70,9 +74,15 @@ func runNCWith(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := sockets.SetResolver(h.Stack, sockets.ResolverConfig{Servers: o.dns}); err != nil {
+		return err
+	}
 	err = o.run(ctx, h, stdin, stdout, stderr)
 	if err != nil && ctx.Err() != nil {
 		return nil
+	}
+	if errors.Is(err, sockets.EAI_NONAME) && len(o.dns) == 0 {
+		err = fmt.Errorf("%w (no --dns server was given)", err)
 	}
 	return withErrnoName(err)
 }
@@ -105,100 +115,163 @@ func (o *ncOptions) positional(args []string) error {
 	return nil
 }
 
+// family is the family -4/-6 ask for, else the host's if it is numeric,
+// else AF_UNSPEC (a name may have both).
 func (o *ncOptions) family() sockets.Family {
-	if o.v6 {
+	switch {
+	case o.v6:
+		return sockets.AF_INET6
+	case o.v4:
+		return sockets.AF_INET
+	}
+	if ip, err := netip.ParseAddr(o.host); err == nil {
+		if ip.Is4() {
+			return sockets.AF_INET
+		}
 		return sockets.AF_INET6
 	}
-	if !o.v4 {
-		for _, c := range o.host {
-			if c == ':' {
-				return sockets.AF_INET6
-			}
-		}
+	if o.listen || o.host == "" {
+		return sockets.AF_INET
 	}
-	return sockets.AF_INET
+	return sockets.AF_UNSPEC
 }
 
 func (o *ncOptions) run(ctx context.Context, h *nshost.Host, stdin io.Reader, stdout, stderr io.Writer) error {
-	fam := o.family()
 	typ := sockets.SOCK_STREAM
 	if o.udp {
 		typ = sockets.SOCK_DGRAM
+	}
+	logf := func(format string, args ...any) {
+		if o.verbose {
+			fmt.Fprintf(stderr, "tapstack nc: "+format+"\n", args...)
+		}
+	}
+	wait := time.Duration(o.wait * float64(time.Second))
+	if o.listen {
+		return o.runListen(ctx, h, typ, stdin, stdout, wait, logf)
+	}
+	ais, err := sockets.GetAddrInfoContext(ctx, h.Stack, o.host, strconv.Itoa(o.port), o.family(), typ, 0, 0)
+	if err != nil {
+		return err
+	}
+	var s *sockets.Socket
+	for _, ai := range ais {
+		s, err = o.dial(ctx, h, ai, wait)
+		if err == nil {
+			break
+		}
+		logf("%v", err)
+	}
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+	logf("connected to %v", ai0(s))
+	if o.udp {
+		return pumpDatagrams(s, stdin, stdout, wait)
+	}
+	return pumpStream(s, stdin, stdout, wait)
+}
+
+func ai0(s *sockets.Socket) string {
+	a, err := s.GetPeerName()
+	if err != nil {
+		return "?"
+	}
+	return a.String()
+}
+
+// dial makes one socket and connects it to ai.
+func (o *ncOptions) dial(ctx context.Context, h *nshost.Host, ai sockets.AddrInfo, wait time.Duration) (*sockets.Socket, error) {
+	s, err := sockets.New(h.Stack, ai.Family, ai.Type, 0)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+	if o.broadcast {
+		if err := s.SetSockOpt(sockets.SOL_SOCKET, sockets.SO_BROADCAST, 1); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	if o.localPort != 0 {
+		host := ""
+		if ai.Family == sockets.AF_INET6 {
+			host = "::"
+		}
+		if err := s.Bind(sockets.Addr{Host: host, Port: o.localPort}); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	if wait > 0 {
+		s.SetTimeout(wait)
+	}
+	if err := s.Connect(ai.Addr); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.SetTimeout(sockets.Blocking)
+	return s, nil
+}
+
+func (o *ncOptions) runListen(ctx context.Context, h *nshost.Host, typ sockets.Type, stdin io.Reader, stdout io.Writer, wait time.Duration, logf func(string, ...any)) error {
+	fam := o.family()
+	if fam == sockets.AF_UNSPEC {
+		fam = sockets.AF_INET
 	}
 	s, err := sockets.New(h.Stack, fam, typ, 0)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	go func() {
-		<-ctx.Done()
-		s.Close()
-	}()
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
 	if o.broadcast {
 		if err := s.SetSockOpt(sockets.SOL_SOCKET, sockets.SO_BROADCAST, 1); err != nil {
 			return err
 		}
 	}
-	wait := time.Duration(o.wait * float64(time.Second))
-	logf := func(format string, args ...any) {
-		if o.verbose {
-			fmt.Fprintf(stderr, "tapstack nc: "+format+"\n", args...)
-		}
+	host := o.host
+	if host == "" && fam == sockets.AF_INET6 {
+		host = "::"
 	}
-	if o.listen {
-		host := o.host
-		if host == "" && fam == sockets.AF_INET6 {
-			host = "::"
-		}
-		if err := s.Bind(sockets.Addr{Host: host, Port: o.port}); err != nil {
+	if err := s.Bind(sockets.Addr{Host: host, Port: o.port}); err != nil {
+		return err
+	}
+	la, _ := s.GetSockName()
+	if typ == sockets.SOCK_STREAM {
+		if err := s.Listen(1); err != nil {
 			return err
 		}
-		la, _ := s.GetSockName()
-		if !o.udp {
-			if err := s.Listen(1); err != nil {
-				return err
-			}
-			logf("listening on %v", la)
-			c, peer, err := s.Accept()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			logf("connection from %v", peer)
-			s.Close()
-			return pumpStream(c, stdin, stdout, wait)
-		}
-		logf("listening on %v/udp", la)
-		b, peer, err := s.RecvFrom(65536, 0)
+		logf("listening on %v", la)
+		c, peer, err := s.Accept()
 		if err != nil {
 			return err
 		}
-		logf("datagram from %v", peer)
-		if _, err := stdout.Write(b); err != nil {
-			return err
-		}
-		if err := s.Connect(peer); err != nil {
-			return err
-		}
-		return pumpDatagrams(s, stdin, stdout, wait)
+		defer c.Close()
+		stopc := context.AfterFunc(ctx, func() { c.Close() })
+		defer stopc()
+		logf("connection from %v", peer)
+		s.Close()
+		return pumpStream(c, stdin, stdout, wait)
 	}
-	if o.localPort != 0 {
-		if err := s.Bind(sockets.Addr{Port: o.localPort}); err != nil {
-			return err
-		}
-	}
-	if wait > 0 {
-		s.SetTimeout(wait)
-	}
-	if err := s.Connect(sockets.Addr{Host: o.host, Port: o.port}); err != nil {
+	logf("listening on %v/udp", la)
+	b, peer, err := s.RecvFrom(65536, 0)
+	if err != nil {
 		return err
 	}
-	s.SetTimeout(sockets.Blocking)
-	logf("connected to %s port %d", o.host, o.port)
-	if o.udp {
-		return pumpDatagrams(s, stdin, stdout, wait)
+	logf("datagram from %v", peer)
+	if _, err := stdout.Write(b); err != nil {
+		return err
 	}
-	return pumpStream(s, stdin, stdout, wait)
+	if err := s.Connect(peer); err != nil {
+		return err
+	}
+	return pumpDatagrams(s, stdin, stdout, wait)
 }
 
 // pumpStream copies stdin to the peer (half-closing at EOF) and the peer
@@ -313,6 +386,30 @@ func pumpDatagrams(s *sockets.Socket, stdin io.Reader, stdout io.Writer, idle ti
 		default:
 		}
 	}
+}
+
+// addrPortList is a repeatable IP or IP:port flag (port 53 by default).
+type addrPortList []netip.AddrPort
+
+func (l *addrPortList) String() string {
+	var s []string
+	for _, a := range *l {
+		s = append(s, a.String())
+	}
+	return strings.Join(s, ",")
+}
+
+func (l *addrPortList) Set(v string) error {
+	if ap, err := netip.ParseAddrPort(v); err == nil {
+		*l = append(*l, ap)
+		return nil
+	}
+	ip, err := netip.ParseAddr(v)
+	if err != nil {
+		return fmt.Errorf("%q is not an IP address or IP:port", v)
+	}
+	*l = append(*l, netip.AddrPortFrom(ip, 53))
+	return nil
 }
 
 // withErrnoName appends the errno's name (ECONNREFUSED …) to an error.
