@@ -35,7 +35,8 @@
 //     or to a subnet broadcast (10.0.2.255) needs SO_BROADCAST, else EACCES.
 //
 // Host names are not addresses: "example.com" fails with EINVAL and
-// errors.Is(err, ErrNeedResolve). A port outside 0–65535 is EINVAL; port 0
+// errors.Is(err, ErrNeedResolve); resolve them first with GetAddrInfo (see
+// "Names" below). A port outside 0–65535 is EINVAL; port 0
 // asks for an ephemeral port. An IPv6 link-local host needs a scope:
 // "fe80::1%tap0", "fe80::1%2" or ScopeID, else EINVAL as on Linux.
 //
@@ -43,6 +44,51 @@
 // default, accepts and sends IPv4 as ::ffff:a.b.c.d, and reports IPv4 peers
 // that way; IPV6_V6ONLY (set before Bind) makes it IPv6 only. A plain IPv4
 // host on an AF_INET6 socket is refused with a hint to write ::ffff:a.b.c.d.
+//
+// # Names
+//
+// GetAddrInfo is Python's socket.getaddrinfo:
+//
+//	ais, err := sockets.GetAddrInfo(st, "name.test", 80, sockets.AF_UNSPEC, sockets.SOCK_STREAM, 0, 0)
+//	// ais[i].Family, .Type, .Proto, .CanonName, .Addr
+//
+// Numeric hosts pass straight through; "localhost" and the static table of
+// SetResolver answer locally; other names go to a DNS client that runs over
+// this stack: UDP to the servers given to SetResolver, each tried in turn,
+// TCP when a reply is truncated, A and AAAA, a timeout per query, search
+// domains only when configured. IPv6 results come first only when the stack
+// has a route to them. AI_PASSIVE with an empty host gives the wildcard,
+// AI_NUMERICHOST refuses names, AI_CANONNAME fills CanonName. Errors are
+// *GAIError: errors.Is(err, EAI_NONAME), EAI_AGAIN, EAI_FAMILY, EAI_SERVICE.
+//
+// IPv6 scope IDs name a NIC: "fe80::1%tap0", "fe80::1%2" or Addr.ScopeID.
+// GetSockName and GetPeerName report the scope of link-local addresses.
+//
+// # The Go ecosystem on top
+//
+// Conn (net.Conn), Listener (net.Listener) and PacketConn (net.PacketConn,
+// and net.Conn when connected) wrap sockets; Dial, Listen and ListenPacket
+// build them from net-style network and address strings, resolving names
+// with GetAddrInfo. Deadlines and context cancellation work, errors are
+// net.Errors, time-outs match os.ErrDeadlineExceeded and calls after Close
+// match net.ErrClosed. So net/http serves from a stack:
+//
+//	ln, _ := sockets.Listen(st, "tcp", ":80")
+//	http.Serve(ln, handler)
+//
+// and dials through one:
+//
+//	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+//		return sockets.Dial(ctx, st, network, addr)
+//	}}
+//
+// # Examples
+//
+// Package github.com/tapstack/tapstack/sockets/examples holds every code
+// fragment of the seed document as a Go function: the IPv4 TCP and UDP
+// sockets, the address tuples and special hosts, a client sending
+// GET / HTTP/1.0, a server with bind/listen/accept, UDP recvfrom, and the
+// with pattern as defer.
 //
 // # The two roles
 //
@@ -103,6 +149,8 @@
 //	s.setblocking(flag)         s.SetBlocking(flag)
 //	s.fileno()                  s.Fileno(): the table slot, -1 after Close
 //	select.poll()               Poll([]PollFD, timeout)
+//	socket.getaddrinfo(...)     GetAddrInfo(st, host, port, family, type, proto, flags)
+//	socket.create_connection    Dial(ctx, st, "tcp", "host:port")
 //
 // Errors are *net.OpError values naming the operation, the network and the
 // address, wrapping an errno: errors.Is(err, syscall.ECONNREFUSED) works and
