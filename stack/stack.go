@@ -40,6 +40,11 @@ type Config struct {
 	// MaxSockets is the capacity of the socket table that package sockets
 	// keeps for this stack. Zero means DefaultMaxSockets.
 	MaxSockets int
+
+	// Init, if set, runs once the protocols are set up and before any NIC
+	// exists: the place to install protocol handlers (such as the relay's
+	// forwarders) that must be in place before the first packet.
+	Init func(*Stack) error
 }
 
 // LinkConfig describes one NIC.
@@ -63,6 +68,11 @@ type LinkConfig struct {
 	// NoLinkLocal leaves out the IPv6 link-local address (fe80::/64,
 	// EUI-64 from the NIC's MAC) that every Ethernet NIC otherwise gets.
 	NoLinkLocal bool
+
+	// Gateway makes the NIC accept packets for any destination
+	// (promiscuous) and send from any source (spoofing), so that flows
+	// to other hosts end in this stack and can be relayed.
+	Gateway bool
 }
 
 // Stack is one gVisor stack. Its methods are safe for concurrent use.
@@ -110,10 +120,20 @@ func build(cfg Config) (*Stack, error) {
 	if cfg.MaxSockets < 0 {
 		return nil, fmt.Errorf("stack: MaxSockets %d is negative", cfg.MaxSockets)
 	}
+	// A gateway NIC is promiscuous; gVisor's HandleLocal would then take
+	// every source address for its own and drop the packet, so a stack
+	// with a gateway NIC sends traffic between its own non-loopback
+	// addresses out of the NIC instead.
+	handleLocal := true
+	for _, l := range cfg.Links {
+		if l.Gateway {
+			handleLocal = false
+		}
+	}
 	gv := gvstack.New(gvstack.Options{
 		NetworkProtocols:   []gvstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocolWithOptions(ipv6.Options{DADConfigs: gvstack.DADConfigurations{DupAddrDetectTransmits: 0}}), arp.NewProtocol},
 		TransportProtocols: []gvstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
-		HandleLocal:        true,
+		HandleLocal:        handleLocal,
 	})
 	s := &Stack{gv: gv, maxSockets: cfg.MaxSockets, done: make(chan struct{})}
 	if s.maxSockets == 0 {
@@ -126,6 +146,12 @@ func build(cfg Config) (*Stack, error) {
 	moderate := tcpip.TCPModerateReceiveBufferOption(true)
 	if err := gv.SetTransportProtocolOption(tcp.ProtocolNumber, &moderate); err != nil {
 		return s, fmt.Errorf("stack: enable receive buffer moderation: %s", err)
+	}
+
+	if cfg.Init != nil {
+		if err := cfg.Init(s); err != nil {
+			return s, err
+		}
 	}
 
 	lo := NIC{ID: LoopbackNIC, Name: "lo", Loopback: true, endpoint: loopback.New(),
@@ -164,6 +190,14 @@ func build(cfg Config) (*Stack, error) {
 		}
 		if err := s.addNIC(n); err != nil {
 			return s, err
+		}
+		if l.Gateway {
+			if err := gv.SetPromiscuousMode(n.ID, true); err != nil {
+				return s, fmt.Errorf("stack: NIC %s: promiscuous mode: %s", name, err)
+			}
+			if err := gv.SetSpoofing(n.ID, true); err != nil {
+				return s, fmt.Errorf("stack: NIC %s: spoofing: %s", name, err)
+			}
 		}
 		routes = append(routes, subnetRoutes(n)...)
 		if !bcast && hasIPv4(n.Addrs) {
@@ -291,6 +325,20 @@ func (s *Stack) NICByID(id tcpip.NICID) (NIC, bool) {
 		}
 	}
 	return NIC{}, false
+}
+
+// IsLocal reports whether a is one of the stack's own addresses (on any
+// NIC, loopback included).
+func (s *Stack) IsLocal(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, n := range s.nics {
+		for _, p := range n.Addrs {
+			if p.Addr() == a {
+				return true
+			}
+		}
+	}
+	return a.IsLoopback()
 }
 
 // Done is closed when Close begins.

@@ -2,6 +2,7 @@
 // TAP device and gives a Linux network namespace its network through it.
 //
 //	tapstack up [flags]       give a namespace a tapstack host (daemon)
+//	tapstack run [flags] -- CMD  run CMD in a namespace networked through tapstack
 //	tapstack nc [flags] [HOST] PORT  netcat through a tapstack host
 //	tapstack version          print the version
 //	tapstack help [command]   show help
@@ -29,6 +30,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"up", "give a network namespace a tapstack host until SIGINT/SIGTERM", runUp},
+		{"run", "run a command in a new namespace whose network goes through a tapstack host", runRun},
 		{"nc", "netcat on a fresh tapstack host in a namespace: connect or listen, TCP or UDP", runNC},
 		{"version", "print the version", runVersion},
 		{"help", "show help for tapstack or a command", runHelp},
@@ -65,6 +67,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		case errors.Is(err, errUsage):
 			return 2
+		case errors.As(err, new(exitError)):
+			var ee exitError
+			errors.As(err, &ee)
+			return ee.code
 		default:
 			fmt.Fprintf(stderr, "tapstack %s: %v\n", name, err)
 			return 1

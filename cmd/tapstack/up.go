@@ -11,7 +11,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/tapstack/tapstack/cmd/internal/services"
 	"github.com/tapstack/tapstack/link"
@@ -48,6 +47,7 @@ type hostFlags struct {
 	addrs      prefixList
 	nsAddrs    prefixList
 	maxSockets int
+	pid        int
 }
 
 func (h *hostFlags) register(fs *flag.FlagSet, defaultNetns string) {
@@ -63,8 +63,12 @@ func (h *hostFlags) config() (nshost.Config, error) {
 	if h.maxSockets < 1 {
 		return nshost.Config{}, fmt.Errorf("--max-sockets %d: must be at least 1", h.maxSockets)
 	}
+	netnsName := h.netns
+	if h.pid != 0 {
+		netnsName = ""
+	}
 	return nshost.Config{
-		Netns: h.netns, TAP: h.tap, MTU: h.mtu,
+		Netns: netnsName, PID: h.pid, TAP: h.tap, MTU: h.mtu,
 		StackAddrs: h.addrs, NSAddrs: h.nsAddrs, MaxSockets: h.maxSockets,
 	}, nil
 }
@@ -83,9 +87,11 @@ func preflight() error {
 func runUp(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("up", "", stderr)
 	var hf hostFlags
+	var rf relayFlags
 	hf.register(fs, "tapstack")
+	rf.register(fs)
+	pid := fs.Int("pid", 0, "use the network namespace of process `PID` (as slirp4netns PID does) instead of --netns")
 	serve := fs.String("serve", "echo,discard", "built-in services to run, comma-separated ("+strings.Join(services.Names(), ", ")+"), or none")
-	readyTimeout := fs.Duration("ready-timeout", 10*time.Second, "how long to wait for the namespace to reach the stack")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -93,54 +99,57 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "tapstack up: unexpected argument %q (see -h)\n", fs.Arg(0))
 		return errUsage
 	}
-	cfg, err := hf.config()
+	if *pid < 0 {
+		return fmt.Errorf("--pid %d: not a process ID", *pid)
+	}
+	names, err := serviceNames(*serve)
 	if err != nil {
 		return err
-	}
-	var names []string
-	if *serve != "none" && *serve != "" {
-		names = strings.Split(*serve, ",")
-		for _, n := range names {
-			if _, ok := services.Ports[n]; !ok {
-				return fmt.Errorf("--serve: unknown service %q (known: %s)", n, strings.Join(services.Names(), ", "))
-			}
-		}
 	}
 	if err := preflight(); err != nil {
 		return err
 	}
+	hf.pid = *pid
+	maxSocketsFor(&hf, &rf)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-
-	h, err := nshost.New(cfg)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	srv, err := services.Start(h.Stack, names...)
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
-
-	rctx, cancel := context.WithTimeout(ctx, *readyTimeout)
-	err = h.WaitReady(rctx)
-	cancel()
+	s, err := startSession(ctx, &hf, &rf, names, stderr)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // interrupted while starting: a clean stop
 		}
 		return err
 	}
-	printReady(stdout, h, cfg.Netns, names)
-
-	<-ctx.Done()
-	fmt.Fprintln(stderr, "tapstack up: stopping")
+	defer s.Close()
+	where := hf.netns
+	if *pid != 0 {
+		where = fmt.Sprintf("pid %d", *pid)
+	}
+	printReady(stdout, s.host, where, names, *pid == 0)
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(stderr, "tapstack up: stopping")
+	case why := <-watchGone(ctx, hf.netns, *pid):
+		fmt.Fprintf(stderr, "tapstack up: %s; stopping\n", why)
+	}
 	return nil
 }
 
-func printReady(w io.Writer, h *nshost.Host, netns string, names []string) {
+func serviceNames(serve string) ([]string, error) {
+	if serve == "none" || serve == "" {
+		return nil, nil
+	}
+	names := strings.Split(serve, ",")
+	for _, n := range names {
+		if _, ok := services.Ports[n]; !ok {
+			return nil, fmt.Errorf("--serve: unknown service %q (known: %s)", n, strings.Join(services.Names(), ", "))
+		}
+	}
+	return names, nil
+}
+
+func printReady(w io.Writer, h *nshost.Host, netns string, names []string, named bool) {
 	fmt.Fprintf(w, "ready netns=%s tap=%s mtu=%d stack=%s ns=%s\n", netns, h.TAP, h.MTU, joinPrefixes(h.StackAddrs), joinPrefixes(h.NSAddrs))
 	fmt.Fprintf(w, "  the namespace %q reaches the stack at %s\n", netns, joinAddrs(h.StackAddrs))
 	if len(names) > 0 {
@@ -150,10 +159,13 @@ func printReady(w io.Writer, h *nshost.Host, netns string, names []string) {
 		}
 		fmt.Fprintf(w, "  services: %s\n", strings.Join(ports, ", "))
 	}
+	fmt.Fprintln(w, "  other destinations are relayed through this host; DNS at 10.0.2.3 and fd00::3")
 	first := h.StackAddrs[0].Addr()
-	fmt.Fprintf(w, "  try: sudo ip netns exec %s ping -c1 %s\n", netns, first)
-	if _, ok := services.Ports["echo"]; ok && contains(names, "echo") {
-		fmt.Fprintf(w, "  try: echo hi | sudo ip netns exec %s nc -N %s 7\n", netns, first)
+	if named {
+		fmt.Fprintf(w, "  try: sudo ip netns exec %s ping -c1 %s\n", netns, first)
+		if contains(names, "echo") {
+			fmt.Fprintf(w, "  try: echo hi | sudo ip netns exec %s nc -N %s 7\n", netns, first)
+		}
 	}
 	fmt.Fprintln(w, "  stop with Ctrl-C or SIGTERM")
 }

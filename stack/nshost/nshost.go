@@ -38,6 +38,9 @@ type Config struct {
 	// deleted by Close) and reused when present. Empty means a new,
 	// uniquely named one.
 	Netns string
+	// PID, when not 0, uses the network namespace of that process instead
+	// of a named one.
+	PID int
 	// TAP is the interface's name inside the namespace (DefaultTAP).
 	TAP string
 	// MTU is the IP MTU of both sides (link.DefaultMTU).
@@ -53,6 +56,14 @@ type Config struct {
 	MaxSockets int
 	// Observer sees every frame on the TAP.
 	Observer link.Observer
+	// Gateway makes the stack accept flows to any address (see
+	// stack.LinkConfig.Gateway), for a relay.
+	Gateway bool
+	// ExtraStackAddrs are more addresses of the stack on the TAP that are
+	// not gateways (such as the DNS forwarder's 10.0.2.3).
+	ExtraStackAddrs []netip.Prefix
+	// Init is passed to stack.Config.Init.
+	Init func(*stack.Stack) error
 }
 
 // Host is a running tapstack host in a namespace.
@@ -76,11 +87,17 @@ func UniqueName(prefix string) string {
 }
 
 func (c *Config) fill() error {
-	if c.Netns == "" {
-		c.Netns = UniqueName("tapstack-")
-	}
-	if err := netns.ValidName(c.Netns); err != nil {
-		return err
+	if c.PID != 0 {
+		if c.PID < 0 {
+			return fmt.Errorf("PID %d is not a process ID", c.PID)
+		}
+	} else {
+		if c.Netns == "" {
+			c.Netns = UniqueName("tapstack-")
+		}
+		if err := netns.ValidName(c.Netns); err != nil {
+			return err
+		}
 	}
 	if c.TAP == "" {
 		c.TAP = DefaultTAP
@@ -129,13 +146,18 @@ func New(cfg Config) (h *Host, err error) {
 		}
 	}()
 
-	ns, err := netns.OpenOrCreate(cfg.Netns)
+	var ns *netns.Namespace
+	if cfg.PID != 0 {
+		ns, err = netns.OpenPID(cfg.PID)
+	} else {
+		ns, err = netns.OpenOrCreate(cfg.Netns)
+	}
 	if err != nil {
 		return nil, err
 	}
 	undo = append(undo, func() { ns.Close() })
 	if ns.LinkExists(cfg.TAP) {
-		return nil, fmt.Errorf("namespace %s already has a link named %s (choose another with --tap)", cfg.Netns, cfg.TAP)
+		return nil, fmt.Errorf("namespace %s already has a link named %s (choose another with --tap)", ns, cfg.TAP)
 	}
 
 	tmp := UniqueName("tst")
@@ -166,7 +188,11 @@ func New(cfg Config) (h *Host, err error) {
 	}
 	st, err := stack.New(stack.Config{
 		MaxSockets: cfg.MaxSockets,
-		Links:      []stack.LinkConfig{{Name: cfg.TAP, Endpoint: ep, Addrs: cfg.StackAddrs}},
+		Init:       cfg.Init,
+		Links: []stack.LinkConfig{{
+			Name: cfg.TAP, Endpoint: ep, Gateway: cfg.Gateway,
+			Addrs: append(append([]netip.Prefix{}, cfg.StackAddrs...), cfg.ExtraStackAddrs...),
+		}},
 	})
 	if err != nil {
 		return nil, err

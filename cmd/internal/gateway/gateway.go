@@ -1,0 +1,470 @@
+// Package gateway gives a network namespace its network through a tapstack
+// host, as slirp4netns and pasta do: TCP connections, UDP flows and pings
+// from the namespace to other addresses end in the stack and are relayed
+// over ordinary host sockets; a DNS forwarder answers at the stack's DNS
+// addresses; port forwards carry host connections into the namespace.
+//
+// Start at New, Install (from stack.Config.Init) and Start.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/tapstack/tapstack/sockets"
+	"github.com/tapstack/tapstack/stack"
+)
+
+// Config tunes a Gateway. The zero value of each field is its default.
+type Config struct {
+	// MaxFlows bounds relayed TCP connections plus UDP flows (4096).
+	MaxFlows int
+	// MaxPendingDials bounds host dials in progress (256); SYNs beyond it
+	// are dropped and the namespace retries.
+	MaxPendingDials int
+	// MaxPendingPerDest bounds dials in progress to one address (32), so
+	// that one black hole cannot take every dial slot.
+	MaxPendingPerDest int
+	// ConnectTimeout bounds a host dial (30 s).
+	ConnectTimeout time.Duration
+	// UDPIdleTimeout ends a UDP flow with no traffic either way (60 s).
+	UDPIdleTimeout time.Duration
+
+	// HostLoopback maps LoopbackAddrs (the stack's own addresses) to the
+	// host's 127.0.0.1 and ::1 for ports no stack socket serves.
+	HostLoopback  bool
+	LoopbackAddrs []netip.Addr
+	// AllowLinkLocal lets flows reach 169.254.0.0/16 and fe80::/10.
+	AllowLinkLocal bool
+	// Allow, if not empty, lists the only destinations allowed; Deny
+	// lists refused ones (it wins over Allow).
+	Allow, Deny []netip.Prefix
+
+	// DNSAddrs are the stack addresses of the DNS forwarder (none: off).
+	DNSAddrs []netip.Addr
+	// ResolvConf is the file naming the upstream resolvers
+	// (/etc/resolv.conf); it is read again when it changes.
+	ResolvConf string
+
+	// NoPing turns the ICMP echo relay off.
+	NoPing bool
+
+	// Forwards are the port forwards from the host into the namespace.
+	Forwards []Forward
+	// NSAddrs are the namespace's addresses, the targets of forwards.
+	NSAddrs []netip.Addr
+
+	// Logf, if set, receives one line per notable event.
+	Logf func(format string, args ...any)
+}
+
+func (c *Config) fill() {
+	if c.MaxFlows <= 0 {
+		c.MaxFlows = 4096
+	}
+	if c.MaxPendingDials <= 0 {
+		c.MaxPendingDials = 256
+	}
+	if c.MaxPendingPerDest <= 0 {
+		c.MaxPendingPerDest = 32
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = 30 * time.Second
+	}
+	if c.UDPIdleTimeout <= 0 {
+		c.UDPIdleTimeout = 60 * time.Second
+	}
+	if c.ResolvConf == "" {
+		c.ResolvConf = "/etc/resolv.conf"
+	}
+}
+
+// Stats are the gateway's counters.
+type Stats struct {
+	TCPRelayed, UDPRelayed, PingsRelayed uint64 // flows relayed
+	ActiveFlows                          int64
+	Refused                              uint64 // by policy
+	DialFailures                         uint64 // host dials that failed
+	DroppedBusy                          uint64 // flows dropped at a limit
+	DNSQueries                           uint64
+	Forwarded                            uint64 // port-forward connections and flows
+}
+
+// Gateway relays a namespace's flows. Its methods are safe for concurrent
+// use.
+type Gateway struct {
+	cfg Config
+	st  *stack.Stack
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	flows   chan struct{} // semaphore of MaxFlows
+	pending chan struct{} // semaphore of MaxPendingDials
+
+	mu      sync.Mutex
+	perDest map[netip.Addr]int  // dials in progress; protected by mu
+	closers map[io.Closer]bool  // open relays and listeners; protected by mu
+	fwds    map[string]*forward // port forwards by spec; protected by mu
+	closed  bool                // protected by mu
+
+	refusedOnce sync.Map
+	resolv      resolvers
+
+	stats struct {
+		tcp, udp, ping, refused, dialFail, busy, dns, forwarded atomic.Uint64
+		active                                                  atomic.Int64
+	}
+}
+
+// New returns a gateway; Install attaches it to a stack.
+func New(cfg Config) *Gateway {
+	cfg.fill()
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &Gateway{
+		cfg: cfg, ctx: ctx, cancel: cancel,
+		flows:   make(chan struct{}, cfg.MaxFlows),
+		pending: make(chan struct{}, cfg.MaxPendingDials),
+		perDest: map[netip.Addr]int{},
+		closers: map[io.Closer]bool{},
+		fwds:    map[string]*forward{},
+	}
+	g.resolv.path = cfg.ResolvConf
+	return g
+}
+
+func (g *Gateway) logf(format string, args ...any) {
+	if g.cfg.Logf != nil {
+		g.cfg.Logf(format, args...)
+	}
+}
+
+// Install registers the relay's handlers on st. Call it from
+// stack.Config.Init, before the first packet.
+func (g *Gateway) Install(st *stack.Stack) error {
+	g.st = st
+	sockets.ForwardTCP(st, g.cfg.MaxPendingDials, g.handleTCP)
+	sockets.ForwardUDP(st, g.handleUDP)
+	if !g.cfg.NoPing {
+		sockets.ForwardEcho(st, g.handleEcho)
+	}
+	return nil
+}
+
+// Start starts the DNS forwarder and the port forwards.
+func (g *Gateway) Start() error {
+	if g.st == nil {
+		return errors.New("gateway: Start before Install")
+	}
+	for _, a := range g.cfg.DNSAddrs {
+		if err := g.startDNS(a); err != nil {
+			return err
+		}
+	}
+	for _, f := range g.cfg.Forwards {
+		if err := g.AddForward(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close stops every relay and listener and waits for their goroutines.
+// It is idempotent.
+func (g *Gateway) Close() {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return
+	}
+	g.closed = true
+	cl := g.closers
+	g.closers = map[io.Closer]bool{}
+	g.mu.Unlock()
+	g.cancel()
+	for c := range cl {
+		c.Close()
+	}
+	g.wg.Wait()
+}
+
+// track registers c to be closed by Close; false if already closed (and
+// c is closed then).
+func (g *Gateway) track(cs ...io.Closer) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		for _, c := range cs {
+			c.Close()
+		}
+		return false
+	}
+	for _, c := range cs {
+		g.closers[c] = true
+	}
+	return true
+}
+
+func (g *Gateway) untrack(cs ...io.Closer) {
+	g.mu.Lock()
+	for _, c := range cs {
+		delete(g.closers, c)
+	}
+	g.mu.Unlock()
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
+// goTracked runs f on a goroutine that Close waits for.
+func (g *Gateway) goTracked(f func()) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// Stats returns a snapshot of the counters.
+func (g *Gateway) Stats() Stats {
+	return Stats{
+		TCPRelayed: g.stats.tcp.Load(), UDPRelayed: g.stats.udp.Load(), PingsRelayed: g.stats.ping.Load(),
+		ActiveFlows: g.stats.active.Load(), Refused: g.stats.refused.Load(), DialFailures: g.stats.dialFail.Load(),
+		DroppedBusy: g.stats.busy.Load(), DNSQueries: g.stats.dns.Load(), Forwarded: g.stats.forwarded.Load(),
+	}
+}
+
+func tryAcquire(sem chan struct{}) bool {
+	select {
+	case sem <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func release(sem chan struct{}) { <-sem }
+
+// startDial takes a pending-dial slot for dst, globally and per address.
+func (g *Gateway) startDial(dst netip.Addr) bool {
+	if !tryAcquire(g.pending) {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.perDest[dst] >= g.cfg.MaxPendingPerDest {
+		release(g.pending)
+		return false
+	}
+	g.perDest[dst]++
+	return true
+}
+
+func (g *Gateway) endDial(dst netip.Addr) {
+	g.mu.Lock()
+	if g.perDest[dst]--; g.perDest[dst] <= 0 {
+		delete(g.perDest, dst)
+	}
+	g.mu.Unlock()
+	release(g.pending)
+}
+
+// handleTCP runs on the forwarder's goroutine; the relay gets one the
+// gateway owns.
+func (g *Gateway) handleTCP(r *sockets.TCPRequest) {
+	if !g.goTracked(func() { g.relayTCP(r) }) {
+		r.Refuse()
+	}
+}
+
+func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
+	v := g.decide(r.ID.Dst, g.st.IsLocal)
+	if !v.ok {
+		g.refused("tcp", r.ID.Dst, v.reason)
+		r.Refuse()
+		return
+	}
+	if !g.startDial(v.dial.Addr()) {
+		g.stats.busy.Add(1)
+		r.Ignore() // the peer retries its SYN
+		return
+	}
+	d := net.Dialer{Timeout: g.cfg.ConnectTimeout}
+	hc, err := d.DialContext(g.ctx, "tcp", v.dial.String())
+	g.endDial(v.dial.Addr())
+	if err != nil {
+		g.stats.dialFail.Add(1)
+		switch {
+		case errors.Is(err, syscall.ECONNREFUSED):
+			r.Refuse()
+		case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.EHOSTDOWN):
+			r.Unreachable(false)
+		case errors.Is(err, syscall.ENETUNREACH):
+			r.Unreachable(true)
+		default: // timed out, or we are closing: the peer times out too
+			r.Ignore()
+		}
+		return
+	}
+	if !tryAcquire(g.flows) {
+		g.stats.busy.Add(1)
+		hc.Close()
+		r.Refuse()
+		return
+	}
+	defer release(g.flows)
+	s, err := r.Accept()
+	if err != nil {
+		hc.Close()
+		return
+	}
+	g.stats.tcp.Add(1)
+	g.stats.active.Add(1)
+	defer g.stats.active.Add(-1)
+	sc := sockets.NewConn(s)
+	if !g.track(sc, hc) {
+		return
+	}
+	splice(sc, hc.(*net.TCPConn))
+	g.untrack(sc, hc)
+}
+
+// halfCloser is a stream that can end its sending side and be reset.
+type halfCloser interface {
+	net.Conn
+	CloseWrite() error
+}
+
+// splice copies both ways until both ends finished; a FIN is passed on as
+// a FIN, a reset as a reset.
+func splice(ns *sockets.Conn, host *net.TCPConn) {
+	done := make(chan struct{}, 2)
+	pipe := func(dst, src halfCloser, resetDst func()) {
+		buf := make([]byte, 64<<10)
+		_, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf)
+		if err != nil && isReset(err) {
+			resetDst()
+		} else {
+			_ = dst.CloseWrite()
+		}
+		done <- struct{}{}
+	}
+	resetHost := func() {
+		_ = host.SetLinger(0)
+		host.Close()
+	}
+	resetNS := func() {
+		_ = ns.Socket().SetLinger(sockets.Linger{On: true, Seconds: 0})
+		ns.Close()
+	}
+	go pipe(host, ns, resetHost)
+	go pipe(ns, host, resetNS)
+	<-done
+	<-done
+}
+
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// handleUDP runs synchronously in the packet path: it must not block.
+func (g *Gateway) handleUDP(r *sockets.UDPRequest) bool {
+	v := g.decide(r.ID.Dst, g.st.IsLocal)
+	if !v.ok {
+		g.refused("udp", r.ID.Dst, v.reason)
+		return false // ICMP port unreachable, as for a closed port
+	}
+	if !tryAcquire(g.flows) {
+		g.stats.busy.Add(1)
+		return true // dropped
+	}
+	s, err := r.Accept()
+	if err != nil {
+		release(g.flows)
+		return true
+	}
+	if !g.goTracked(func() {
+		defer release(g.flows)
+		g.relayUDP(s, v.dial)
+	}) {
+		s.Close()
+		release(g.flows)
+	}
+	return true
+}
+
+// relayUDP carries one UDP flow through a host socket with a random
+// source port, until it idles out.
+func (g *Gateway) relayUDP(s *sockets.Socket, dst netip.AddrPort) {
+	hc, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+	if err != nil {
+		g.stats.dialFail.Add(1)
+		s.Close()
+		return
+	}
+	g.stats.udp.Add(1)
+	g.stats.active.Add(1)
+	defer g.stats.active.Add(-1)
+	pc := sockets.NewPacketConn(s)
+	if !g.track(pc, hc) {
+		return
+	}
+	defer g.untrack(pc, hc)
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	idle := g.cfg.UDPIdleTimeout
+	done := make(chan struct{}, 2)
+	copyDatagrams := func(dst io.Writer, src net.Conn) {
+		defer func() { done <- struct{}{} }()
+		buf := make([]byte, 65535)
+		for {
+			_ = src.SetReadDeadline(time.Now().Add(idle))
+			n, err := src.Read(buf)
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, last.Load())) < idle {
+					continue // the other direction is busy
+				}
+				if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, net.ErrClosed) {
+					return
+				}
+				if errors.Is(err, syscall.ECONNREFUSED) {
+					continue // an ICMP port unreachable from the host side
+				}
+				return
+			}
+			last.Store(time.Now().UnixNano())
+			_, _ = dst.Write(buf[:n])
+		}
+	}
+	go copyDatagrams(hc, pc)
+	go copyDatagrams(pc, hc)
+	<-done
+	pc.Close()
+	hc.Close()
+	<-done
+}
+
+// Flows counts the flows in progress.
+func (g *Gateway) Flows() int64 { return g.stats.active.Load() }
+
+// String describes the limits, for logs.
+func (g *Gateway) String() string {
+	return fmt.Sprintf("relay: max %d flows, %d pending dials (%d per address), connect timeout %v, UDP idle %v",
+		g.cfg.MaxFlows, g.cfg.MaxPendingDials, g.cfg.MaxPendingPerDest, g.cfg.ConnectTimeout, g.cfg.UDPIdleTimeout)
+}

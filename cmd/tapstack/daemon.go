@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tapstack/tapstack/cmd/internal/gateway"
+	"github.com/tapstack/tapstack/cmd/internal/services"
+	"github.com/tapstack/tapstack/stack"
+	"github.com/tapstack/tapstack/stack/nshost"
+)
+
+// DNS forwarder addresses of the default plan.
+var defaultDNSAddrs = []netip.Prefix{netip.MustParsePrefix("10.0.2.3/24"), netip.MustParsePrefix("fd00::3/64")}
+
+// forwardList is the repeatable -p flag.
+type forwardList []gateway.Forward
+
+func (l *forwardList) String() string {
+	var s []string
+	for _, f := range *l {
+		s = append(s, f.String())
+	}
+	return strings.Join(s, ",")
+}
+
+func (l *forwardList) Set(v string) error {
+	f, err := gateway.ParseForward(v)
+	if err != nil {
+		return err
+	}
+	*l = append(*l, f)
+	return nil
+}
+
+// prefixFlag is a comma-separated CIDR list flag.
+type prefixFlag []netip.Prefix
+
+func (p *prefixFlag) String() string { return joinPrefixes(*p) }
+
+func (p *prefixFlag) Set(v string) error {
+	ps, err := gateway.ParsePrefixes(v)
+	if err != nil {
+		return fmt.Errorf("%q: want CIDRs like 10.0.0.0/8,192.0.2.1", v)
+	}
+	*p = append(*p, ps...)
+	return nil
+}
+
+// relayFlags are the flags of the relay, shared by up and run.
+type relayFlags struct {
+	hostLoopback   bool
+	allowLinkLocal bool
+	allow, deny    prefixFlag
+	forwards       forwardList
+	maxFlows       int
+	maxDials       int
+	connectTimeout time.Duration
+	udpIdle        time.Duration
+	noPing         bool
+	resolvConf     string
+	verbose        bool
+}
+
+func (r *relayFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&r.hostLoopback, "host-loopback", false, "let the namespace reach the host's 127.0.0.1/::1 at the stack's first addresses (10.0.2.2, fd00::2)")
+	fs.BoolVar(&r.allowLinkLocal, "allow-link-local", false, "let flows reach 169.254.0.0/16 and fe80::/10 (cloud metadata lives there)")
+	fs.Var(&r.allow, "allow", "only relay to these `CIDRs` (comma-separated, repeatable)")
+	fs.Var(&r.deny, "deny", "never relay to these `CIDRs` (comma-separated, repeatable)")
+	fs.Var(&r.forwards, "p", "port forward `[HOSTADDR:]HOSTPORT:NSPORT[/tcp|/udp]`, repeatable; the host side binds 127.0.0.1 unless an address is given")
+	fs.IntVar(&r.maxFlows, "max-flows", 4096, "most relayed flows at once")
+	fs.IntVar(&r.maxDials, "max-pending-dials", 256, "most host dials in progress at once")
+	fs.DurationVar(&r.connectTimeout, "connect-timeout", 30*time.Second, "timeout of a host dial")
+	fs.DurationVar(&r.udpIdle, "udp-idle-timeout", 60*time.Second, "a UDP flow ends after this long without traffic")
+	fs.BoolVar(&r.noPing, "no-ping", false, "do not relay ICMP echo")
+	fs.StringVar(&r.resolvConf, "resolv-conf", "/etc/resolv.conf", "`FILE` naming the upstream DNS servers (followed when it changes)")
+	fs.BoolVar(&r.verbose, "v", false, "log relay events on stderr")
+}
+
+// session is a running host with its relay and services.
+type session struct {
+	host   *nshost.Host
+	gw     *gateway.Gateway
+	srv    *services.Server
+	netns  string
+	resolv string // resolv.conf file this session wrote, removed on Close
+}
+
+func (s *session) Close() {
+	if s.srv != nil {
+		s.srv.Close()
+	}
+	if s.gw != nil {
+		s.gw.Close()
+	}
+	if s.host != nil {
+		s.host.Close()
+	}
+	if s.resolv != "" {
+		os.Remove(s.resolv)
+		os.Remove(filepath.Dir(s.resolv))
+	}
+}
+
+// startSession builds the host in the namespace with its relay.
+func startSession(ctx context.Context, hf *hostFlags, rf *relayFlags, serve []string, stderr io.Writer) (*session, error) {
+	cfg, err := hf.config()
+	if err != nil {
+		return nil, err
+	}
+	if rf.maxFlows < 1 || rf.maxDials < 1 || rf.connectTimeout <= 0 || rf.udpIdle <= 0 {
+		return nil, errors.New("--max-flows, --max-pending-dials, --connect-timeout and --udp-idle-timeout must be positive")
+	}
+	stackAddrs := cfg.StackAddrs
+	if len(stackAddrs) == 0 {
+		stackAddrs = nshost.DefaultStackAddrs
+	}
+	nsAddrs := cfg.NSAddrs
+	if len(nsAddrs) == 0 {
+		nsAddrs = nshost.DefaultNSAddrs
+	}
+	var loop, dns, nsIPs []netip.Addr
+	for _, fam := range []bool{true, false} {
+		for _, p := range stackAddrs {
+			if p.Addr().Is4() == fam {
+				loop = append(loop, p.Addr())
+				break
+			}
+		}
+	}
+	for _, p := range defaultDNSAddrs {
+		dns = append(dns, p.Addr())
+	}
+	for _, p := range nsAddrs {
+		nsIPs = append(nsIPs, p.Addr())
+	}
+	logger := log.New(stderr, "tapstack: ", 0)
+	gcfg := gateway.Config{
+		MaxFlows: rf.maxFlows, MaxPendingDials: rf.maxDials, ConnectTimeout: rf.connectTimeout, UDPIdleTimeout: rf.udpIdle,
+		HostLoopback: rf.hostLoopback, LoopbackAddrs: loop, AllowLinkLocal: rf.allowLinkLocal,
+		Allow: rf.allow, Deny: rf.deny, DNSAddrs: dns, ResolvConf: rf.resolvConf, NoPing: rf.noPing,
+		Forwards: rf.forwards, NSAddrs: nsIPs,
+	}
+	if rf.verbose {
+		gcfg.Logf = logger.Printf
+	}
+	gw := gateway.New(gcfg)
+	cfg.Gateway = true
+	cfg.ExtraStackAddrs = defaultDNSAddrs
+	cfg.Init = gw.Install
+	s := &session{gw: gw, netns: cfg.Netns}
+	if cfg.PID == 0 && cfg.Netns != "" {
+		// The namespace's resolver, as ip netns exec shows it.
+		dir := filepath.Join("/etc/netns", cfg.Netns)
+		rc := filepath.Join(dir, "resolv.conf")
+		if _, err := os.Stat(rc); errors.Is(err, os.ErrNotExist) {
+			if err := os.MkdirAll(dir, 0o755); err == nil {
+				if err := os.WriteFile(rc, []byte("nameserver 10.0.2.3\nnameserver fd00::3\n"), 0o644); err == nil {
+					s.resolv = rc
+				}
+			}
+		}
+	}
+	h, err := nshost.New(cfg)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.host = h
+	if err := gw.Start(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if len(serve) > 0 {
+		srv, err := services.Start(h.Stack, serve...)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.srv = srv
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = h.WaitReady(rctx)
+	cancel()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// maxSocketsFor sizes the socket table for a relay: every relayed flow
+// holds one socket.
+func maxSocketsFor(hf *hostFlags, rf *relayFlags) {
+	if hf.maxSockets == stack.DefaultMaxSockets && rf.maxFlows+64 > hf.maxSockets {
+		hf.maxSockets = rf.maxFlows + 64
+	}
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+
+	"github.com/tapstack/tapstack/stack/nshost"
+)
+
+// exitError carries a command's exit status out of run.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func runRun(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("run", "-- CMD [ARGS...]", stderr)
+	var hf hostFlags
+	var rf relayFlags
+	hf.register(fs, "")
+	rf.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cmdArgs := fs.Args()
+	if len(cmdArgs) == 0 {
+		fmt.Fprintln(stderr, "tapstack run: want a command after -- (see -h)")
+		return errUsage
+	}
+	if err := preflight(); err != nil {
+		return err
+	}
+	ipPath, err := exec.LookPath("ip")
+	if err != nil {
+		return errors.New("needs iproute2's ip on PATH to enter the namespace")
+	}
+	if hf.netns == "" {
+		hf.netns = nshost.UniqueName("tapstack-run-")
+	}
+	maxSocketsFor(&hf, &rf)
+
+	// Signals go to the command; the command's end ends the run.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	s, err := startSession(ctx, &hf, &rf, nil, stderr)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+
+	cmd := exec.Command(ipPath, append([]string{"netns", "exec", hf.netns}, cmdArgs...)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", cmdArgs[0], err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	for {
+		select {
+		case sig := <-sigs:
+			_ = cmd.Process.Signal(sig)
+		case err := <-done:
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code := ee.ExitCode()
+				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+					code = 128 + int(ws.Signal())
+				}
+				return exitError{code}
+			}
+			return err
+		}
+	}
+}

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tapstack/tapstack/stack/netns"
+)
+
+// watchGone reports (once) when the namespace goes away: a named one when
+// its file under /var/run/netns disappears (ip netns del), a process's when
+// the process exits. Writes to the TAP would go on succeeding either way.
+func watchGone(ctx context.Context, name string, pid int) <-chan string {
+	ch := make(chan string, 1)
+	if pid != 0 {
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			ch <- fmt.Sprintf("process %d cannot be watched: %v", pid, err)
+			return ch
+		}
+		go func() {
+			defer unix.Close(fd)
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			for ctx.Err() == nil {
+				n, err := unix.Poll(fds, 250)
+				if err == nil && n > 0 {
+					ch <- fmt.Sprintf("process %d exited", pid)
+					return
+				}
+			}
+		}()
+		return ch
+	}
+	path := filepath.Join(netns.Dir, name)
+	go func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if _, err := os.Stat(path); err != nil {
+					ch <- fmt.Sprintf("namespace %s was deleted", name)
+					return
+				}
+			}
+		}
+	}()
+	return ch
+}

@@ -1,0 +1,385 @@
+package sockets
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"sync"
+	"syscall"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/tapstack/tapstack/stack"
+)
+
+// FlowID names a flow that reached a gateway stack: Src is the peer that
+// sent it, Dst the address it was sent to.
+type FlowID struct {
+	Src, Dst netip.AddrPort
+}
+
+func flowID(id gvstack.TransportEndpointID) FlowID {
+	return FlowID{
+		Src: netip.AddrPortFrom(addrFromTCPIP(id.RemoteAddress), id.RemotePort),
+		Dst: netip.AddrPortFrom(addrFromTCPIP(id.LocalAddress), id.LocalPort),
+	}
+}
+
+func addrFromTCPIP(a tcpip.Address) netip.Addr {
+	if a.Len() == 4 {
+		return netip.AddrFrom4(a.As4())
+	}
+	return netip.AddrFrom16(a.As16())
+}
+
+// TCPRequest is a connection attempt (a SYN) to an address that no socket
+// of the stack listens on. The handler must end it with exactly one of
+// Accept, Refuse, Ignore or Unreachable.
+type TCPRequest struct {
+	ID FlowID
+
+	st   *stack.Stack
+	r    *tcp.ForwarderRequest
+	syn  *synCopy
+	once sync.Once
+}
+
+// synCopy keeps what an ICMP error about a SYN must quote, and where to
+// send it.
+type synCopy struct {
+	nic     tcpip.NICID
+	srcMAC  tcpip.LinkAddress
+	headers []byte // IP header and the first 8 bytes of TCP
+	v6      bool
+}
+
+func (r *TCPRequest) end(f func()) bool {
+	done := false
+	r.once.Do(func() { f(); done = true })
+	return done
+}
+
+// Accept completes the handshake and returns the stack's side of the
+// connection as a socket (one slot of the socket table; EMFILE when full,
+// and then the peer gets a RST).
+func (r *TCPRequest) Accept() (*Socket, error) {
+	var s *Socket
+	var err error
+	if !r.end(func() {
+		tbl := tableOf(r.st)
+		fd, rerr := tbl.reserve()
+		if rerr != nil {
+			r.r.Complete(true)
+			err = rerr
+			return
+		}
+		wq := new(waiter.Queue)
+		ep, terr := r.r.CreateEndpoint(wq)
+		r.r.Complete(false)
+		if terr != nil {
+			tbl.release(fd)
+			err = fromTCPIP(terr)
+			return
+		}
+		f := AF_INET
+		if r.ID.Dst.Addr().Is6() {
+			f = AF_INET6
+		}
+		s = newSocket(r.st, tbl, fd, f, SOCK_STREAM, IPPROTO_TCP, ep, wq)
+	}) {
+		return nil, errnoErr(syscall.EINVAL, "invalid argument: the request has already ended")
+	}
+	return s, err
+}
+
+// Refuse answers with a RST, as a host with nothing on that port does.
+func (r *TCPRequest) Refuse() { r.end(func() { r.r.Complete(true) }) }
+
+// Ignore drops the SYN; the peer's connect times out (or retries).
+func (r *TCPRequest) Ignore() { r.end(func() { r.r.Complete(false) }) }
+
+// Unreachable drops the SYN and sends the peer an ICMP destination
+// unreachable (host unreachable, or network unreachable when net is true)
+// from the destination's address, as a router would. Without a copy of the
+// SYN to quote it answers with a RST instead.
+func (r *TCPRequest) Unreachable(net bool) {
+	r.end(func() {
+		r.r.Complete(false)
+		if r.syn == nil || sendUnreachable(r.st, r.ID, r.syn, net) != nil {
+			// Fall back to a refusal the peer will see at once.
+			r.r.Complete(true)
+		}
+	})
+}
+
+// sendUnreachable writes an ICMP error quoting the SYN back to its sender.
+func sendUnreachable(st *stack.Stack, id FlowID, syn *synCopy, net bool) error {
+	src := id.Dst.Addr()
+	dst := id.Src.Addr()
+	var pkt []byte
+	var proto tcpip.NetworkProtocolNumber
+	if !syn.v6 {
+		proto = ipv4.ProtocolNumber
+		icmpLen := header.ICMPv4MinimumSize + len(syn.headers)
+		pkt = make([]byte, header.IPv4MinimumSize+icmpLen)
+		ip := header.IPv4(pkt)
+		ip.Encode(&header.IPv4Fields{
+			TotalLength: uint16(len(pkt)), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
+			SrcAddr: tcpip.AddrFrom4(src.As4()), DstAddr: tcpip.AddrFrom4(dst.As4()),
+		})
+		ip.SetChecksum(^ip.CalculateChecksum())
+		ic := header.ICMPv4(pkt[header.IPv4MinimumSize:])
+		ic.SetType(header.ICMPv4DstUnreachable)
+		code := header.ICMPv4HostUnreachable
+		if net {
+			code = header.ICMPv4NetUnreachable
+		}
+		ic.SetCode(code)
+		copy(ic[header.ICMPv4MinimumSize:], syn.headers)
+		ic.SetChecksum(0)
+		ic.SetChecksum(^checksum.Checksum(ic, 0))
+	} else {
+		proto = ipv6.ProtocolNumber
+		icmpLen := header.ICMPv6ErrorHeaderSize + len(syn.headers)
+		pkt = make([]byte, header.IPv6MinimumSize+icmpLen)
+		ip := header.IPv6(pkt)
+		ip.Encode(&header.IPv6Fields{
+			PayloadLength: uint16(icmpLen), TransportProtocol: header.ICMPv6ProtocolNumber, HopLimit: 64,
+			SrcAddr: tcpip.AddrFrom16(src.As16()), DstAddr: tcpip.AddrFrom16(dst.As16()),
+		})
+		ic := header.ICMPv6(pkt[header.IPv6MinimumSize:])
+		ic.SetType(header.ICMPv6DstUnreachable)
+		code := header.ICMPv6AddressUnreachable
+		if net {
+			code = header.ICMPv6NetworkUnreachable
+		}
+		ic.SetCode(code)
+		copy(ic[header.ICMPv6ErrorHeaderSize:], syn.headers)
+		ic.SetChecksum(0)
+		ic.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{
+			Header: ic, Src: tcpip.AddrFrom16(src.As16()), Dst: tcpip.AddrFrom16(dst.As16()),
+		}))
+	}
+	if terr := st.GV().WritePacketToRemote(syn.nic, syn.srcMAC, proto, buffer.MakeWithData(pkt)); terr != nil {
+		return fmt.Errorf("send ICMP unreachable: %s", terr)
+	}
+	return nil
+}
+
+// synCopies remembers SYNs until their request ends, bounded.
+type synCopies struct {
+	mu  sync.Mutex
+	m   map[gvstack.TransportEndpointID]*synCopy
+	max int
+}
+
+func (c *synCopies) put(id gvstack.TransportEndpointID, pkt *gvstack.PacketBuffer) {
+	th := pkt.TransportHeader().Slice()
+	if len(th) < header.TCPMinimumSize {
+		return
+	}
+	flags := header.TCP(th).Flags()
+	if !flags.Contains(header.TCPFlagSyn) || flags.Contains(header.TCPFlagAck) {
+		return
+	}
+	nh := pkt.NetworkHeader().Slice()
+	lh := pkt.LinkHeader().Slice()
+	if len(lh) < header.EthernetMinimumSize {
+		return
+	}
+	sc := &synCopy{
+		nic:     pkt.NICID,
+		srcMAC:  header.Ethernet(lh).SourceAddress(),
+		headers: append(append([]byte{}, nh...), th[:8]...),
+		v6:      pkt.NetworkProtocolNumber == ipv6.ProtocolNumber,
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) < c.max {
+		c.m[id] = sc
+	}
+}
+
+func (c *synCopies) take(id gvstack.TransportEndpointID) *synCopy {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sc := c.m[id]
+	delete(c.m, id)
+	return sc
+}
+
+// ForwardTCP makes st hand every connection attempt that no socket takes
+// to h, on a goroutine of its own. At most maxInFlight attempts are open
+// (not yet ended by the handler) at once; more SYNs are dropped, and the
+// peers retry. Call it from stack.Config.Init, before traffic flows; the
+// NIC must be a gateway (stack.LinkConfig.Gateway) to see other hosts'
+// addresses.
+func ForwardTCP(st *stack.Stack, maxInFlight int, h func(*TCPRequest)) {
+	syns := &synCopies{m: make(map[gvstack.TransportEndpointID]*synCopy), max: 2 * maxInFlight}
+	fwd := tcp.NewForwarder(st.GV(), 0, maxInFlight, func(r *tcp.ForwarderRequest) {
+		h(&TCPRequest{ID: flowID(r.ID()), st: st, r: r, syn: syns.take(r.ID())})
+	})
+	st.GV().SetTransportProtocolHandler(tcp.ProtocolNumber, func(id gvstack.TransportEndpointID, pkt *gvstack.PacketBuffer) bool {
+		syns.put(id, pkt)
+		handled := fwd.HandlePacket(id, pkt)
+		if !handled {
+			syns.take(id)
+		}
+		return handled
+	})
+}
+
+// UDPRequest is the first datagram of a flow to an address and port no
+// socket of the stack has bound.
+type UDPRequest struct {
+	ID FlowID
+
+	st *stack.Stack
+	r  *udp.ForwarderRequest
+}
+
+// Accept returns a socket bound to the flow's destination and connected
+// to its source; the first datagram is waiting in it.
+func (r *UDPRequest) Accept() (*Socket, error) {
+	tbl := tableOf(r.st)
+	fd, err := tbl.reserve()
+	if err != nil {
+		return nil, err
+	}
+	wq := new(waiter.Queue)
+	ep, terr := r.r.CreateEndpoint(wq)
+	if terr != nil {
+		tbl.release(fd)
+		return nil, fromTCPIP(terr)
+	}
+	f := AF_INET
+	if r.ID.Dst.Addr().Is6() {
+		f = AF_INET6
+	}
+	return newSocket(r.st, tbl, fd, f, SOCK_DGRAM, IPPROTO_UDP, ep, wq), nil
+}
+
+// ForwardUDP makes st hand the first datagram of every flow no socket
+// takes to h, synchronously: h must return quickly (Accept, then hand the
+// socket to a goroutine). If h returns false the stack answers as for a
+// closed port (ICMP port unreachable). Call it from stack.Config.Init.
+func ForwardUDP(st *stack.Stack, h func(*UDPRequest) bool) {
+	fwd := udp.NewForwarder(st.GV(), func(r *udp.ForwarderRequest) bool {
+		return h(&UDPRequest{ID: flowID(r.ID()), st: st, r: r})
+	})
+	st.GV().SetTransportProtocolHandler(udp.ProtocolNumber, fwd.HandlePacket)
+}
+
+// EchoRequest is an ICMP echo request to an address that is not the
+// stack's own.
+type EchoRequest struct {
+	Src, Dst netip.Addr
+	// ID, Seq and Data are the echo's identifier, sequence number and
+	// payload.
+	ID, Seq uint16
+	Data    []byte
+
+	st     *stack.Stack
+	nic    tcpip.NICID
+	srcMAC tcpip.LinkAddress
+}
+
+// Reply sends the echo reply a real Dst would have sent, with data as its
+// payload.
+func (e *EchoRequest) Reply(data []byte) error {
+	var pkt []byte
+	var proto tcpip.NetworkProtocolNumber
+	if e.Dst.Is4() {
+		proto = ipv4.ProtocolNumber
+		pkt = make([]byte, header.IPv4MinimumSize+header.ICMPv4MinimumSize+len(data))
+		ip := header.IPv4(pkt)
+		ip.Encode(&header.IPv4Fields{
+			TotalLength: uint16(len(pkt)), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
+			SrcAddr: tcpip.AddrFrom4(e.Dst.As4()), DstAddr: tcpip.AddrFrom4(e.Src.As4()),
+		})
+		ip.SetChecksum(^ip.CalculateChecksum())
+		ic := header.ICMPv4(pkt[header.IPv4MinimumSize:])
+		ic.SetType(header.ICMPv4EchoReply)
+		ic.SetIdent(e.ID)
+		ic.SetSequence(e.Seq)
+		copy(ic.Payload(), data)
+		ic.SetChecksum(0)
+		ic.SetChecksum(^checksum.Checksum(ic, 0))
+	} else {
+		proto = ipv6.ProtocolNumber
+		icmpLen := header.ICMPv6EchoMinimumSize + len(data)
+		pkt = make([]byte, header.IPv6MinimumSize+icmpLen)
+		ip := header.IPv6(pkt)
+		ip.Encode(&header.IPv6Fields{
+			PayloadLength: uint16(icmpLen), TransportProtocol: header.ICMPv6ProtocolNumber, HopLimit: 64,
+			SrcAddr: tcpip.AddrFrom16(e.Dst.As16()), DstAddr: tcpip.AddrFrom16(e.Src.As16()),
+		})
+		ic := header.ICMPv6(pkt[header.IPv6MinimumSize:])
+		ic.SetType(header.ICMPv6EchoReply)
+		ic.SetIdent(e.ID)
+		ic.SetSequence(e.Seq)
+		copy(ic.Payload(), data)
+		ic.SetChecksum(0)
+		ic.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{
+			Header: ic[:header.ICMPv6EchoMinimumSize], Src: tcpip.AddrFrom16(e.Dst.As16()), Dst: tcpip.AddrFrom16(e.Src.As16()),
+			PayloadCsum: checksum.Checksum(data, 0), PayloadLen: len(data),
+		}))
+	}
+	if terr := e.st.GV().WritePacketToRemote(e.nic, e.srcMAC, proto, buffer.MakeWithData(pkt)); terr != nil {
+		return fmt.Errorf("send echo reply: %s", terr)
+	}
+	return nil
+}
+
+// ForwardEcho makes st hand ICMP echo requests to addresses that are not
+// its own to h (on a goroutine of its own) instead of answering them: a
+// gateway stack in promiscuous mode would otherwise answer for every
+// address. Requests to the stack's own addresses are answered as usual.
+// Call it from stack.Config.Init.
+func ForwardEcho(st *stack.Stack, h func(*EchoRequest)) {
+	handle := func(v6 bool) func(gvstack.TransportEndpointID, *gvstack.PacketBuffer) bool {
+		return func(id gvstack.TransportEndpointID, pkt *gvstack.PacketBuffer) bool {
+			dst := addrFromTCPIP(id.LocalAddress)
+			if st.IsLocal(dst) {
+				return false
+			}
+			th := pkt.TransportHeader().Slice()
+			if len(th) == 0 {
+				// The ICMP header is still in the payload.
+				th = pkt.Data().AsRange().ToSlice()
+			} else {
+				th = append(append([]byte{}, th...), pkt.Data().AsRange().ToSlice()...)
+			}
+			lh := pkt.LinkHeader().Slice()
+			if len(th) < 8 || len(lh) < header.EthernetMinimumSize {
+				return true // drop what cannot be relayed
+			}
+			isEcho := th[0] == byte(header.ICMPv4Echo)
+			if v6 {
+				isEcho = th[0] == byte(header.ICMPv6EchoRequest)
+			}
+			if !isEcho {
+				return false
+			}
+			e := &EchoRequest{
+				Src: addrFromTCPIP(id.RemoteAddress), Dst: dst,
+				ID: binary.BigEndian.Uint16(th[4:6]), Seq: binary.BigEndian.Uint16(th[6:8]),
+				Data: append([]byte{}, th[8:]...),
+				st:   st, nic: pkt.NICID, srcMAC: header.Ethernet(lh).SourceAddress(),
+			}
+			go h(e)
+			return true
+		}
+	}
+	st.GV().SetTransportProtocolHandler(header.ICMPv4ProtocolNumber, handle(false))
+	st.GV().SetTransportProtocolHandler(header.ICMPv6ProtocolNumber, handle(true))
+}
