@@ -1,0 +1,488 @@
+package tests
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tapstack/tapstack/stack/netns"
+	"github.com/tapstack/tapstack/stack/nshost"
+	"github.com/tapstack/tapstack/tests/nstest"
+)
+
+// The relay tests run the daemon inside an outer namespace of their own:
+// its only peers are the servers a test starts there, on 198.51.100.1 and
+// 2001:db8::1 (addresses of the outer namespace's loopback), so a relay
+// bug can never reach a real network.
+
+const (
+	outerV4 = "198.51.100.1"
+	outerV6 = "2001:db8::1"
+)
+
+type outer struct {
+	t    *testing.T
+	name string
+	dir  string
+}
+
+func newOuter(t *testing.T) *outer {
+	t.Helper()
+	nstest.Require(t)
+	o := &outer{t: t, name: nshost.UniqueName("tsout-"), dir: t.TempDir()}
+	os.Chmod(o.dir, 0o755)
+	if out, err := exec.Command("ip", "netns", "add", o.name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", o.name).Run() })
+	for _, args := range [][]string{
+		{"link", "set", "lo", "up"},
+		{"addr", "add", outerV4 + "/32", "dev", "lo"},
+		{"-6", "addr", "add", outerV6 + "/128", "dev", "lo", "nodad"},
+	} {
+		if out, err := exec.Command("ip", append([]string{"-n", o.name}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v %s", args, err, out)
+		}
+	}
+	return o
+}
+
+// bg runs a command in the outer namespace until the test ends.
+func (o *outer) bg(name string, args ...string) {
+	o.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", o.name, name}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		o.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	o.t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+// httpServer serves body at http://outer:port/ on both addresses.
+func (o *outer) httpServer(port int, body string) {
+	o.t.Helper()
+	d := filepath.Join(o.dir, fmt.Sprintf("www%d", port))
+	os.MkdirAll(d, 0o755)
+	os.WriteFile(filepath.Join(d, "index.html"), []byte(body), 0o644)
+	o.bg("python3", "-m", "http.server", "--bind", "::", "--directory", d, fmt.Sprint(port))
+	o.waitTCP(outerV4, port)
+}
+
+// waitTCP waits until something listens on host:port in the outer
+// namespace.
+func (o *outer) waitTCP(host string, port int) {
+	o.t.Helper()
+	for i := 0; i < 100; i++ {
+		if err := exec.Command("ip", "netns", "exec", o.name, "python3", "-c",
+			fmt.Sprintf("import socket; socket.create_connection((%q, %d), timeout=1).close()", host, port)).Run(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	o.t.Fatalf("nothing listens on %s:%d in the outer namespace", host, port)
+}
+
+// run runs tapstack run in the outer namespace and returns its output and
+// exit code.
+func (o *outer) run(timeout time.Duration, flags []string, cmd ...string) (string, string, int) {
+	o.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	args := append([]string{"netns", "exec", o.name, tapstackBin, "run"}, flags...)
+	args = append(append(args, "--"), cmd...)
+	c := exec.CommandContext(ctx, "ip", args...)
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	err := c.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		o.t.Fatalf("tapstack run: %v", err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func TestRunCurlThroughTheRelay(t *testing.T) {
+	o := newOuter(t)
+	o.httpServer(8000, "hello through tapstack")
+	for _, url := range []string{"http://" + outerV4 + ":8000/", "http://[" + outerV6 + "]:8000/"} {
+		out, errs, code := o.run(30*time.Second, nil, "curl", "-sS", "--max-time", "10", url)
+		if code != 0 || out != "hello through tapstack" {
+			t.Fatalf("run curl %s: exit %d, out %q, stderr %q", url, code, out, errs)
+		}
+	}
+	// Exit statuses pass through, and a refused port looks refused.
+	_, _, code := o.run(30*time.Second, nil, "sh", "-c", "exit 42")
+	if code != 42 {
+		t.Fatalf("run sh -c 'exit 42': exit %d", code)
+	}
+	_, _, code = o.run(30*time.Second, nil, "curl", "-s", "--max-time", "5", "http://"+outerV4+":8009/")
+	if code != 7 {
+		t.Fatalf("curl to a closed port through the relay: exit %d, want 7 (connection refused)", code)
+	}
+	if netnsLeft(t, "tapstack-run-") {
+		t.Fatal("a run namespace is left behind")
+	}
+}
+
+func netnsLeft(t *testing.T, prefix string) bool {
+	entries, _ := os.ReadDir(netns.Dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+const pyUDPEchoServer = `
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", int(sys.argv[1])))
+while True:
+    d, a = s.recvfrom(65535)
+    s.sendto(b"echo:" + d, a)
+`
+
+const pyUDPClient = `
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+s.settimeout(3)
+for i in range(3):
+    s.sendto(b"q%d" % i, (host, port))
+    print(s.recvfrom(100)[0].decode())
+`
+
+func TestRunUDPAndPingAndDNS(t *testing.T) {
+	o := newOuter(t)
+	o.bg("python3", "-c", pyUDPEchoServer, "7000")
+	// dnsmasq as the upstream resolver, on the outer address only.
+	hf := dnsmasqHosts(t)
+	bin, err := exec.LookPath("dnsmasq")
+	if err != nil {
+		t.Skip("needs dnsmasq")
+	}
+	o.bg(bin, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--addn-hosts="+hf,
+		"--local=/test/", "--listen-address="+outerV4, "--bind-interfaces", "--port=53", "--user=root",
+		"--pid-file="+filepath.Join(o.dir, "dnsmasq.pid"))
+	resolv := filepath.Join(o.dir, "resolv.conf")
+	os.WriteFile(resolv, []byte("nameserver "+outerV4+"\n"), 0o644)
+	time.Sleep(300 * time.Millisecond)
+
+	script := fmt.Sprintf(`
+set -e
+python3 -c '%s' %s 7000
+python3 -c '%s' %s 7000
+ping -c 2 -W 3 %s >/dev/null && echo ping4 ok
+ping -6 -c 2 -W 3 %s >/dev/null && echo ping6 ok
+ping -c 1 -W 2 198.51.100.77 >/dev/null || echo ping to nobody fails
+python3 -c 'import socket; print(sorted({a[4][0] for a in socket.getaddrinfo("name.test", 80)}))'
+`, pyUDPClient, outerV4, pyUDPClient, outerV6, outerV4, outerV6)
+	out, errs, code := o.run(60*time.Second, []string{"--resolv-conf", resolv}, "sh", "-c", script)
+	want := "echo:q0\necho:q1\necho:q2\necho:q0\necho:q1\necho:q2\nping4 ok\nping6 ok\nping to nobody fails\n['10.0.2.50', 'fd00::50']\n"
+	if code != 0 || out != want {
+		t.Fatalf("exit %d\nout:\n%s\nwant:\n%s\nstderr: %s", code, out, want, errs)
+	}
+}
+
+func TestHostLoopbackIsOptIn(t *testing.T) {
+	o := newOuter(t)
+	d := filepath.Join(o.dir, "lo")
+	os.MkdirAll(d, 0o755)
+	os.WriteFile(filepath.Join(d, "index.html"), []byte("host loopback"), 0o644)
+	o.bg("python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory", d, "9000")
+	o.waitTCP("127.0.0.1", 9000)
+	_, _, code := o.run(30*time.Second, nil, "curl", "-s", "--max-time", "5", "http://10.0.2.2:9000/")
+	if code == 0 {
+		t.Fatal("the host's loopback was reachable without --host-loopback")
+	}
+	out, errs, code := o.run(30*time.Second, []string{"--host-loopback"}, "curl", "-sS", "--max-time", "5", "http://10.0.2.2:9000/")
+	if code != 0 || out != "host loopback" {
+		t.Fatalf("with --host-loopback: exit %d, %q, %s", code, out, errs)
+	}
+	// Cloud metadata and --deny ranges are refused too.
+	o.run(30*time.Second, nil, "true")
+	_, _, code = o.run(30*time.Second, []string{"--deny", outerV4}, "curl", "-s", "--max-time", "5", "http://"+outerV4+":9000/")
+	if code == 0 {
+		t.Fatal("--deny did not refuse")
+	}
+}
+
+// A black hole: an on-link address in the outer namespace that nobody
+// answers ARP for, so dials to it hang.
+func (o *outer) blackHole() string {
+	o.t.Helper()
+	for _, args := range [][]string{
+		{"link", "add", "tsbh0", "type", "veth", "peer", "name", "tsbh1"},
+		{"addr", "add", "192.0.2.1/24", "dev", "tsbh0"},
+		{"link", "set", "tsbh0", "up"},
+		{"link", "set", "tsbh1", "up"},
+	} {
+		if out, err := exec.Command("ip", append([]string{"-n", o.name}, args...)...).CombinedOutput(); err != nil {
+			o.t.Fatalf("ip %v: %v %s", args, err, out)
+		}
+	}
+	return "192.0.2.99"
+}
+
+func TestBlackHoleDoesNotStallOtherDials(t *testing.T) {
+	o := newOuter(t)
+	o.httpServer(8000, "ok")
+	bh := o.blackHole()
+	script := fmt.Sprintf(`
+import socket, threading, time
+holes = []
+def hole():
+    try:
+        socket.create_connection((%q, 80), timeout=20)
+    except OSError:
+        pass
+for i in range(10):
+    t = threading.Thread(target=hole); t.start(); holes.append(t)
+time.sleep(0.5)
+start = time.time()
+ok = [0]
+def good():
+    s = socket.create_connection((%q, 8000), timeout=10)
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    if s.recv(100).startswith(b"HTTP/1.0 200"):
+        ok[0] += 1
+    s.close()
+ts = [threading.Thread(target=good) for i in range(20)]
+for t in ts: t.start()
+for t in ts: t.join()
+print("good=%%d in %%.1fs" %% (ok[0], time.time() - start))
+`, bh, outerV4)
+	out, errs, code := o.run(90*time.Second, []string{"--connect-timeout", "15s"}, "python3", "-c", script)
+	var good int
+	var secs float64
+	fmt.Sscanf(out, "good=%d in %fs", &good, &secs)
+	if code != 0 || good != 20 || secs > 5 {
+		t.Fatalf("with 10 dials to a black hole: %q (exit %d, stderr %s); want 20 good dials within 5 s", out, code, errs)
+	}
+}
+
+const pyBulkServer = `
+import hashlib, socket, sys, threading
+size = int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 9100)); s.listen(4)
+def serve(c):
+    mode = c.recv(1)
+    if mode == b"u":  # the client uploads; answer the hash
+        h = hashlib.sha256(); n = 0
+        while n < size:
+            b = c.recv(1 << 20)
+            if not b: break
+            h.update(b); n += len(b)
+        c.sendall(h.hexdigest().encode())
+    else:  # download: a hash line, then the data
+        data = bytes(range(256)) * (size // 256)
+        c.sendall(hashlib.sha256(data).hexdigest().encode() + b"\n")
+        c.sendall(data)
+    c.close()
+while True:
+    c, a = s.accept()
+    threading.Thread(target=serve, args=(c,)).start()
+`
+
+const pyBulkClient = `
+import hashlib, socket, sys
+host, size = sys.argv[1], int(sys.argv[2])
+data = bytes(range(256)) * (size // 256)
+s = socket.create_connection((host, 9100), timeout=60)
+s.sendall(b"u"); s.sendall(data); s.shutdown(socket.SHUT_WR)
+got = s.recv(100).decode()
+print("up", got == hashlib.sha256(data).hexdigest())
+s = socket.create_connection((host, 9100), timeout=60)
+s.sendall(b"d")
+f = s.makefile("rb")
+want = f.readline().strip().decode()
+h = hashlib.sha256(); n = 0
+while True:
+    b = f.read(1 << 20)
+    if not b: break
+    h.update(b); n += len(b)
+print("down", h.hexdigest() == want and n == size)
+`
+
+func TestRelay256MiBBothWays(t *testing.T) {
+	o := newOuter(t)
+	size := fmt.Sprint(256 << 20)
+	o.bg("python3", "-c", pyBulkServer, outerV4, size)
+	o.waitTCP(outerV4, 9100)
+	out, errs, code := o.run(180*time.Second, nil, "python3", "-c", pyBulkClient, outerV4, size)
+	if code != 0 || out != "up True\ndown True\n" {
+		t.Fatalf("256 MiB each way: exit %d, %q, %s", code, out, errs)
+	}
+}
+
+// upIn runs tapstack up inside the outer namespace for the namespace ns.
+func (o *outer) upIn(args ...string) (*exec.Cmd, *bytes.Buffer, <-chan error) {
+	o.t.Helper()
+	c := exec.Command("ip", append([]string{"netns", "exec", o.name, tapstackBin, "up"}, args...)...)
+	var errb bytes.Buffer
+	c.Stderr = &errb
+	stdout, _ := c.StdoutPipe()
+	if err := c.Start(); err != nil {
+		o.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		r := false
+		for sc.Scan() {
+			if !r && strings.HasPrefix(sc.Text(), "ready") {
+				r = true
+				ready <- true
+			}
+		}
+		if !r {
+			ready <- false
+		}
+		io.Copy(io.Discard, stdout)
+		done <- c.Wait()
+	}()
+	o.t.Cleanup(func() {
+		if c.ProcessState == nil {
+			c.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				c.Process.Kill()
+			}
+		}
+	})
+	select {
+	case ok := <-ready:
+		if !ok {
+			o.t.Fatalf("tapstack up exited: %s", errb.String())
+		}
+	case <-time.After(20 * time.Second):
+		o.t.Fatalf("tapstack up not ready: %s", errb.String())
+	}
+	return c, &errb, done
+}
+
+func TestUpRelaysForwardsAndNoticesDeletion(t *testing.T) {
+	o := newOuter(t)
+	o.httpServer(8000, "via up")
+	// The namespace is made here: one that up made inside ip netns exec's
+	// private mount namespace would not be visible out here.
+	ns := ncNamespace(t)
+	_, errb, done := o.upIn("--netns", ns, "--serve", "none",
+		"-p", "127.0.0.1:18080:8080", "-p", "[::1]:18081:8081",
+		"-p", "127.0.0.1:18082:8082/udp", "-p", "[::1]:18083:8083/udp")
+	// Through the relay from the namespace.
+	out, err := inNS(ns, 20*time.Second, nil, "curl", "-sS", "--max-time", "10", "http://"+outerV4+":8000/")
+	if err != nil || out != "via up" {
+		t.Fatalf("curl through up: %v %q", err, out)
+	}
+	// Servers inside the namespace for the forwards.
+	var wg sync.WaitGroup
+	for _, srv := range []struct{ script, port string }{
+		{pyTCPServer, "8080"}, {pyTCPServer, "8081"}, {pyUDPEcho, "8082"}, {pyUDPEcho, "8083"},
+	} {
+		args := []string{"4", srv.port}
+		if srv.script == pyUDPEcho {
+			args = []string{srv.port}
+			if srv.port == "8083" {
+				args = append(args, "6")
+			}
+		} else if srv.port == "8081" {
+			args[0] = "6"
+		}
+		wg.Add(1)
+		go func(script string, args []string) {
+			defer wg.Done()
+			inNS(ns, 20*time.Second, nil, "python3", append([]string{"-c", script}, args...)...)
+		}(srv.script, args)
+	}
+	time.Sleep(500 * time.Millisecond)
+	check := func(name string, args ...string) string {
+		out, err := exec.Command("ip", append([]string{"netns", "exec", o.name, name}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v %s", name, args, err, out)
+		}
+		return string(out)
+	}
+	for _, c := range []struct{ py, host, port, want string }{
+		{`import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5); s.sendall(b"tcp"); s.shutdown(1); print(s.recv(100).decode())`, "127.0.0.1", "18080", "got:tcp"},
+		{`import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5); s.sendall(b"tcp6"); s.shutdown(1); print(s.recv(100).decode())`, "::1", "18081", "got:tcp6"},
+		{`import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5); s.sendto(b"udp", (sys.argv[1], int(sys.argv[2]))); print(s.recv(100).decode())`, "127.0.0.1", "18082", "echo:udp"},
+		{`import socket,sys; s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(5); s.sendto(b"udp6", (sys.argv[1], int(sys.argv[2]))); print(s.recv(100).decode())`, "::1", "18083", "echo:udp6"},
+	} {
+		if got := strings.TrimSpace(check("python3", "-c", c.py, c.host, c.port)); got != c.want {
+			t.Fatalf("forward %s:%s: %q, want %q", c.host, c.port, got, c.want)
+		}
+	}
+	wg.Wait()
+	// Deleting the namespace stops the daemon.
+	exec.Command("ip", "netns", "del", ns).Run()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("up after its namespace was deleted: %v; %s", err, errb.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("up did not notice its namespace was deleted")
+	}
+	if !strings.Contains(errb.String(), "was deleted") {
+		t.Fatalf("stderr: %s", errb.String())
+	}
+}
+
+func TestUpByPID(t *testing.T) {
+	o := newOuter(t)
+	o.httpServer(8000, "via pid")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	holder := exec.CommandContext(ctx, "ip", "netns", "exec", o.name, "unshare", "--net", "sleep", "60")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	hdone := make(chan struct{})
+	go func() { holder.Wait(); close(hdone) }()
+	// ip netns exec replaces itself with unshare, which replaces itself
+	// with sleep: the PID is the same.
+	time.Sleep(300 * time.Millisecond)
+	pid := holder.Process.Pid
+	_, errb, done := o.upIn("--pid", fmt.Sprint(pid), "--serve", "none")
+	out, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-n", "curl", "-sS", "--max-time", "10", "http://"+outerV4+":8000/").CombinedOutput()
+	if err != nil || string(out) != "via pid" {
+		t.Fatalf("curl in the process's namespace: %v %q", err, out)
+	}
+	holder.Process.Kill()
+	<-hdone
+	select {
+	case err := <-done:
+		if err != nil || !strings.Contains(errb.String(), "exited") {
+			t.Fatalf("up after the process exited: %v; %s", err, errb.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("up did not notice the process exited")
+	}
+}
