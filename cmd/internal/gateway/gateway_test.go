@@ -1,0 +1,201 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/tapstack/tapstack/link"
+	"github.com/tapstack/tapstack/sockets"
+	"github.com/tapstack/tapstack/stack"
+)
+
+// rig is a gateway stack (10.0.9.1, the relay) joined by an in-memory
+// cable to a client stack (10.0.9.2) that plays the namespace. With host
+// loopback on, flows to 10.0.9.1 reach this process's 127.0.0.1, so the
+// relay is exercised end to end without root and without leaving loopback.
+func rig(t *testing.T, cfg Config) (*Gateway, *stack.Stack) {
+	t.Helper()
+	da, db := link.Pipe()
+	la, _ := link.New(link.Options{Devices: []link.Device{da}})
+	lb, _ := link.New(link.Options{Devices: []link.Device{db}})
+	cfg.HostLoopback = true
+	cfg.LoopbackAddrs = []netip.Addr{netip.MustParseAddr("10.0.9.1")}
+	cfg.NSAddrs = []netip.Addr{netip.MustParseAddr("10.0.9.2")}
+	g := New(cfg)
+	gw, err := stack.New(stack.Config{Init: g.Install, Links: []stack.LinkConfig{{
+		Name: "eth0", Endpoint: la, Gateway: true, Addrs: []netip.Prefix{netip.MustParsePrefix("10.0.9.1/24")},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := stack.New(stack.Config{Links: []stack.LinkConfig{{
+		Name: "eth0", Endpoint: lb, Addrs: []netip.Prefix{netip.MustParsePrefix("10.0.9.2/24")},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		g.Close()
+		gw.Close()
+		ns.Close()
+	})
+	return g, ns
+}
+
+func TestRelayTCPAndUDPToHostLoopback(t *testing.T) {
+	g, ns := rig(t, Config{})
+	// A TCP echo server and a UDP echo server on the host's loopback.
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.(*net.TCPConn).CloseWrite() }()
+		}
+	}()
+	pc, _ := net.ListenPacket("udp4", "127.0.0.1:0")
+	defer pc.Close()
+	go func() {
+		b := make([]byte, 2000)
+		for {
+			n, a, err := pc.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(b[:n], a)
+		}
+	}()
+	tcpPort := ln.Addr().(*net.TCPAddr).Port
+	udpPort := pc.LocalAddr().(*net.UDPAddr).Port
+
+	c, err := sockets.Dial(context.Background(), ns, "tcp4", netip.AddrPortFrom(netip.MustParseAddr("10.0.9.1"), uint16(tcpPort)).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 8<<20)
+	rand.Read(data)
+	go func() { c.Write(data); c.(*sockets.Conn).CloseWrite() }()
+	got, err := io.ReadAll(c)
+	c.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("TCP through the relay: %d of %d bytes, %v", len(got), len(data), err)
+	}
+
+	u, err := sockets.Dial(context.Background(), ns, "udp4", netip.AddrPortFrom(netip.MustParseAddr("10.0.9.1"), uint16(udpPort)).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	u.Write([]byte("datagram"))
+	u.SetReadDeadline(time.Now().Add(3 * time.Second))
+	b := make([]byte, 100)
+	n, err := u.Read(b)
+	if err != nil || string(b[:n]) != "datagram" {
+		t.Fatalf("UDP through the relay: %q %v", b[:n], err)
+	}
+	st := g.Stats()
+	if st.TCPRelayed != 1 || st.UDPRelayed != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// A closed host port is refused, as the host refused it.
+	_, err = sockets.Dial(context.Background(), ns, "tcp4", "10.0.9.1:1")
+	if err == nil {
+		t.Fatal("dial to a closed host port succeeded")
+	}
+}
+
+func TestPolicy(t *testing.T) {
+	g := New(Config{Deny: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}, Allow: []netip.Prefix{netip.MustParsePrefix("192.0.0.0/8")}})
+	local := func(a netip.Addr) bool { return a == netip.MustParseAddr("10.0.2.2") }
+	for _, c := range []struct {
+		dst string
+		ok  bool
+	}{
+		{"192.168.1.1:80", true},
+		{"192.0.2.1:80", false}, // denied
+		{"10.1.1.1:80", false},  // not allowed
+		{"169.254.169.254:80", false},
+		{"10.0.2.2:80", false}, // the stack itself, no host loopback
+		{"127.0.0.1:80", false},
+		{"[fe80::1]:80", false},
+	} {
+		v := g.decide(netip.MustParseAddrPort(c.dst), local)
+		if v.ok != c.ok {
+			t.Errorf("%s: ok=%v (%s), want %v", c.dst, v.ok, v.reason, c.ok)
+		}
+	}
+}
+
+func TestParseForward(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"8080:80", "127.0.0.1:8080:80/tcp"},
+		{"0.0.0.0:53:53/udp", "0.0.0.0:53:53/udp"},
+		{"[::1]:8443:443", "[::1]:8443:443/tcp"},
+	} {
+		f, err := ParseForward(c.in)
+		if err != nil || f.String() != c.want {
+			t.Errorf("ParseForward(%q) = %v, %v; want %s", c.in, f, err, c.want)
+		}
+	}
+	for _, bad := range []string{"80", "a:b", "1:2/sctp", "[::1:80:80", "70000:80", "80:0", "1.2.3:80:80"} {
+		if _, err := ParseForward(bad); err == nil {
+			t.Errorf("ParseForward(%q) accepted", bad)
+		}
+	}
+}
+
+func TestPortForwardIntoTheNamespace(t *testing.T) {
+	g, ns := rig(t, Config{})
+	srv, err := sockets.Listen(ns, "tcp4", ":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		c, err := srv.Accept()
+		if err != nil {
+			return
+		}
+		io.Copy(c, c)
+		c.Close()
+	}()
+	if err := g.AddForward(Forward{Proto: "tcp", Host: netip.MustParseAddrPort("127.0.0.1:0"), NSPort: 8080}); err != nil {
+		t.Fatal(err)
+	}
+	fs := g.Forwards()
+	if len(fs) != 1 || fs[0].Host.Port() == 0 {
+		t.Fatalf("Forwards = %v", fs)
+	}
+	c, err := net.Dial("tcp", fs[0].Host.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("into the namespace"))
+	c.(*net.TCPConn).CloseWrite()
+	got, _ := io.ReadAll(c)
+	c.Close()
+	if string(got) != "into the namespace" {
+		t.Fatalf("through the forward: %q", got)
+	}
+	if err := g.RemoveForward(fs[0].String()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := net.Dial("tcp", fs[0].Host.String()); err == nil {
+		t.Fatal("the forward still listens after RemoveForward")
+	}
+}
