@@ -253,11 +253,12 @@ func TestBlackHoleDoesNotStallOtherDials(t *testing.T) {
 	script := fmt.Sprintf(`
 import socket, threading, time
 holes = []
+errs = []
 def hole():
     try:
         socket.create_connection((%q, 80), timeout=20)
-    except OSError:
-        pass
+    except OSError as e:
+        errs.append(e.errno)
 for i in range(10):
     t = threading.Thread(target=hole); t.start(); holes.append(t)
 time.sleep(0.5)
@@ -273,6 +274,8 @@ ts = [threading.Thread(target=good) for i in range(20)]
 for t in ts: t.start()
 for t in ts: t.join()
 print("good=%%d in %%.1fs" %% (ok[0], time.time() - start))
+for t in holes: t.join()
+print("hole errno", sorted(set(errs)))
 `, bh, outerV4)
 	out, errs, code := o.run(90*time.Second, []string{"--connect-timeout", "15s"}, "python3", "-c", script)
 	var good int
@@ -280,6 +283,11 @@ print("good=%%d in %%.1fs" %% (ok[0], time.time() - start))
 	fmt.Sscanf(out, "good=%d in %fs", &good, &secs)
 	if code != 0 || good != 20 || secs > 5 {
 		t.Fatalf("with 10 dials to a black hole: %q (exit %d, stderr %s); want 20 good dials within 5 s", out, code, errs)
+	}
+	// The host's "no route to host" (ARP failed) reaches the namespace as
+	// an ICMP host unreachable: EHOSTUNREACH, not a refusal.
+	if !strings.Contains(out, "hole errno [113]") {
+		t.Fatalf("dials to the black hole ended with %q, want EHOSTUNREACH (113)", out)
 	}
 }
 
@@ -393,7 +401,8 @@ func TestUpRelaysForwardsAndNoticesDeletion(t *testing.T) {
 	// The namespace is made here: one that up made inside ip netns exec's
 	// private mount namespace would not be visible out here.
 	ns := ncNamespace(t)
-	_, errb, done := o.upIn("--netns", ns, "--serve", "none",
+	ctl := filepath.Join(o.dir, "ctl.sock")
+	_, errb, done := o.upIn("--netns", ns, "--serve", "none", "--control", ctl,
 		"-p", "127.0.0.1:18080:8080", "-p", "[::1]:18081:8081",
 		"-p", "127.0.0.1:18082:8082/udp", "-p", "[::1]:18083:8083/udp")
 	// Through the relay from the namespace.
@@ -440,6 +449,32 @@ func TestUpRelaysForwardsAndNoticesDeletion(t *testing.T) {
 		}
 	}
 	wg.Wait()
+	// Forwards change at run time through the control socket.
+	fwd := func(args ...string) (string, error) {
+		out, err := exec.Command(tapstackBin, append([]string{"forward", "--control", ctl}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := fwd("ls"); err != nil || strings.Count(out, "\n") != 4 || !strings.Contains(out, "127.0.0.1:18082:8082/udp") {
+		t.Fatalf("forward ls: %v %q", err, out)
+	}
+	if out, err := fwd("add", "127.0.0.1:18090:8080"); err != nil {
+		t.Fatalf("forward add: %v %s", err, out)
+	}
+	if out, err := fwd("add", "127.0.0.1:18090:8080"); err == nil {
+		t.Fatalf("a duplicate forward was added: %s", out)
+	}
+	if out, _ := fwd("ls"); !strings.Contains(out, "127.0.0.1:18090:8080/tcp") {
+		t.Fatalf("forward ls after add: %q", out)
+	}
+	if out, err := fwd("rm", "127.0.0.1:18090:8080/tcp"); err != nil {
+		t.Fatalf("forward rm: %v %s", err, out)
+	}
+	if out, _ := fwd("ls"); strings.Contains(out, "18090") {
+		t.Fatalf("forward ls after rm: %q", out)
+	}
+	if fi, err := os.Stat(ctl); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("control socket: %v %v", fi, err)
+	}
 	// Deleting the namespace stops the daemon.
 	exec.Command("ip", "netns", "del", ns).Run()
 	select {
@@ -452,6 +487,9 @@ func TestUpRelaysForwardsAndNoticesDeletion(t *testing.T) {
 	}
 	if !strings.Contains(errb.String(), "was deleted") {
 		t.Fatalf("stderr: %s", errb.String())
+	}
+	if _, err := os.Stat(ctl); err == nil {
+		t.Fatal("the control socket is left behind")
 	}
 }
 

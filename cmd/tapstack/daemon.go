@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tapstack/tapstack/cmd/internal/control"
 	"github.com/tapstack/tapstack/cmd/internal/gateway"
 	"github.com/tapstack/tapstack/cmd/internal/services"
 	"github.com/tapstack/tapstack/stack"
@@ -69,6 +70,7 @@ type relayFlags struct {
 	noPing         bool
 	resolvConf     string
 	verbose        bool
+	control        string
 }
 
 func (r *relayFlags) register(fs *flag.FlagSet) {
@@ -84,18 +86,23 @@ func (r *relayFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&r.noPing, "no-ping", false, "do not relay ICMP echo")
 	fs.StringVar(&r.resolvConf, "resolv-conf", "/etc/resolv.conf", "`FILE` naming the upstream DNS servers (followed when it changes)")
 	fs.BoolVar(&r.verbose, "v", false, "log relay events on stderr")
+	fs.StringVar(&r.control, "control", "", "control socket `PATH` for tapstack forward (default "+control.Dir+"/NETNS.sock)")
 }
 
 // session is a running host with its relay and services.
 type session struct {
 	host   *nshost.Host
 	gw     *gateway.Gateway
+	ctl    *control.Server
 	srv    *services.Server
 	netns  string
 	resolv string // resolv.conf file this session wrote, removed on Close
 }
 
 func (s *session) Close() {
+	if s.ctl != nil {
+		s.ctl.Close()
+	}
 	if s.srv != nil {
 		s.srv.Close()
 	}
@@ -188,6 +195,20 @@ func startSession(ctx context.Context, hf *hostFlags, rf *relayFlags, serve []st
 		}
 		s.srv = srv
 	}
+	ctlPath := rf.control
+	if ctlPath == "" {
+		name := cfg.Netns
+		if cfg.PID != 0 {
+			name = fmt.Sprintf("pid-%d", cfg.PID)
+		}
+		ctlPath = control.PathFor(name)
+	}
+	ctl, err := control.Listen(ctlPath, gateway.ControlHandler{G: gw})
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	s.ctl = ctl
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err = h.WaitReady(rctx)
 	cancel()

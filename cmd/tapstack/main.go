@@ -31,6 +31,7 @@ func commands() []command {
 	return []command{
 		{"up", "give a network namespace a tapstack host until SIGINT/SIGTERM", runUp},
 		{"run", "run a command in a new namespace whose network goes through a tapstack host", runRun},
+		{"forward", "add, remove or list port forwards of a running daemon", runForward},
 		{"nc", "netcat on a fresh tapstack host in a namespace: connect or listen, TCP or UDP", runNC},
 		{"version", "print the version", runVersion},
 		{"help", "show help for tapstack or a command", runHelp},

@@ -127,6 +127,7 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 		where = fmt.Sprintf("pid %d", *pid)
 	}
 	printReady(stdout, s.host, where, names, *pid == 0)
+	fmt.Fprintf(stdout, "  control: tapstack forward --control %s add|rm|ls\n", s.ctl.Path())
 	select {
 	case <-ctx.Done():
 		fmt.Fprintln(stderr, "tapstack up: stopping")

@@ -330,6 +330,9 @@ func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
 	defer release(g.flows)
 	s, err := r.Accept()
 	if err != nil {
+		// The namespace side is gone (reset during the handshake, or the
+		// socket table is full): reset the host side too.
+		_ = hc.(*net.TCPConn).SetLinger(0)
 		hc.Close()
 		return
 	}
@@ -351,29 +354,44 @@ type halfCloser interface {
 }
 
 // splice copies both ways until both ends finished; a FIN is passed on as
-// a FIN, a reset as a reset.
+// a FIN, a reset (seen on either side, by a read or a write) as a reset of
+// the other side.
 func splice(ns *sockets.Conn, host *net.TCPConn) {
+	var once sync.Once
+	reset := func() {
+		once.Do(func() {
+			_ = host.SetLinger(0)
+			_ = ns.Socket().SetLinger(sockets.Linger{On: true, Seconds: 0})
+			host.Close()
+			ns.Close()
+		})
+	}
 	done := make(chan struct{}, 2)
-	pipe := func(dst, src halfCloser, resetDst func()) {
+	pipe := func(dst, src halfCloser) {
+		defer func() { done <- struct{}{} }()
 		buf := make([]byte, 64<<10)
-		_, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf)
-		if err != nil && isReset(err) {
-			resetDst()
-		} else {
-			_ = dst.CloseWrite()
+		for {
+			n, rerr := src.Read(buf)
+			if n > 0 {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					if isReset(werr) {
+						reset()
+					}
+					return
+				}
+			}
+			if rerr != nil {
+				if rerr == io.EOF {
+					_ = dst.CloseWrite()
+				} else if isReset(rerr) {
+					reset()
+				}
+				return
+			}
 		}
-		done <- struct{}{}
 	}
-	resetHost := func() {
-		_ = host.SetLinger(0)
-		host.Close()
-	}
-	resetNS := func() {
-		_ = ns.Socket().SetLinger(sockets.Linger{On: true, Seconds: 0})
-		ns.Close()
-	}
-	go pipe(host, ns, resetHost)
-	go pipe(ns, host, resetNS)
+	go pipe(host, ns)
+	go pipe(ns, host)
 	<-done
 	<-done
 }

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -198,4 +200,52 @@ func TestPortForwardIntoTheNamespace(t *testing.T) {
 	if _, err := net.Dial("tcp", fs[0].Host.String()); err == nil {
 		t.Fatal("the forward still listens after RemoveForward")
 	}
+}
+
+func TestRelayPassesResetsBothWays(t *testing.T) {
+	_, ns := rig(t, Config{})
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan *net.TCPConn, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c.(*net.TCPConn)
+		}
+	}()
+	addr := netip.AddrPortFrom(netip.MustParseAddr("10.0.9.1"), uint16(ln.Addr().(*net.TCPAddr).Port)).String()
+
+	// The host resets: the namespace side sees ECONNRESET.
+	c, err := sockets.Dial(context.Background(), ns, "tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	h := <-accepted
+	h.SetLinger(0)
+	h.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 10)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("namespace side after the host's reset: %v", err)
+	}
+
+	// The namespace resets: the host side sees ECONNRESET.
+	c2, err := sockets.Dial(context.Background(), ns, "tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2 := <-accepted
+	c2.(*sockets.Conn).Socket().SetLinger(sockets.Linger{On: true, Seconds: 0})
+	c2.Close()
+	h2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := h2.Read(make([]byte, 10)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("host side after the namespace's reset: %v", err)
+	}
+	h2.Close()
 }

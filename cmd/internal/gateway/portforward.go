@@ -286,3 +286,27 @@ func (g *Gateway) serveForwardUDP(fw *forward) {
 		_, _ = c.Write(buf[:n])
 	}
 }
+
+// ControlHandler adapts a Gateway to the control socket's string requests.
+type ControlHandler struct{ G *Gateway }
+
+// AddForward parses spec and starts the forward.
+func (c ControlHandler) AddForward(spec string) error {
+	f, err := ParseForward(spec)
+	if err != nil {
+		return err
+	}
+	return c.G.AddForward(f)
+}
+
+// RemoveForward stops a forward.
+func (c ControlHandler) RemoveForward(spec string) error { return c.G.RemoveForward(spec) }
+
+// ListForwards lists the forwards as specs.
+func (c ControlHandler) ListForwards() []string {
+	var out []string
+	for _, f := range c.G.Forwards() {
+		out = append(out, f.String())
+	}
+	return out
+}
