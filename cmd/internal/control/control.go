@@ -95,7 +95,7 @@ func (s *Server) serve() {
 			enc := json.NewEncoder(c)
 			for sc.Scan() {
 				var req Request
-				resp := Response{OK: true}
+				var resp Response
 				if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
 					resp = Response{Error: "bad request: " + err.Error()}
 				} else {
