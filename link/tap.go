@@ -130,6 +130,35 @@ func openQueue(name string, multi bool) (*tapQueue, string, error) {
 	return q, ifce.Name(), nil
 }
 
+// TAPFromFd adopts a TAP queue descriptor opened elsewhere (for example
+// inside a user namespace, and passed over a unix socket). The TAP owns fd
+// from then on.
+func TAPFromFd(fd int, name string) (*TAP, error) {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return nil, fmt.Errorf("adopt TAP fd %d: %w", fd, err)
+	}
+	f := os.NewFile(uintptr(fd), "tap")
+	if f == nil {
+		return nil, fmt.Errorf("adopt TAP fd %d: invalid descriptor", fd)
+	}
+	q, err := newTapQueue(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("adopt TAP fd %d: %w", fd, err)
+	}
+	return &TAP{name: name, queues: []*tapQueue{q}}, nil
+}
+
+// Fds returns the queues' descriptors, to pass them to another process
+// (they stay owned by the TAP).
+func (t *TAP) Fds() []int {
+	var fds []int
+	for _, q := range t.queues {
+		_ = q.rc.Control(func(fd uintptr) { fds = append(fds, int(fd)) })
+	}
+	return fds
+}
+
 // Name returns the interface name.
 func (t *TAP) Name() string { return t.name }
 

@@ -524,3 +524,41 @@ func TestUpByPID(t *testing.T) {
 		t.Fatal("up did not notice the process exited")
 	}
 }
+
+func TestRunInUserNamespace(t *testing.T) {
+	o := newOuter(t)
+	o.httpServer(8000, "hello from a user namespace")
+	out, errs, code := o.run(30*time.Second, []string{"--userns"}, "sh", "-c",
+		"cat /etc/resolv.conf; curl -sS --max-time 10 http://"+outerV4+":8000/; exit 9")
+	if code != 9 || !strings.Contains(out, "nameserver 10.0.2.3") || !strings.HasSuffix(out, "hello from a user namespace") {
+		t.Fatalf("run --userns: exit %d, out %q, stderr %q", code, out, errs)
+	}
+}
+
+func TestRunWithoutRoot(t *testing.T) {
+	o := newOuter(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("needs setpriv (util-linux) to drop privileges")
+	}
+	// Debian makes /dev/net/tun world read-write; some containers do not.
+	fi, err := os.Stat("/dev/net/tun")
+	if err != nil {
+		t.Skip("needs /dev/net/tun")
+	}
+	if mode := fi.Mode().Perm(); mode&0o006 != 0o006 {
+		if err := os.Chmod("/dev/net/tun", mode|0o006); err != nil {
+			t.Skipf("cannot open /dev/net/tun to other users: %v", err)
+		}
+		t.Cleanup(func() { os.Chmod("/dev/net/tun", mode) })
+	}
+	o.httpServer(8000, "rootless")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := exec.CommandContext(ctx, "ip", "netns", "exec", o.name, setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+		"env", "HOME=/", "XDG_RUNTIME_DIR=", tapstackBin, "run", "--", "curl", "-sS", "--max-time", "10", "http://"+outerV4+":8000/")
+	out, err := c.CombinedOutput()
+	if err != nil || string(out) != "rootless" {
+		t.Fatalf("tapstack run as uid 65534: %v %q", err, out)
+	}
+}

@@ -118,8 +118,15 @@ func (s *session) Close() {
 	}
 }
 
+// buildFunc makes the host; nshost.New unless the TAP comes from elsewhere.
+type buildFunc func(nshost.Config) (*nshost.Host, error)
+
 // startSession builds the host in the namespace with its relay.
 func startSession(ctx context.Context, hf *hostFlags, rf *relayFlags, serve []string, stderr io.Writer) (*session, error) {
+	return startSessionWith(ctx, hf, rf, serve, stderr, nshost.New)
+}
+
+func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve []string, stderr io.Writer, build buildFunc) (*session, error) {
 	cfg, err := hf.config()
 	if err != nil {
 		return nil, err
@@ -165,7 +172,7 @@ func startSession(ctx context.Context, hf *hostFlags, rf *relayFlags, serve []st
 	cfg.ExtraStackAddrs = defaultDNSAddrs
 	cfg.Init = gw.Install
 	s := &session{gw: gw, netns: cfg.Netns}
-	if cfg.PID == 0 && cfg.Netns != "" {
+	if cfg.PID == 0 && cfg.Netns != "" && hf.userns == "" {
 		// The namespace's resolver, as ip netns exec shows it.
 		dir := filepath.Join("/etc/netns", cfg.Netns)
 		rc := filepath.Join(dir, "resolv.conf")
@@ -177,7 +184,7 @@ func startSession(ctx context.Context, hf *hostFlags, rf *relayFlags, serve []st
 			}
 		}
 	}
-	h, err := nshost.New(cfg)
+	h, err := build(cfg)
 	if err != nil {
 		s.Close()
 		return nil, err
@@ -198,8 +205,11 @@ func startSession(ctx context.Context, hf *hostFlags, rf *relayFlags, serve []st
 	ctlPath := rf.control
 	if ctlPath == "" {
 		name := cfg.Netns
-		if cfg.PID != 0 {
+		switch {
+		case cfg.PID != 0:
 			name = fmt.Sprintf("pid-%d", cfg.PID)
+		case hf.userns != "":
+			name = hf.userns
 		}
 		ctlPath = control.PathFor(name)
 	}

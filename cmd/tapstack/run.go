@@ -24,6 +24,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	var rf relayFlags
 	hf.register(fs, "")
 	rf.register(fs)
+	userns := fs.Bool("userns", false, "use a user + network namespace even as root (the way without root)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -32,8 +33,16 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "tapstack run: want a command after -- (see -h)")
 		return errUsage
 	}
-	if err := preflight(); err != nil {
-		return err
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		return preflight()
+	}
+	if *userns || os.Geteuid() != 0 {
+		if hf.netns != "" {
+			return errors.New("--netns does not go with a user namespace run (the namespace has no name)")
+		}
+		hf.userns = nshost.UniqueName("run-")
+		maxSocketsFor(&hf, &rf)
+		return runUserns(&hf, &rf, cmdArgs, stdout, stderr)
 	}
 	ipPath, err := exec.LookPath("ip")
 	if err != nil {

@@ -48,6 +48,7 @@ type hostFlags struct {
 	nsAddrs    prefixList
 	maxSockets int
 	pid        int
+	userns     string // set for a rootless run: the name of its session
 }
 
 func (h *hostFlags) register(fs *flag.FlagSet, defaultNetns string) {

@@ -173,15 +173,7 @@ func New(cfg Config) (h *Host, err error) {
 	if err != nil {
 		return nil, err
 	}
-	var gw4, gw6 netip.Addr
-	for _, p := range cfg.StackAddrs {
-		if p.Addr().Is4() && !gw4.IsValid() {
-			gw4 = p.Addr()
-		}
-		if p.Addr().Is6() && !gw6.IsValid() {
-			gw6 = p.Addr()
-		}
-	}
+	gw4, gw6 := Gateways(cfg.StackAddrs)
 	if err := ns.Configure(netns.LinkConfig{Name: cfg.TAP, Addrs: cfg.NSAddrs, Gateway4: gw4, Gateway6: gw6}); err != nil {
 		ep.Close()
 		return nil, err
@@ -200,10 +192,59 @@ func New(cfg Config) (h *Host, err error) {
 	return &Host{Stack: st, Link: ep, NS: ns, TAP: cfg.TAP, StackAddrs: cfg.StackAddrs, NSAddrs: cfg.NSAddrs, MTU: cfg.MTU}, nil
 }
 
+// NewOnDevices builds the stack on TAP queues that already exist in a
+// namespace configured by someone else (the child of a rootless run opens
+// and configures the TAP inside its user namespace and passes the queues
+// over). The Host has no NS; WaitReady is then the caller's business.
+func NewOnDevices(cfg Config, devs []link.Device) (*Host, error) {
+	if err := cfg.fill(); err != nil {
+		for _, d := range devs {
+			d.Close()
+		}
+		return nil, err
+	}
+	ep, err := link.New(link.Options{Devices: devs, MTU: uint32(cfg.MTU), Observer: cfg.Observer})
+	if err != nil {
+		for _, d := range devs {
+			d.Close()
+		}
+		return nil, err
+	}
+	st, err := stack.New(stack.Config{
+		MaxSockets: cfg.MaxSockets,
+		Init:       cfg.Init,
+		Links: []stack.LinkConfig{{
+			Name: cfg.TAP, Endpoint: ep, Gateway: cfg.Gateway,
+			Addrs: append(append([]netip.Prefix{}, cfg.StackAddrs...), cfg.ExtraStackAddrs...),
+		}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Host{Stack: st, Link: ep, TAP: cfg.TAP, StackAddrs: cfg.StackAddrs, NSAddrs: cfg.NSAddrs, MTU: cfg.MTU}, nil
+}
+
+// Gateways returns the first stack address of each family, the
+// namespace's default gateways.
+func Gateways(stackAddrs []netip.Prefix) (gw4, gw6 netip.Addr) {
+	for _, p := range stackAddrs {
+		if p.Addr().Is4() && !gw4.IsValid() {
+			gw4 = p.Addr()
+		}
+		if p.Addr().Is6() && !gw6.IsValid() {
+			gw6 = p.Addr()
+		}
+	}
+	return gw4, gw6
+}
+
 // WaitReady returns once the namespace reaches the stack at each of its
 // addresses: a TCP connection attempt from inside the namespace to port 9
 // gets an answer (accepted or refused: either crossed the TAP both ways).
 func (h *Host) WaitReady(ctx context.Context) error {
+	if h.NS == nil {
+		return nil
+	}
 	for _, p := range h.StackAddrs {
 		addr := netip.AddrPortFrom(p.Addr(), 9).String()
 		for {
@@ -232,5 +273,8 @@ func (h *Host) WaitReady(ctx context.Context) error {
 // deletes the namespace if New created it. It is idempotent.
 func (h *Host) Close() error {
 	h.Stack.Close()
+	if h.NS == nil {
+		return nil
+	}
 	return h.NS.Close()
 }

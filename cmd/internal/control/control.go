@@ -16,11 +16,23 @@ import (
 	"time"
 )
 
-// Dir holds the sockets of daemons with a named namespace.
+// Dir holds the sockets of root's daemons.
 const Dir = "/run/tapstack"
 
+// DefaultDir is where a daemon puts its socket: Dir for root, else
+// $XDG_RUNTIME_DIR/tapstack, else a per-user folder in the temp dir.
+func DefaultDir() string {
+	if os.Geteuid() == 0 {
+		return Dir
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "tapstack")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("tapstack-%d", os.Geteuid()))
+}
+
 // PathFor is the default socket of the daemon serving namespace name.
-func PathFor(name string) string { return filepath.Join(Dir, name+".sock") }
+func PathFor(name string) string { return filepath.Join(DefaultDir(), name+".sock") }
 
 // Request is one command.
 type Request struct {
