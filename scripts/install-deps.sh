@@ -14,6 +14,9 @@ need iperf3 iperf3
 need dnsmasq dnsmasq-base
 need curl curl
 need setpriv util-linux
+need nsenter util-linux
+need slirp4netns slirp4netns
+need pasta passt
 
 if ((${#pkgs[@]})); then
 	SUDO=""
