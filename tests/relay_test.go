@@ -562,3 +562,76 @@ func TestRunWithoutRoot(t *testing.T) {
 		t.Fatalf("tapstack run as uid 65534: %v %q", err, out)
 	}
 }
+
+// pyDNSQuery asks argv[1] for the A record of argv[2] over UDP or TCP
+// (argv[3]) and prints the addresses.
+const pyDNSQuery = `
+import socket, struct, sys, random
+server, name, proto = sys.argv[1], sys.argv[2], sys.argv[3]
+qid = random.randrange(65536)
+q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+for label in name.split("."):
+    q += bytes([len(label)]) + label.encode()
+q += b"\0" + struct.pack(">HH", 1, 1)
+if proto == "tcp":
+    s = socket.create_connection((server, 53), timeout=5)
+    s.sendall(struct.pack(">H", len(q)) + q)
+    n = struct.unpack(">H", s.recv(2))[0]
+    r = b""
+    while len(r) < n:
+        r += s.recv(n - len(r))
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(5)
+    s.sendto(q, (server, 53))
+    r = s.recv(4096)
+rid, flags, qd, an = struct.unpack(">HHHH", r[:8])
+assert rid == qid, "id"
+# Skip the question, then read A answers (compressed names: 2 bytes).
+i = 12
+while r[i] != 0:
+    i += r[i] + 1
+i += 5
+out = []
+for _ in range(an):
+    i += 2
+    typ, cls, ttl, rdlen = struct.unpack(">HHIH", r[i:i+10])
+    i += 10
+    if typ == 1:
+        out.append(socket.inet_ntoa(r[i:i+4]))
+    i += rdlen
+print(proto, " ".join(out) if out else "none", "rcode=%d" % (flags & 15))
+`
+
+func TestDNSForwarderUDPTCPAndResolvConfChanges(t *testing.T) {
+	o := newOuter(t)
+	bin, err := exec.LookPath("dnsmasq")
+	if err != nil {
+		t.Skip("needs dnsmasq")
+	}
+	hf := dnsmasqHosts(t)
+	o.bg(bin, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--addn-hosts="+hf,
+		"--local=/test/", "--listen-address="+outerV4, "--bind-interfaces", "--port=53", "--user=root",
+		"--pid-file="+filepath.Join(o.dir, "dnsmasq.pid"))
+	// The daemon's resolv.conf first names a server that is not there.
+	resolv := filepath.Join(o.dir, "resolv.conf")
+	os.WriteFile(resolv, []byte("nameserver 198.51.100.9\n"), 0o644)
+	ns := ncNamespace(t)
+	o.upIn("--netns", ns, "--serve", "none", "--resolv-conf", resolv, "--control", filepath.Join(o.dir, "ctl"))
+	q := func(proto string) string {
+		out, _ := inNS(ns, 20*time.Second, nil, "python3", "-c", pyDNSQuery, "10.0.2.3", "name.test", proto)
+		return strings.TrimSpace(out)
+	}
+	if got := q("udp"); strings.HasPrefix(got, "udp 10.0.2.50") {
+		t.Fatalf("answered although the upstream is absent: %q", got)
+	}
+	// The file changes: the next query follows it.
+	time.Sleep(10 * time.Millisecond)
+	os.WriteFile(resolv, []byte("# changed\nnameserver "+outerV4+"\n"), 0o644)
+	if got := q("udp"); got != "udp 10.0.2.50 rcode=0" {
+		t.Fatalf("over UDP after the change: %q", got)
+	}
+	if got := q("tcp"); got != "tcp 10.0.2.50 rcode=0" {
+		t.Fatalf("over TCP: %q", got)
+	}
+}
