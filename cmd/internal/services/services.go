@@ -1,6 +1,7 @@
 // Package services holds the small built-in services a tapstack host runs
 // on its own addresses: echo (RFC 862, port 7) and discard (RFC 863,
-// port 9), over TCP and UDP, IPv4 and IPv6. They are applications of the
+// port 9), over TCP and UDP, IPv4 and IPv6, and an iperf3 server (port
+// 5201) for stock iperf3 clients. They are applications of the
 // sockets package and a first smoke test of a new host.
 package services
 
@@ -17,7 +18,7 @@ import (
 )
 
 // Ports of the built-in services.
-var Ports = map[string]int{"echo": 7, "discard": 9}
+var Ports = map[string]int{"echo": 7, "discard": 9, "iperf3": IPerf3Port}
 
 // Names lists the services Start knows, sorted.
 func Names() []string {
@@ -48,6 +49,13 @@ func Start(st *stack.Stack, names ...string) (*Server, error) {
 		if !ok {
 			s.Close()
 			return nil, fmt.Errorf("unknown service %q (known: %s)", name, strings.Join(Names(), ", "))
+		}
+		if name == "iperf3" {
+			if err := s.startIPerf3(st); err != nil {
+				s.Close()
+				return nil, fmt.Errorf("service iperf3: %w", err)
+			}
+			continue
 		}
 		echo := name == "echo"
 		for _, fam := range []sockets.Family{sockets.AF_INET, sockets.AF_INET6} {

@@ -1,6 +1,7 @@
 package services_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -48,5 +49,45 @@ func TestEchoAndDiscardAgainstKernelClients(t *testing.T) {
 func TestUnknownService(t *testing.T) {
 	if _, err := services.Start(nil, "chargen"); err == nil || !strings.Contains(err.Error(), "unknown service") {
 		t.Fatalf("Start(chargen) = %v", err)
+	}
+}
+
+type iperfJSON struct {
+	End struct {
+		SumSent     struct{ Bytes, BitsPerSecond float64 } `json:"sum_sent"`
+		SumReceived struct {
+			Bytes         float64 `json:"bytes"`
+			BitsPerSecond float64 `json:"bits_per_second"`
+		} `json:"sum_received"`
+		Sum struct {
+			Packets     float64 `json:"packets"`
+			LostPackets float64 `json:"lost_packets"`
+		} `json:"sum"`
+	} `json:"end"`
+	Error string `json:"error"`
+}
+
+func TestIPerf3AgainstStockClient(t *testing.T) {
+	env := nstest.New(t, nshost.Config{})
+	srv, err := services.Start(env.Stack, "iperf3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	for _, args := range [][]string{
+		{"-c", "10.0.2.2", "-t", "1"},
+		{"-c", "10.0.2.2", "-t", "1", "-R"},
+		{"-c", "fd00::2", "-t", "1", "-P", "4"},
+		{"-c", "10.0.2.2", "-t", "1", "-u", "-b", "0"},
+	} {
+		out := env.MustRun(30*time.Second, nil, "iperf3", append(args, "-J")...)
+		var r iperfJSON
+		if err := json.Unmarshal([]byte(out), &r); err != nil || r.Error != "" {
+			t.Fatalf("iperf3 %v: %v %s", args, err, r.Error)
+		}
+		if r.End.SumReceived.Bytes <= 0 && r.End.Sum.Packets <= 0 {
+			t.Fatalf("iperf3 %v reported nothing received: %s", args, out)
+		}
+		t.Logf("iperf3 %v: %.2f Gbit/s received", args, r.End.SumReceived.BitsPerSecond/1e9)
 	}
 }
