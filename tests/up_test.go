@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -225,5 +226,49 @@ func TestUpWithoutPrivilegeSaysSo(t *testing.T) {
 	msg := strings.TrimSpace(stderr.String())
 	if err == nil || strings.Contains(msg, "\n") || !strings.Contains(msg, "root") {
 		t.Fatalf("unprivileged up: %v, stderr %q; want a non-zero exit and one line about privilege", err, msg)
+	}
+}
+
+func TestBenchQuickJSON(t *testing.T) {
+	nstest.Require(t)
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		t.Skip("bench: skipped: needs iperf3")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, tapstackBin, "bench", "--quick", "--json", "--peers=false", "--time", "1s").Output()
+	if err != nil {
+		t.Fatalf("tapstack bench: %v", err)
+	}
+	var rep struct {
+		Paths   []string
+		Results []struct {
+			Case, Path, Unit, Error string
+			Value                   float64
+		}
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("bench JSON: %v\n%s", err, out)
+	}
+	if strings.Join(rep.Paths, ",") != "kernel veth,tapstack sockets,tapstack relay" {
+		t.Fatalf("paths %v", rep.Paths)
+	}
+	seen := map[string]bool{}
+	for _, r := range rep.Results {
+		if r.Error != "" {
+			t.Errorf("%s / %s failed: %s", r.Path, r.Case, r.Error)
+		}
+		if r.Case == "TCP 1 stream ns→server" && r.Value <= 0 {
+			t.Errorf("%s: no throughput", r.Path)
+		}
+		seen[r.Path+"/"+r.Case] = true
+	}
+	for _, want := range []string{"tapstack sockets/daemon RSS, 1000 idle conns", "tapstack relay/TCP RR avg", "kernel veth/UDP full rate, loss"} {
+		if !seen[want] {
+			t.Errorf("no figure for %s", want)
+		}
+	}
+	if netnsLeft(t, "tsb") {
+		t.Error("bench left a namespace behind")
 	}
 }

@@ -33,6 +33,7 @@ func commands() []command {
 		{"run", "run a command in a new namespace whose network goes through a tapstack host", runRun},
 		{"forward", "add, remove or list port forwards of a running daemon", runForward},
 		{"nc", "netcat on a fresh tapstack host in a namespace: connect or listen, TCP or UDP", runNC},
+		{"bench", "measure tapstack against the kernel, slirp4netns and pasta in one run", runBench},
 		{"version", "print the version", runVersion},
 		{"help", "show help for tapstack or a command", runHelp},
 	}

@@ -1,0 +1,559 @@
+// Package bench measures tapstack the way its users would, side by side in
+// one run: a namespace talking to tapstack's own sockets, a namespace
+// reaching its host through tapstack's relay, the same over a kernel veth
+// pair (the upper bound here) and, when installed, through slirp4netns and
+// pasta. It builds its own namespaces and removes them.
+//
+// Start at Run.
+package bench
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Server addresses in the outer ("host") namespace.
+const (
+	hostAddr = "198.51.100.1"
+	stackIP  = "10.0.2.2"
+)
+
+// Options configure a run.
+type Options struct {
+	// Binary is the tapstack executable to measure.
+	Binary string
+	// Duration of each throughput case (5 s; 2 s when Quick).
+	Duration time.Duration
+	// Quick runs fewer and shorter cases (under a minute).
+	Quick bool
+	// Peers adds slirp4netns and pasta when installed.
+	Peers bool
+	// MTU of every path (65520).
+	MTU int
+	// Progress, if set, gets one line per case as it runs.
+	Progress io.Writer
+}
+
+// Result is one figure of one path.
+type Result struct {
+	Case  string  `json:"case"`
+	Path  string  `json:"path"`
+	Value float64 `json:"value"`
+	Unit  string  `json:"unit"`
+	Err   string  `json:"error,omitempty"`
+}
+
+// Report is a whole run.
+type Report struct {
+	MTU      int      `json:"mtu"`
+	Duration string   `json:"duration_per_case"`
+	Paths    []string `json:"paths"`
+	Results  []Result `json:"results"`
+}
+
+// path is one way a namespace reaches a server.
+type path struct {
+	name string
+	// server is the address of the servers this path talks to.
+	server string
+	// wrap returns the argv that runs argv inside the path's namespace.
+	wrap func(argv ...string) []string
+	// pid of the process to watch for CPU and memory (0: none).
+	pid int
+	// echo and sink ports on server.
+	echoPort, sinkPort int
+}
+
+type runner struct {
+	opts    Options
+	id      string
+	outer   string
+	tmp     string
+	cleanup []func()
+	rep     Report
+}
+
+func randID() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Run runs the benchmark and returns its report.
+func Run(ctx context.Context, opts Options) (*Report, error) {
+	if opts.Duration <= 0 {
+		opts.Duration = 5 * time.Second
+		if opts.Quick {
+			opts.Duration = 2 * time.Second
+		}
+	}
+	if opts.MTU == 0 {
+		opts.MTU = 65520
+	}
+	for _, tool := range []string{"ip", "iperf3", "python3"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("bench needs %s on PATH", tool)
+		}
+	}
+	r := &runner{opts: opts, id: randID()}
+	r.rep.MTU = opts.MTU
+	r.rep.Duration = opts.Duration.String()
+	defer r.close()
+	var err error
+	if r.tmp, err = os.MkdirTemp("", "tapstack-bench-"); err != nil {
+		return nil, err
+	}
+	r.cleanup = append(r.cleanup, func() { os.RemoveAll(r.tmp) })
+	if err := r.setupOuter(ctx); err != nil {
+		return nil, err
+	}
+	paths, err := r.setupPaths(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range paths {
+		r.rep.Paths = append(r.rep.Paths, p.name)
+	}
+	for _, p := range paths {
+		if err := ctx.Err(); err != nil {
+			return &r.rep, err
+		}
+		r.measure(ctx, p)
+	}
+	return &r.rep, nil
+}
+
+func (r *runner) close() {
+	for i := len(r.cleanup) - 1; i >= 0; i-- {
+		r.cleanup[i]()
+	}
+}
+
+func (r *runner) progress(format string, args ...any) {
+	if r.opts.Progress != nil {
+		fmt.Fprintf(r.opts.Progress, format+"\n", args...)
+	}
+}
+
+func run(ctx context.Context, argv ...string) (string, error) {
+	c := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	out, err := c.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// bg starts argv and stops it at cleanup; it returns the process.
+func (r *runner) bg(argv ...string) (*exec.Cmd, error) {
+	c := exec.Command(argv[0], argv[1:]...)
+	c.Stdout, c.Stderr = io.Discard, io.Discard
+	if err := c.Start(); err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() { c.Wait(); close(done) }()
+	r.cleanup = append(r.cleanup, func() {
+		_ = c.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = c.Process.Kill()
+			<-done
+		}
+	})
+	return c, nil
+}
+
+func (r *runner) netnsAdd(ctx context.Context, name string) error {
+	if _, err := run(ctx, "ip", "netns", "add", name); err != nil {
+		return err
+	}
+	r.cleanup = append(r.cleanup, func() { exec.Command("ip", "netns", "del", name).Run() })
+	return nil
+}
+
+// setupOuter makes the "host": a namespace whose loopback holds the
+// servers, so nothing here reaches a real network.
+func (r *runner) setupOuter(ctx context.Context) error {
+	r.outer = "tsbench-" + r.id
+	if err := r.netnsAdd(ctx, r.outer); err != nil {
+		return err
+	}
+	for _, args := range [][]string{
+		{"link", "set", "lo", "up"},
+		{"addr", "add", hostAddr + "/32", "dev", "lo"},
+		// pasta wants an external interface with a default route.
+		{"link", "add", "tsbx0", "mtu", strconv.Itoa(r.opts.MTU), "type", "veth", "peer", "name", "tsbx1"},
+		{"addr", "add", "192.0.2.1/24", "dev", "tsbx0"},
+		{"link", "set", "tsbx0", "up"},
+		{"link", "set", "tsbx1", "up"},
+		{"route", "add", "default", "via", "192.0.2.2", "dev", "tsbx0"},
+	} {
+		if _, err := run(ctx, append([]string{"ip", "-n", r.outer}, args...)...); err != nil {
+			return err
+		}
+	}
+	in := func(argv ...string) []string { return append([]string{"ip", "netns", "exec", r.outer}, argv...) }
+	if _, err := r.bg(in("iperf3", "-s", "-B", hostAddr)...); err != nil {
+		return err
+	}
+	if _, err := r.bg(in("python3", "-c", pyServers, hostAddr, "7", "9")...); err != nil {
+		return err
+	}
+	time.Sleep(500 * time.Millisecond)
+	return nil
+}
+
+// pyServers is an echo server (argv[2]) and a discard server (argv[3]).
+const pyServers = `
+import socket, sys, threading
+def serve(port, echo):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[1], port)); s.listen(4096)
+    def conn(c):
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            b = c.recv(65536)
+            if not b: break
+            if echo: c.sendall(b)
+        c.close()
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=conn, args=(c,), daemon=True).start()
+threading.Thread(target=serve, args=(int(sys.argv[3]), False), daemon=True).start()
+serve(int(sys.argv[2]), True)
+`
+
+func (r *runner) setupPaths(ctx context.Context) ([]path, error) {
+	var paths []path
+	mtu := strconv.Itoa(r.opts.MTU)
+
+	// The kernel: a veth pair from a namespace into the outer one.
+	kv := "tsbk-" + r.id
+	if err := r.netnsAdd(ctx, kv); err != nil {
+		return nil, err
+	}
+	for _, args := range [][]string{
+		{"-n", r.outer, "link", "add", "tsbk0", "mtu", mtu, "type", "veth", "peer", "name", "tsbk1", "mtu", mtu, "netns", kv},
+		{"-n", r.outer, "addr", "add", "192.0.3.1/24", "dev", "tsbk0"},
+		{"-n", r.outer, "link", "set", "tsbk0", "up"},
+		{"-n", kv, "addr", "add", "192.0.3.2/24", "dev", "tsbk1"},
+		{"-n", kv, "link", "set", "tsbk1", "up"},
+		{"-n", kv, "link", "set", "lo", "up"},
+		{"-n", kv, "route", "add", "default", "via", "192.0.3.1"},
+	} {
+		if _, err := run(ctx, append([]string{"ip"}, args...)...); err != nil {
+			return nil, err
+		}
+	}
+	paths = append(paths, path{name: "kernel veth", server: hostAddr, echoPort: 7, sinkPort: 9,
+		wrap: func(a ...string) []string { return append([]string{"ip", "netns", "exec", kv}, a...) }})
+
+	// tapstack's own sockets: a namespace against the stack's services.
+	ta := "tsba-" + r.id
+	up, err := r.startUp(ctx, false, ta, "--serve", "echo,discard,iperf3")
+	if err != nil {
+		return nil, err
+	}
+	paths = append(paths, path{name: "tapstack sockets", server: stackIP, echoPort: 7, sinkPort: 9, pid: up,
+		wrap: func(a ...string) []string { return append([]string{"ip", "netns", "exec", ta}, a...) }})
+
+	// tapstack's relay: the daemon runs in the outer namespace.
+	tb := "tsbr-" + r.id
+	if err := r.netnsAdd(ctx, tb); err != nil {
+		return nil, err
+	}
+	relay, err := r.startUp(ctx, true, tb, "--serve", "none")
+	if err != nil {
+		return nil, err
+	}
+	paths = append(paths, path{name: "tapstack relay", server: hostAddr, echoPort: 7, sinkPort: 9, pid: relay,
+		wrap: func(a ...string) []string { return append([]string{"ip", "netns", "exec", tb}, a...) }})
+
+	if r.opts.Peers {
+		if _, err := exec.LookPath("slirp4netns"); err == nil {
+			paths = append(paths, path{name: "slirp4netns", server: hostAddr, echoPort: 7, sinkPort: 9, wrap: r.slirpWrap})
+		}
+		if _, err := exec.LookPath("pasta"); err == nil {
+			paths = append(paths, path{name: "pasta", server: hostAddr, echoPort: 7, sinkPort: 9,
+				wrap: func(a ...string) []string {
+					return append([]string{"ip", "netns", "exec", r.outer, "pasta", "--runas", "0:0", "--config-net", "-q", "-m", mtu, "--"}, a...)
+				}})
+		}
+	}
+	return paths, nil
+}
+
+// startUp runs tapstack up for namespace ns (in the outer namespace when
+// relay), waits for its ready line and returns its PID.
+func (r *runner) startUp(ctx context.Context, relay bool, ns string, extra ...string) (int, error) {
+	argv := append([]string{r.opts.Binary, "up", "--netns", ns, "--mtu", strconv.Itoa(r.opts.MTU),
+		"--control", filepath.Join(r.tmp, ns+".sock")}, extra...)
+	if relay {
+		argv = append([]string{"ip", "netns", "exec", r.outer}, argv...)
+	}
+	c := exec.Command(argv[0], argv[1:]...)
+	out, err := c.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	c.Stderr = io.Discard
+	if err := c.Start(); err != nil {
+		return 0, err
+	}
+	done := make(chan struct{})
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		ok := false
+		for sc.Scan() {
+			if !ok && strings.HasPrefix(sc.Text(), "ready") {
+				ok = true
+				ready <- true
+			}
+		}
+		if !ok {
+			ready <- false
+		}
+		c.Wait()
+		close(done)
+	}()
+	r.cleanup = append(r.cleanup, func() {
+		_ = c.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = c.Process.Kill()
+			<-done
+		}
+		if !relay {
+			exec.Command("ip", "netns", "del", ns).Run()
+		}
+	})
+	select {
+	case ok := <-ready:
+		if !ok {
+			return 0, fmt.Errorf("tapstack up for %s did not start", ns)
+		}
+	case <-time.After(20 * time.Second):
+		return 0, fmt.Errorf("tapstack up for %s not ready in 20 s", ns)
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	return c.Process.Pid, nil
+}
+
+// slirpWrap runs argv in a fresh user+net namespace served by slirp4netns,
+// started once the namespace exists.
+func (r *runner) slirpWrap(argv ...string) []string {
+	fifo := filepath.Join(r.tmp, "slirp-"+randID())
+	script := `fifo=$1; mtu=$2; shift 2
+mkfifo "$fifo" "$fifo.ready"
+unshare -rn sh -c 'read x < "$0"; i=0; while ! ip route | grep -q default && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; exec "$@"' "$fifo" "$@" &
+C=$!
+slirp4netns --configure --mtu="$mtu" --disable-host-loopback --ready-fd=3 $C tap0 >/dev/null 2>&1 3>"$fifo.ready" &
+S=$!
+read x < "$fifo.ready"
+echo go > "$fifo"
+wait $C; R=$?
+kill $S; rm -f "$fifo" "$fifo.ready"
+exit $R`
+	return append([]string{"ip", "netns", "exec", r.outer, "sh", "-c", script, "-", fifo, strconv.Itoa(r.opts.MTU)}, argv...)
+}
+
+func (r *runner) add(res Result) {
+	r.rep.Results = append(r.rep.Results, res)
+	v := fmt.Sprintf("%.2f %s", res.Value, res.Unit)
+	if res.Err != "" {
+		v = "failed: " + res.Err
+	}
+	r.progress("  %-18s %-28s %s", res.Path, res.Case, v)
+}
+
+type iperfOut struct {
+	End struct {
+		SumReceived struct {
+			Bytes         float64 `json:"bytes"`
+			BitsPerSecond float64 `json:"bits_per_second"`
+		} `json:"sum_received"`
+		Sum struct {
+			BitsPerSecond float64 `json:"bits_per_second"`
+			LostPercent   float64 `json:"lost_percent"`
+			Bytes         float64 `json:"bytes"`
+		} `json:"sum"`
+	} `json:"end"`
+	Error string `json:"error"`
+}
+
+func (r *runner) iperf(ctx context.Context, p path, args ...string) (iperfOut, error) {
+	secs := strconv.Itoa(int(r.opts.Duration / time.Second))
+	argv := p.wrap(append([]string{"iperf3", "-c", p.server, "-t", secs, "-J"}, args...)...)
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).Output()
+	var o iperfOut
+	if jerr := json.Unmarshal(out, &o); jerr != nil {
+		if err == nil {
+			err = jerr
+		}
+		return o, err
+	}
+	if o.Error != "" {
+		return o, errors.New(o.Error)
+	}
+	return o, nil
+}
+
+// cpuSeconds reads a process's user+system CPU time.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	i := strings.LastIndex(s, ")")
+	f := strings.Fields(s[i+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
+// rssMiB reads a process's resident set.
+func rssMiB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			f := strings.Fields(l)
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func (r *runner) measure(ctx context.Context, p path) {
+	r.progress("measuring %s …", p.name)
+	tput := func(name string, args ...string) {
+		cpu0 := cpuSeconds(p.pid)
+		o, err := r.iperf(ctx, p, args...)
+		res := Result{Case: name, Path: p.name, Unit: "Gbit/s", Value: o.End.SumReceived.BitsPerSecond / 1e9}
+		if err != nil {
+			res.Err = err.Error()
+		}
+		r.add(res)
+		if p.pid != 0 && err == nil && name == "TCP 1 stream ns→server" && o.End.SumReceived.Bytes > 0 {
+			r.add(Result{Case: "CPU s per GB (TCP ns→server)", Path: p.name, Unit: "s/GB",
+				Value: (cpuSeconds(p.pid) - cpu0) / (o.End.SumReceived.Bytes / 1e9)})
+		}
+	}
+	tput("TCP 1 stream ns→server")
+	tput("TCP 1 stream server→ns", "-R")
+	if !r.opts.Quick {
+		tput("TCP 4 streams ns→server", "-P", "4")
+		tput("TCP 4 streams server→ns", "-P", "4", "-R")
+	}
+	if o, err := r.iperf(ctx, p, "-u", "-b", "0", "-l", "1400"); err == nil {
+		r.add(Result{Case: "UDP full rate, received", Path: p.name, Unit: "Gbit/s", Value: o.End.Sum.BitsPerSecond / 1e9})
+		r.add(Result{Case: "UDP full rate, loss", Path: p.name, Unit: "%", Value: o.End.Sum.LostPercent})
+	} else {
+		r.add(Result{Case: "UDP full rate, received", Path: p.name, Unit: "Gbit/s", Err: err.Error()})
+	}
+	n := 2000
+	if r.opts.Quick {
+		n = 500
+	}
+	argv := p.wrap("python3", "-c", pyRR, p.server, strconv.Itoa(p.echoPort), strconv.Itoa(p.sinkPort), strconv.Itoa(n))
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).Output()
+	var rr struct{ Avg, P99, ConnPerSec float64 }
+	if err == nil {
+		err = json.Unmarshal(out, &rr)
+	}
+	if err != nil {
+		r.add(Result{Case: "TCP RR avg", Path: p.name, Unit: "µs", Err: err.Error()})
+	} else {
+		r.add(Result{Case: "TCP RR avg", Path: p.name, Unit: "µs", Value: rr.Avg})
+		r.add(Result{Case: "TCP RR p99", Path: p.name, Unit: "µs", Value: rr.P99})
+		r.add(Result{Case: "TCP connections/s (sequential)", Path: p.name, Unit: "conn/s", Value: rr.ConnPerSec})
+	}
+	if p.pid != 0 {
+		r.add(Result{Case: "daemon RSS idle", Path: p.name, Unit: "MiB", Value: rssMiB(p.pid)})
+		conns := 1000
+		argv := p.wrap("python3", "-c", pyHold, p.server, strconv.Itoa(p.sinkPort), strconv.Itoa(conns))
+		c := exec.CommandContext(ctx, argv[0], argv[1:]...)
+		stdout, _ := c.StdoutPipe()
+		if err := c.Start(); err == nil {
+			sc := bufio.NewScanner(stdout)
+			held := ""
+			if sc.Scan() {
+				held = sc.Text()
+			}
+			time.Sleep(500 * time.Millisecond)
+			res := Result{Case: fmt.Sprintf("daemon RSS, %d idle conns", conns), Path: p.name, Unit: "MiB", Value: rssMiB(p.pid)}
+			if held != fmt.Sprintf("held %d", conns) {
+				res.Err = "could not hold the connections: " + held
+			}
+			r.add(res)
+			c.Process.Kill()
+			c.Wait()
+		}
+	}
+}
+
+// pyRR measures request/response latency over one connection to the echo
+// port, then sequential connections per second to the sink port; it prints
+// JSON.
+const pyRR = `
+import json, socket, sys, time
+host, echo, sink, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+s = socket.create_connection((host, echo), timeout=10)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+lat = []
+for i in range(n + 50):
+    t = time.perf_counter()
+    s.sendall(b"x")
+    s.recv(1)
+    if i >= 50:
+        lat.append((time.perf_counter() - t) * 1e6)
+s.close()
+lat.sort()
+t = time.perf_counter()
+m = n // 2
+for i in range(m):
+    c = socket.create_connection((host, sink), timeout=10)
+    c.close()
+cps = m / (time.perf_counter() - t)
+print(json.dumps({"Avg": sum(lat) / len(lat), "P99": lat[int(len(lat) * 0.99)], "ConnPerSec": cps}))
+`
+
+// pyHold opens argv[3] connections to argv[1]:argv[2] and holds them.
+const pyHold = `
+import resource, socket, sys, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+keep = []
+try:
+    for i in range(n):
+        keep.append(socket.create_connection((host, port), timeout=10))
+    print("held %d" % len(keep), flush=True)
+except OSError as e:
+    print("failed after %d: %s" % (len(keep), e), flush=True)
+time.sleep(600)
+`

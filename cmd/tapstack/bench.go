@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/tapstack/tapstack/cmd/internal/bench"
+	"github.com/tapstack/tapstack/link"
+)
+
+func runBench(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("bench", "", stderr)
+	quick := fs.Bool("quick", false, "fewer and shorter cases (under a minute)")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	peers := fs.Bool("peers", true, "measure slirp4netns and pasta too when installed")
+	dur := fs.Duration("time", 0, "length of each throughput case (default 5s, 2s with --quick)")
+	mtu := fs.Int("mtu", link.MaxMTU, "MTU of every path")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := preflight(); err != nil {
+		return err
+	}
+	if *dur != 0 && *dur < time.Second {
+		return fmt.Errorf("--time %v: at least 1s", *dur)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := bench.Run(ctx, bench.Options{Binary: self, Duration: *dur, Quick: *quick, Peers: *peers, MTU: *mtu, Progress: stderr})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	rep.WriteTable(stdout)
+	return nil
+}
