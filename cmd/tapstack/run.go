@@ -78,15 +78,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		case sig := <-sigs:
 			_ = cmd.Process.Signal(sig)
 		case err := <-done:
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				code := ee.ExitCode()
-				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-					code = 128 + int(ws.Signal())
-				}
-				return exitError{code}
-			}
-			return err
+			return childExit(err)
 		}
 	}
 }

@@ -178,6 +178,16 @@ func New(cfg Config) (h *Host, err error) {
 		ep.Close()
 		return nil, err
 	}
+	h, err = newHost(cfg, ep)
+	if err != nil {
+		return nil, err
+	}
+	h.NS = ns
+	return h, nil
+}
+
+// newHost builds the stack on ep (which it owns from then on).
+func newHost(cfg Config, ep *link.Endpoint) (*Host, error) {
 	st, err := stack.New(stack.Config{
 		MaxSockets: cfg.MaxSockets,
 		Init:       cfg.Init,
@@ -189,7 +199,7 @@ func New(cfg Config) (h *Host, err error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Host{Stack: st, Link: ep, NS: ns, TAP: cfg.TAP, StackAddrs: cfg.StackAddrs, NSAddrs: cfg.NSAddrs, MTU: cfg.MTU}, nil
+	return &Host{Stack: st, Link: ep, TAP: cfg.TAP, StackAddrs: cfg.StackAddrs, NSAddrs: cfg.NSAddrs, MTU: cfg.MTU}, nil
 }
 
 // NewOnDevices builds the stack on TAP queues that already exist in a
@@ -210,18 +220,7 @@ func NewOnDevices(cfg Config, devs []link.Device) (*Host, error) {
 		}
 		return nil, err
 	}
-	st, err := stack.New(stack.Config{
-		MaxSockets: cfg.MaxSockets,
-		Init:       cfg.Init,
-		Links: []stack.LinkConfig{{
-			Name: cfg.TAP, Endpoint: ep, Gateway: cfg.Gateway,
-			Addrs: append(append([]netip.Prefix{}, cfg.StackAddrs...), cfg.ExtraStackAddrs...),
-		}},
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &Host{Stack: st, Link: ep, TAP: cfg.TAP, StackAddrs: cfg.StackAddrs, NSAddrs: cfg.NSAddrs, MTU: cfg.MTU}, nil
+	return newHost(cfg, ep)
 }
 
 // Gateways returns the first stack address of each family, the
