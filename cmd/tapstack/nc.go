@@ -84,6 +84,9 @@ func runNCWith(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if errors.Is(err, sockets.EAI_NONAME) && len(o.dns) == 0 {
 		err = fmt.Errorf("%w (no --dns server was given)", err)
 	}
+	if errors.Is(err, syscall.EACCES) && !o.broadcast {
+		err = fmt.Errorf("%w; use -b", err)
+	}
 	return withErrnoName(err)
 }
 

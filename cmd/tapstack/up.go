@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -97,6 +98,7 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	hf.register(fs, "tapstack")
 	rf.register(fs)
 	pid := fs.Int("pid", 0, "use the network namespace of process `PID` (as slirp4netns PID does) instead of --netns")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to `FILE` until the daemon stops (for performance work)")
 	serve := fs.String("serve", "echo,discard", "built-in services to run, comma-separated ("+strings.Join(services.Names(), ", ")+"), or none")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -117,6 +119,17 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	}
 	hf.pid = *pid
 	maxSocketsFor(&hf, &rf)
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
