@@ -301,7 +301,7 @@ func (r *runner) setupPaths(ctx context.Context) ([]path, error) {
 // relay), waits for its ready line and returns its PID.
 func (r *runner) startUp(ctx context.Context, relay bool, ns string, extra ...string) (int, error) {
 	argv := append([]string{r.opts.Binary, "up", "--netns", ns, "--mtu", strconv.Itoa(r.opts.MTU),
-		"--control", filepath.Join(r.tmp, ns+".sock")}, extra...)
+		"--control", filepath.Join(r.tmp, ns+".sock"), "--max-sockets", "12000", "--max-flows", "11000"}, extra...)
 	if relay {
 		argv = append([]string{"ip", "netns", "exec", r.outer}, argv...)
 	}
@@ -494,26 +494,43 @@ func (r *runner) measure(ctx context.Context, p path) {
 	}
 	if p.pid != 0 {
 		r.add(Result{Case: "daemon RSS idle", Path: p.name, Unit: "MiB", Value: rssMiB(p.pid)})
-		conns := 1000
-		argv := p.wrap("python3", "-c", pyHold, p.server, strconv.Itoa(p.sinkPort), strconv.Itoa(conns))
-		c := exec.CommandContext(ctx, argv[0], argv[1:]...)
-		stdout, _ := c.StdoutPipe()
-		if err := c.Start(); err == nil {
-			sc := bufio.NewScanner(stdout)
-			held := ""
-			if sc.Scan() {
-				held = sc.Text()
-			}
-			time.Sleep(500 * time.Millisecond)
-			res := Result{Case: fmt.Sprintf("daemon RSS, %d idle conns", conns), Path: p.name, Unit: "MiB", Value: rssMiB(p.pid)}
-			if held != fmt.Sprintf("held %d", conns) {
-				res.Err = "could not hold the connections: " + held
-			}
-			r.add(res)
-			c.Process.Kill()
-			c.Wait()
+		counts := []int{1000, 10000}
+		if r.opts.Quick {
+			counts = counts[:1]
+		}
+		for _, conns := range counts {
+			r.holdConns(ctx, p, conns)
 		}
 	}
+}
+
+// holdConns opens conns idle connections through p and weighs the daemon.
+func (r *runner) holdConns(ctx context.Context, p path, conns int) {
+	argv := p.wrap("python3", "-c", pyHold, p.server, strconv.Itoa(p.sinkPort), strconv.Itoa(conns))
+	c := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	stdout, err := c.StdoutPipe()
+	if err != nil {
+		return
+	}
+	if err := c.Start(); err != nil {
+		return
+	}
+	defer func() {
+		_ = c.Process.Kill()
+		_ = c.Wait()
+		time.Sleep(time.Second) // let the daemon drop them
+	}()
+	sc := bufio.NewScanner(stdout)
+	held := ""
+	if sc.Scan() {
+		held = sc.Text()
+	}
+	time.Sleep(500 * time.Millisecond)
+	res := Result{Case: fmt.Sprintf("daemon RSS, %d idle conns", conns), Path: p.name, Unit: "MiB", Value: rssMiB(p.pid)}
+	if held != fmt.Sprintf("held %d", conns) {
+		res.Err = "could not hold the connections: " + held
+	}
+	r.add(res)
 }
 
 // pyRR measures request/response latency over one connection to the echo
