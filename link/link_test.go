@@ -149,3 +149,26 @@ func TestOpenTAPErrors(t *testing.T) {
 		t.Error("MTU 10 was accepted")
 	}
 }
+
+func TestTAPWithOffloads(t *testing.T) {
+	requireTUN(t)
+	name := "tsto" + time.Now().Format("150405")
+	tap, err := link.OpenTAP(link.TAPConfig{Name: name, Offload: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tap.Offload() || tap.Name() != name {
+		t.Fatalf("Offload() = %v, Name() = %q", tap.Offload(), tap.Name())
+	}
+	ep, err := link.New(link.Options{Devices: tap.Devices(), VnetHdr: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ep.GSOMaxSize() != link.GSOMaxSize {
+		t.Fatalf("GSOMaxSize = %d", ep.GSOMaxSize())
+	}
+	ep.Close()
+	if _, err := netlink.LinkByName(name); err == nil {
+		t.Fatal("the TAP still exists after Close")
+	}
+}

@@ -24,15 +24,20 @@ type TAPConfig struct {
 	MTU int
 	// MAC is the kernel side's address. Nil leaves the kernel's random one.
 	MAC net.HardwareAddr
+	// Offload opens the queues with IFF_VNET_HDR and turns on checksum
+	// offload and TSO (see vnet.go); the Endpoint must then be built with
+	// Options.VnetHdr. Without it the TAP is opened with water.
+	Offload bool
 }
 
 // TAP is a TAP device created in the calling thread's network namespace.
 // The device lives as long as one of its queues is open (persist is off),
 // so closing every queue removes it, wherever it has been moved since.
 type TAP struct {
-	name   string
-	index  int
-	queues []*tapQueue
+	name    string
+	index   int
+	queues  []*tapQueue
+	offload bool
 }
 
 // ErrNoTUN is wrapped by OpenTAP's error when /dev/net/tun is missing.
@@ -60,9 +65,13 @@ func OpenTAP(cfg TAPConfig) (*TAP, error) {
 	if mtu < 68 || mtu > MaxMTU {
 		return nil, fmt.Errorf("open TAP %q: MTU %d out of range 68..%d", cfg.Name, mtu, MaxMTU)
 	}
-	t := &TAP{name: cfg.Name}
+	t := &TAP{name: cfg.Name, offload: cfg.Offload}
+	open := openQueue
+	if cfg.Offload {
+		open = openOffloadQueue
+	}
 	for i := 0; i < queues; i++ {
-		q, name, err := openQueue(t.name, queues > 1)
+		q, name, err := open(t.name, queues > 1)
 		if err != nil {
 			t.Close()
 			return nil, tapError(cfg.Name, err)
@@ -133,7 +142,7 @@ func openQueue(name string, multi bool) (*tapQueue, string, error) {
 // TAPFromFd adopts a TAP queue descriptor opened elsewhere (for example
 // inside a user namespace, and passed over a unix socket). The TAP owns fd
 // from then on.
-func TAPFromFd(fd int, name string) (*TAP, error) {
+func TAPFromFd(fd int, name string, offload bool) (*TAP, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return nil, fmt.Errorf("adopt TAP fd %d: %w", fd, err)
 	}
@@ -146,8 +155,11 @@ func TAPFromFd(fd int, name string) (*TAP, error) {
 		f.Close()
 		return nil, fmt.Errorf("adopt TAP fd %d: %w", fd, err)
 	}
-	return &TAP{name: name, queues: []*tapQueue{q}}, nil
+	return &TAP{name: name, queues: []*tapQueue{q}, offload: offload}, nil
 }
+
+// Offload reports whether the queues carry virtio_net_hdr (Options.VnetHdr).
+func (t *TAP) Offload() bool { return t.offload }
 
 // Fds returns the queues' descriptors, to pass them to another process
 // (they stay owned by the TAP).

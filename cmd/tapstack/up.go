@@ -53,6 +53,7 @@ type hostFlags struct {
 	addrs      prefixList
 	nsAddrs    prefixList
 	maxSockets int
+	offload    bool
 	pid        int
 	userns     string // set for a rootless run: the name of its session
 }
@@ -64,6 +65,7 @@ func (h *hostFlags) register(fs *flag.FlagSet, defaultNetns string) {
 	fs.Var(&h.addrs, "addr", "stack address `CIDR`, repeatable (default 10.0.2.2/24 and fd00::2/64)")
 	fs.Var(&h.nsAddrs, "ns-addr", "namespace-side address `CIDR`, repeatable (default 10.0.2.100/24 and fd00::100/64)")
 	fs.IntVar(&h.maxSockets, "max-sockets", stack.DefaultMaxSockets, "capacity of the stack's socket table")
+	fs.BoolVar(&h.offload, "offload", false, "open the TAP with virtio_net_hdr: TSO and checksum offload both ways")
 }
 
 func (h *hostFlags) config() (nshost.Config, error) {
@@ -75,7 +77,7 @@ func (h *hostFlags) config() (nshost.Config, error) {
 		netnsName = ""
 	}
 	return nshost.Config{
-		Netns: netnsName, PID: h.pid, TAP: h.tap, MTU: h.mtu,
+		Netns: netnsName, PID: h.pid, TAP: h.tap, MTU: h.mtu, Offload: h.offload,
 		StackAddrs: h.addrs, NSAddrs: h.nsAddrs, MaxSockets: h.maxSockets,
 	}, nil
 }

@@ -33,6 +33,7 @@ type childConfig struct {
 	NSAddrs    []netip.Prefix
 	StackAddrs []netip.Prefix
 	Resolv     string // resolv.conf contents for the command
+	Offload    bool
 }
 
 // usernsAvailable says why unprivileged user namespaces cannot be used,
@@ -69,7 +70,7 @@ func runUserns(hf *hostFlags, rf *relayFlags, cmdArgs []string, stdout, stderr i
 		cfg.NSAddrs = nshost.DefaultNSAddrs
 	}
 	cc := childConfig{TAP: cfg.TAP, MTU: cfg.MTU, NSAddrs: cfg.NSAddrs, StackAddrs: cfg.StackAddrs,
-		Resolv: "nameserver 10.0.2.3\nnameserver fd00::3\n"}
+		Resolv: "nameserver 10.0.2.3\nnameserver fd00::3\n", Offload: cfg.Offload}
 	if cc.MTU == 0 {
 		cc.MTU = link.DefaultMTU
 	}
@@ -110,7 +111,7 @@ func runUserns(hf *hostFlags, rf *relayFlags, cmdArgs []string, stdout, stderr i
 		// The child failed before handing the TAP over; it said why.
 		return childExit(<-waitErr)
 	}
-	tap, err := link.TAPFromFd(fd, cfg.TAP)
+	tap, err := link.TAPFromFd(fd, cfg.TAP, cfg.Offload)
 	if err != nil {
 		child.Process.Kill()
 		<-waitErr
@@ -192,7 +193,7 @@ func runUsernsChild(args []string, stderr io.Writer) error {
 	if err := bindResolvConf(cc.Resolv); err != nil {
 		return err
 	}
-	tap, err := link.OpenTAP(link.TAPConfig{Name: cc.TAP, MTU: cc.MTU})
+	tap, err := link.OpenTAP(link.TAPConfig{Name: cc.TAP, MTU: cc.MTU, Offload: cc.Offload})
 	if err != nil {
 		return err
 	}

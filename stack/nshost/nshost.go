@@ -47,6 +47,9 @@ type Config struct {
 	MTU int
 	// Queues is the number of TAP queues (1).
 	Queues int
+	// Offload opens the TAP with virtio_net_hdr, checksum offload and TSO
+	// both ways (link.TAPConfig.Offload).
+	Offload bool
 	// StackAddrs are the stack's addresses (DefaultStackAddrs).
 	StackAddrs []netip.Prefix
 	// NSAddrs are the kernel side's addresses (DefaultNSAddrs). The first
@@ -161,7 +164,7 @@ func New(cfg Config) (h *Host, err error) {
 	}
 
 	tmp := UniqueName("tst")
-	tap, err := link.OpenTAP(link.TAPConfig{Name: tmp, Queues: cfg.Queues, MTU: cfg.MTU})
+	tap, err := link.OpenTAP(link.TAPConfig{Name: tmp, Queues: cfg.Queues, MTU: cfg.MTU, Offload: cfg.Offload})
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +172,7 @@ func New(cfg Config) (h *Host, err error) {
 	if err := ns.MoveLink(tmp, cfg.TAP); err != nil {
 		return nil, err
 	}
-	ep, err := link.New(link.Options{Devices: tap.Devices(), MTU: uint32(cfg.MTU), Observer: cfg.Observer})
+	ep, err := link.New(link.Options{Devices: tap.Devices(), MTU: uint32(cfg.MTU), Observer: cfg.Observer, VnetHdr: tap.Offload()})
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +216,7 @@ func NewOnDevices(cfg Config, devs []link.Device) (*Host, error) {
 		}
 		return nil, err
 	}
-	ep, err := link.New(link.Options{Devices: devs, MTU: uint32(cfg.MTU), Observer: cfg.Observer})
+	ep, err := link.New(link.Options{Devices: devs, MTU: uint32(cfg.MTU), Observer: cfg.Observer, VnetHdr: cfg.Offload})
 	if err != nil {
 		for _, d := range devs {
 			d.Close()
