@@ -21,6 +21,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	peers := fs.Bool("peers", true, "measure slirp4netns and pasta too when installed")
 	dur := fs.Duration("time", 0, "length of each throughput case (default 5s, 2s with --quick)")
 	mtu := fs.Int("mtu", link.MaxMTU, "MTU of every path")
+	offload := fs.Bool("offload", true, "run tapstack's TAPs with virtio_net_hdr offloads (as run and up do)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -36,7 +37,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := bench.Run(ctx, bench.Options{Binary: self, Duration: *dur, Quick: *quick, Peers: *peers, MTU: *mtu, Progress: stderr})
+	rep, err := bench.Run(ctx, bench.Options{Binary: self, Duration: *dur, Quick: *quick, Peers: *peers, MTU: *mtu, Offload: *offload, Progress: stderr})
 	if err != nil {
 		return err
 	}

@@ -42,6 +42,8 @@ type Options struct {
 	Peers bool
 	// MTU of every path (65520).
 	MTU int
+	// Offload runs tapstack's TAPs with virtio_net_hdr offloads.
+	Offload bool
 	// Progress, if set, gets one line per case as it runs.
 	Progress io.Writer
 }
@@ -58,6 +60,7 @@ type Result struct {
 // Report is a whole run.
 type Report struct {
 	MTU      int      `json:"mtu"`
+	Offload  bool     `json:"offload"`
 	Duration string   `json:"duration_per_case"`
 	Paths    []string `json:"paths"`
 	Results  []Result `json:"results"`
@@ -109,6 +112,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	r := &runner{opts: opts, id: randID()}
 	r.rep.MTU = opts.MTU
+	r.rep.Offload = opts.Offload
 	r.rep.Duration = opts.Duration.String()
 	defer r.close()
 	var err error
@@ -302,6 +306,7 @@ func (r *runner) setupPaths(ctx context.Context) ([]path, error) {
 func (r *runner) startUp(ctx context.Context, relay bool, ns string, extra ...string) (int, error) {
 	argv := append([]string{r.opts.Binary, "up", "--netns", ns, "--mtu", strconv.Itoa(r.opts.MTU),
 		"--control", filepath.Join(r.tmp, ns+".sock"), "--max-sockets", "12000", "--max-flows", "11000"}, extra...)
+	argv = append(argv, "--offload="+strconv.FormatBool(r.opts.Offload))
 	if relay {
 		argv = append([]string{"ip", "netns", "exec", r.outer}, argv...)
 	}

@@ -42,7 +42,11 @@ func (rep *Report) WriteTable(w io.Writer) {
 			peers = append(peers, p)
 		}
 	}
-	fmt.Fprintf(w, "MTU %d, %s per throughput case\n\n", rep.MTU, rep.Duration)
+	off := ""
+	if rep.Offload {
+		off = ", tapstack TAPs with offloads"
+	}
+	fmt.Fprintf(w, "MTU %d%s, %s per throughput case\n\n", rep.MTU, off, rep.Duration)
 	hdr := "| case | unit | " + strings.Join(rep.Paths, " | ") + " | sockets ÷ kernel | relay ÷ kernel | relay ÷ best peer |"
 	fmt.Fprintln(w, hdr)
 	fmt.Fprintln(w, "|"+strings.Repeat("---|", 5+len(rep.Paths)))
