@@ -54,6 +54,13 @@ func BenchmarkTCPOverPipe(b *testing.B) {
 	benchStream(b, p.b, p.a, "10.0.9.1")
 }
 
+// BenchmarkTCPOverPipeTxQueue: the same with a transmit queue on each
+// link (stack.LinkConfig.TxQueues = 1, as the daemon runs).
+func BenchmarkTCPOverPipeTxQueue(b *testing.B) {
+	p := newPairQueued(b, 0, 1)
+	benchStream(b, p.b, p.a, "10.0.9.1")
+}
+
 // BenchmarkTCPOverLoopback: one stack's loopback (stack and sockets).
 func BenchmarkTCPOverLoopback(b *testing.B) {
 	p := newPair(b, 0)

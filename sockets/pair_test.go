@@ -18,6 +18,13 @@ type pair struct {
 
 func newPair(t testing.TB, maxSockets int) *pair {
 	t.Helper()
+	return newPairQueued(t, maxSockets, 0)
+}
+
+// newPairQueued is newPair with txQueues transmit queues on both links
+// (stack.LinkConfig.TxQueues).
+func newPairQueued(t testing.TB, maxSockets, txQueues int) *pair {
+	t.Helper()
 	da, db := link.Pipe()
 	la, err := link.New(link.Options{Devices: []link.Device{da}})
 	if err != nil {
@@ -29,7 +36,7 @@ func newPair(t testing.TB, maxSockets int) *pair {
 	}
 	mk := func(ep *link.Endpoint, v4, v6 string) *stack.Stack {
 		st, err := stack.New(stack.Config{MaxSockets: maxSockets, Links: []stack.LinkConfig{{
-			Name: "eth0", Endpoint: ep,
+			Name: "eth0", Endpoint: ep, TxQueues: txQueues,
 			Addrs: []netip.Prefix{netip.MustParsePrefix(v4), netip.MustParsePrefix(v6)},
 		}}})
 		if err != nil {

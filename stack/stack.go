@@ -16,6 +16,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/loopback"
+	"gvisor.dev/gvisor/pkg/tcpip/link/qdisc/fifo"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
@@ -73,7 +74,23 @@ type LinkConfig struct {
 	// (promiscuous) and send from any source (spoofing), so that flows
 	// to other hosts end in this stack and can be relayed.
 	Gateway bool
+
+	// TxQueues, when above 0, puts a FIFO queueing discipline with that
+	// many queues (at most MaxTxQueues) between the stack and Endpoint:
+	// a sender enqueues its packet and returns, and one goroutine per
+	// queue writes batches to the link. Senders then never wait for the
+	// link while they hold a connection's lock (gVisor sends a SYN-ACK
+	// with the new connection locked, and its TCP processors spin on
+	// such a lock). 0 writes from the sending goroutine.
+	TxQueues int
 }
+
+// MaxTxQueues bounds LinkConfig.TxQueues.
+const MaxTxQueues = 64
+
+// txQueueLen is the capacity of each transmit queue, in packets; a
+// packet that finds its queue full is dropped (and TCP sends it again).
+const txQueueLen = 1000
 
 // Stack is one gVisor stack. Its methods are safe for concurrent use.
 type Stack struct {
@@ -94,6 +111,7 @@ type NIC struct {
 	Loopback bool
 	Addrs    []netip.Prefix
 	endpoint gvstack.LinkEndpoint
+	txQueues int
 }
 
 // New builds a stack with IPv4, IPv6, ARP, ICMPv4/v6, TCP (SACK on) and
@@ -176,7 +194,10 @@ func build(cfg Config) (*Stack, error) {
 			return s, fmt.Errorf("stack: two NICs named %q", name)
 		}
 		names[name] = true
-		n := NIC{ID: tcpip.NICID(i + 2), Name: name, endpoint: l.Endpoint}
+		if l.TxQueues < 0 || l.TxQueues > MaxTxQueues {
+			return s, fmt.Errorf("stack: NIC %s: TxQueues %d is outside 0..%d", name, l.TxQueues, MaxTxQueues)
+		}
+		n := NIC{ID: tcpip.NICID(i + 2), Name: name, endpoint: l.Endpoint, txQueues: l.TxQueues}
 		for _, p := range l.Addrs {
 			if !p.IsValid() {
 				return s, fmt.Errorf("stack: NIC %s: invalid address", name)
@@ -225,7 +246,12 @@ func build(cfg Config) (*Stack, error) {
 }
 
 func (s *Stack) addNIC(n NIC) error {
-	if err := s.gv.CreateNICWithOptions(n.ID, n.endpoint, gvstack.NICOptions{Name: n.Name}); err != nil {
+	opts := gvstack.NICOptions{Name: n.Name}
+	if n.txQueues > 0 {
+		// The NIC closes its queueing discipline when it is removed.
+		opts.QDisc = fifo.New(n.endpoint, n.txQueues, txQueueLen)
+	}
+	if err := s.gv.CreateNICWithOptions(n.ID, n.endpoint, opts); err != nil {
 		return fmt.Errorf("stack: create NIC %s: %s", n.Name, err)
 	}
 	s.nics = append(s.nics, n)

@@ -3,6 +3,7 @@ package stack_test
 import (
 	"net/netip"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,6 +54,14 @@ func TestBadConfig(t *testing.T) {
 	ea, _ := link.New(link.Options{Devices: []link.Device{a}})
 	if _, err := stack.New(stack.Config{Links: []stack.LinkConfig{{Name: "lo", Endpoint: ea}}}); err == nil {
 		t.Fatal("a second NIC named lo accepted")
+	}
+	for _, q := range []int{-1, stack.MaxTxQueues + 1} {
+		a, _ := link.Pipe()
+		ea, _ := link.New(link.Options{Devices: []link.Device{a}})
+		_, err := stack.New(stack.Config{Links: []stack.LinkConfig{{Name: "p0", Endpoint: ea, TxQueues: q}}})
+		if err == nil || !strings.Contains(err.Error(), "TxQueues") {
+			t.Fatalf("TxQueues %d: err = %v, want an error naming TxQueues", q, err)
+		}
 	}
 }
 

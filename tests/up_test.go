@@ -178,6 +178,8 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 		{[]string{"up", "--addr", "10.0.2.2"}, "not an address with prefix length"},
 		{[]string{"up", "--mtu", "70000", "--netns", "tsbad-mtu"}, "MTU 70000 out of range"},
 		{[]string{"up", "--max-sockets", "0"}, "--max-sockets 0"},
+		{[]string{"up", "--tx-queues", "-1"}, "--tx-queues -1"},
+		{[]string{"up", "--tx-queues", "65"}, "--tx-queues 65"},
 		{[]string{"up", "--serve", "chargen"}, "unknown service"},
 		{[]string{"up", "extra"}, "unexpected argument"},
 		{[]string{"frobnicate"}, "unknown command"},
@@ -236,7 +238,16 @@ func TestBenchQuickJSON(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, tapstackBin, "bench", "--quick", "--json", "--peers=false", "--time", "1s").Output()
+	// The peers join when installed (CI installs both).
+	wantPaths := []string{"kernel veth", "tapstack sockets", "tapstack relay"}
+	var peers []string
+	for _, p := range []string{"slirp4netns", "pasta"} {
+		if _, err := exec.LookPath(p); err == nil {
+			peers = append(peers, p)
+		}
+	}
+	wantPaths = append(wantPaths, peers...)
+	out, err := exec.CommandContext(ctx, tapstackBin, "bench", "--quick", "--json", "--time", "1s").Output()
 	if err != nil {
 		t.Fatalf("tapstack bench: %v", err)
 	}
@@ -250,22 +261,31 @@ func TestBenchQuickJSON(t *testing.T) {
 	if err := json.Unmarshal(out, &rep); err != nil {
 		t.Fatalf("bench JSON: %v\n%s", err, out)
 	}
-	if strings.Join(rep.Paths, ",") != "kernel veth,tapstack sockets,tapstack relay" {
-		t.Fatalf("paths %v", rep.Paths)
+	if strings.Join(rep.Paths, ",") != strings.Join(wantPaths, ",") {
+		t.Fatalf("paths %v, want %v", rep.Paths, wantPaths)
 	}
 	seen := map[string]bool{}
 	for _, r := range rep.Results {
 		if r.Error != "" {
 			t.Errorf("%s / %s failed: %s", r.Path, r.Case, r.Error)
 		}
-		if r.Case == "TCP 1 stream ns→server" && r.Value <= 0 {
-			t.Errorf("%s: no throughput", r.Path)
+		if r.Value <= 0 && r.Unit != "%" {
+			t.Errorf("%s / %s: %v %s, want a positive figure", r.Path, r.Case, r.Value, r.Unit)
 		}
 		seen[r.Path+"/"+r.Case] = true
 	}
-	for _, want := range []string{"tapstack sockets/daemon RSS, 1000 idle conns", "tapstack relay/TCP RR avg", "kernel veth/UDP full rate, loss"} {
-		if !seen[want] {
-			t.Errorf("no figure for %s", want)
+	every := []string{"TCP 1 stream ns→server", "TCP 1 stream server→ns", "UDP full rate, received", "UDP full rate, loss",
+		"TCP RR avg", "TCP RR p99", "UDP RR avg", "UDP RR p99", "TCP connections/s (sequential)", "TCP connections/s (16 parallel)"}
+	daemon := []string{"CPU s per GB (TCP ns→server)", "daemon RSS idle", "daemon RSS, 1000 idle conns"}
+	for _, p := range wantPaths {
+		want := every
+		if p != "kernel veth" {
+			want = append(append([]string{}, every...), daemon...)
+		}
+		for _, c := range want {
+			if !seen[p+"/"+c] {
+				t.Errorf("no figure for %s / %s", p, c)
+			}
 		}
 	}
 	if netnsLeft(t, "tsb") {

@@ -54,6 +54,7 @@ type hostFlags struct {
 	nsAddrs    prefixList
 	maxSockets int
 	offload    bool
+	txQueues   int
 	pid        int
 	userns     string // set for a rootless run: the name of its session
 }
@@ -66,18 +67,22 @@ func (h *hostFlags) register(fs *flag.FlagSet, defaultNetns string) {
 	fs.Var(&h.nsAddrs, "ns-addr", "namespace-side address `CIDR`, repeatable (default 10.0.2.100/24 and fd00::100/64)")
 	fs.IntVar(&h.maxSockets, "max-sockets", stack.DefaultMaxSockets, "capacity of the stack's socket table")
 	fs.BoolVar(&h.offload, "offload", true, "open the TAP with virtio_net_hdr: TSO and checksum offload both ways (false: a plain TAP opened with water)")
+	fs.IntVar(&h.txQueues, "tx-queues", 1, fmt.Sprintf("transmit queues, each with a goroutine writing to the TAP (0..%d; 0: the sender writes)", stack.MaxTxQueues))
 }
 
 func (h *hostFlags) config() (nshost.Config, error) {
 	if h.maxSockets < 1 {
 		return nshost.Config{}, fmt.Errorf("--max-sockets %d: must be at least 1", h.maxSockets)
 	}
+	if h.txQueues < 0 || h.txQueues > stack.MaxTxQueues {
+		return nshost.Config{}, fmt.Errorf("--tx-queues %d: must be 0..%d", h.txQueues, stack.MaxTxQueues)
+	}
 	netnsName := h.netns
 	if h.pid != 0 {
 		netnsName = ""
 	}
 	return nshost.Config{
-		Netns: netnsName, PID: h.pid, TAP: h.tap, MTU: h.mtu, Offload: h.offload,
+		Netns: netnsName, PID: h.pid, TAP: h.tap, MTU: h.mtu, Offload: h.offload, TxQueues: h.txQueues,
 		StackAddrs: h.addrs, NSAddrs: h.nsAddrs, MaxSockets: h.maxSockets,
 	}, nil
 }

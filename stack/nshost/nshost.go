@@ -50,6 +50,9 @@ type Config struct {
 	// Offload opens the TAP with virtio_net_hdr, checksum offload and TSO
 	// both ways (link.TAPConfig.Offload).
 	Offload bool
+	// TxQueues is the number of transmit queues between the stack and
+	// the TAP (stack.LinkConfig.TxQueues; 0 writes from the sender).
+	TxQueues int
 	// StackAddrs are the stack's addresses (DefaultStackAddrs).
 	StackAddrs []netip.Prefix
 	// NSAddrs are the kernel side's addresses (DefaultNSAddrs). The first
@@ -195,7 +198,7 @@ func newHost(cfg Config, ep *link.Endpoint) (*Host, error) {
 		MaxSockets: cfg.MaxSockets,
 		Init:       cfg.Init,
 		Links: []stack.LinkConfig{{
-			Name: cfg.TAP, Endpoint: ep, Gateway: cfg.Gateway,
+			Name: cfg.TAP, Endpoint: ep, Gateway: cfg.Gateway, TxQueues: cfg.TxQueues,
 			Addrs: append(append([]netip.Prefix{}, cfg.StackAddrs...), cfg.ExtraStackAddrs...),
 		}},
 	})
