@@ -12,6 +12,7 @@ import (
 
 	"github.com/tapstack/tapstack/cmd/internal/bench"
 	"github.com/tapstack/tapstack/link"
+	"github.com/tapstack/tapstack/stack"
 )
 
 func runBench(args []string, stdout, stderr io.Writer) error {
@@ -22,11 +23,15 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	dur := fs.Duration("time", 0, "length of each throughput case (default 5s, 2s with --quick)")
 	mtu := fs.Int("mtu", link.MaxMTU, "MTU of every path")
 	offload := fs.Bool("offload", true, "run tapstack's TAPs with virtio_net_hdr offloads (as run and up do)")
+	txQueues := fs.Int("tx-queues", 1, "transmit queues of tapstack's TAPs (as run and up take)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := preflight(); err != nil {
 		return err
+	}
+	if *txQueues < 0 || *txQueues > stack.MaxTxQueues {
+		return fmt.Errorf("--tx-queues %d: must be 0..%d", *txQueues, stack.MaxTxQueues)
 	}
 	if *dur != 0 && *dur < time.Second {
 		return fmt.Errorf("--time %v: at least 1s", *dur)
@@ -37,7 +42,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := bench.Run(ctx, bench.Options{Binary: self, Duration: *dur, Quick: *quick, Peers: *peers, MTU: *mtu, Offload: *offload, Progress: stderr})
+	rep, err := bench.Run(ctx, bench.Options{Binary: self, Duration: *dur, Quick: *quick, Peers: *peers, MTU: *mtu, Offload: *offload, TxQueues: *txQueues, Progress: stderr})
 	if err != nil {
 		return err
 	}

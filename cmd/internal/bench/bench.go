@@ -44,6 +44,8 @@ type Options struct {
 	MTU int
 	// Offload runs tapstack's TAPs with virtio_net_hdr offloads.
 	Offload bool
+	// TxQueues is passed to tapstack up as --tx-queues.
+	TxQueues int
 	// Progress, if set, gets one line per case as it runs.
 	Progress io.Writer
 }
@@ -61,6 +63,7 @@ type Result struct {
 type Report struct {
 	MTU      int      `json:"mtu"`
 	Offload  bool     `json:"offload"`
+	TxQueues int      `json:"tx_queues"`
 	Duration string   `json:"duration_per_case"`
 	Paths    []string `json:"paths"`
 	Results  []Result `json:"results"`
@@ -75,6 +78,10 @@ type path struct {
 	wrap func(argv ...string) []string
 	// pid of the process to watch for CPU and memory (0: none).
 	pid int
+	// pidFile, for a peer started afresh by every wrapped command, holds
+	// the PID of the current one; when the command ends the wrapper
+	// copies the peer's /proc/PID/stat to pidFile+".stat".
+	pidFile string
 	// echo and sink ports on server.
 	echoPort, sinkPort int
 }
@@ -113,6 +120,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	r := &runner{opts: opts, id: randID()}
 	r.rep.MTU = opts.MTU
 	r.rep.Offload = opts.Offload
+	r.rep.TxQueues = opts.TxQueues
 	r.rep.Duration = opts.Duration.String()
 	defer r.close()
 	var err error
@@ -221,7 +229,8 @@ func (r *runner) setupOuter(ctx context.Context) error {
 	return nil
 }
 
-// pyServers is an echo server (argv[2]) and a discard server (argv[3]).
+// pyServers is an echo server (argv[2], TCP and UDP) and a discard
+// server (argv[3], TCP).
 const pyServers = `
 import socket, sys, threading
 def serve(port, echo):
@@ -237,7 +246,14 @@ def serve(port, echo):
     while True:
         c, _ = s.accept()
         threading.Thread(target=conn, args=(c,), daemon=True).start()
+def udpecho(port):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind((sys.argv[1], port))
+    while True:
+        b, a = u.recvfrom(65536)
+        u.sendto(b, a)
 threading.Thread(target=serve, args=(int(sys.argv[3]), False), daemon=True).start()
+threading.Thread(target=udpecho, args=(int(sys.argv[2]),), daemon=True).start()
 serve(int(sys.argv[2]), True)
 `
 
@@ -289,12 +305,17 @@ func (r *runner) setupPaths(ctx context.Context) ([]path, error) {
 
 	if r.opts.Peers {
 		if _, err := exec.LookPath("slirp4netns"); err == nil {
-			paths = append(paths, path{name: "slirp4netns", server: hostAddr, echoPort: 7, sinkPort: 9, wrap: r.slirpWrap})
+			pf := filepath.Join(r.tmp, "slirp4netns.pid")
+			paths = append(paths, path{name: "slirp4netns", server: hostAddr, echoPort: 7, sinkPort: 9, pidFile: pf,
+				wrap: func(a ...string) []string { return r.slirpWrap(pf, a...) }})
 		}
 		if _, err := exec.LookPath("pasta"); err == nil {
-			paths = append(paths, path{name: "pasta", server: hostAddr, echoPort: 7, sinkPort: 9,
+			pf := filepath.Join(r.tmp, "pasta.pid")
+			paths = append(paths, path{name: "pasta", server: hostAddr, echoPort: 7, sinkPort: 9, pidFile: pf,
 				wrap: func(a ...string) []string {
-					return append([]string{"ip", "netns", "exec", r.outer, "pasta", "--runas", "0:0", "--config-net", "-q", "-m", mtu, "--"}, a...)
+					argv := []string{"ip", "netns", "exec", r.outer, "pasta", "--runas", "0:0", "--config-net", "-q", "-m", mtu, "-P", pf, "--",
+						"sh", "-c", statOnExit, "-", pf}
+					return append(argv, a...)
 				}})
 		}
 	}
@@ -306,7 +327,7 @@ func (r *runner) setupPaths(ctx context.Context) ([]path, error) {
 func (r *runner) startUp(ctx context.Context, relay bool, ns string, extra ...string) (int, error) {
 	argv := append([]string{r.opts.Binary, "up", "--netns", ns, "--mtu", strconv.Itoa(r.opts.MTU),
 		"--control", filepath.Join(r.tmp, ns+".sock"), "--max-sockets", "12000", "--max-flows", "11000"}, extra...)
-	argv = append(argv, "--offload="+strconv.FormatBool(r.opts.Offload))
+	argv = append(argv, "--offload="+strconv.FormatBool(r.opts.Offload), "--tx-queues", strconv.Itoa(r.opts.TxQueues))
 	if relay {
 		argv = append([]string{"ip", "netns", "exec", r.outer}, argv...)
 	}
@@ -361,22 +382,36 @@ func (r *runner) startUp(ctx context.Context, relay bool, ns string, extra ...st
 	return c.Process.Pid, nil
 }
 
+// statOnExit runs "$@" and then copies /proc/PID/stat of the PID in
+// file $1 to $1.stat: the CPU time of a peer that exits with the command.
+const statOnExit = `f=$1; shift
+"$@"; rc=$?
+cat /proc/$(cat "$f")/stat > "$f.stat" 2>/dev/null
+exit $rc`
+
 // slirpWrap runs argv in a fresh user+net namespace served by slirp4netns,
-// started once the namespace exists.
-func (r *runner) slirpWrap(argv ...string) []string {
+// started once the namespace exists (before that, it would open the
+// namespace the child came from); argv starts once slirp4netns is ready.
+// slirp4netns's PID goes to pidFile.
+func (r *runner) slirpWrap(pidFile string, argv ...string) []string {
 	fifo := filepath.Join(r.tmp, "slirp-"+randID())
-	script := `fifo=$1; mtu=$2; shift 2
-mkfifo "$fifo" "$fifo.ready"
-unshare -rn sh -c 'read x < "$0"; i=0; while ! ip route | grep -q default && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; exec "$@"' "$fifo" "$@" &
+	script := `fifo=$1; mtu=$2; pidfile=$3; shift 3
+mkfifo "$fifo" "$fifo.in" "$fifo.ready"
+exec 4<&0
+unshare -rn sh -c 'echo in > "$0.in"; read x < "$0"; exec "$@"' "$fifo" "$@" <&4 &
 C=$!
+# slirp4netns must join the namespace only once unshare has made it.
+read x < "$fifo.in"
 slirp4netns --configure --mtu="$mtu" --disable-host-loopback --ready-fd=3 $C tap0 >/dev/null 2>&1 3>"$fifo.ready" &
 S=$!
+echo $S > "$pidfile"
 read x < "$fifo.ready"
 echo go > "$fifo"
 wait $C; R=$?
-kill $S; rm -f "$fifo" "$fifo.ready"
+cat /proc/$S/stat > "$pidfile.stat" 2>/dev/null
+kill $S; rm -f "$fifo" "$fifo.in" "$fifo.ready"
 exit $R`
-	return append([]string{"ip", "netns", "exec", r.outer, "sh", "-c", script, "-", fifo, strconv.Itoa(r.opts.MTU)}, argv...)
+	return append([]string{"ip", "netns", "exec", r.outer, "sh", "-c", script, "-", fifo, strconv.Itoa(r.opts.MTU), pidFile}, argv...)
 }
 
 func (r *runner) add(res Result) {
@@ -426,8 +461,15 @@ func cpuSeconds(pid int) float64 {
 	if err != nil {
 		return 0
 	}
-	s := string(b)
+	return statCPU(string(b))
+}
+
+// statCPU is the user+system CPU time in a /proc/PID/stat line.
+func statCPU(s string) float64 {
 	i := strings.LastIndex(s, ")")
+	if i < 0 || i+2 > len(s) {
+		return 0
+	}
 	f := strings.Fields(s[i+2:])
 	if len(f) < 13 {
 		return 0
@@ -435,6 +477,23 @@ func cpuSeconds(pid int) float64 {
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / 100 // USER_HZ
+}
+
+// daemonPID is the PID to weigh for p now: tapstack's daemon, or the
+// peer serving the command that is running (0: none).
+func (p path) daemonPID() int {
+	if p.pidFile == "" {
+		return p.pid
+	}
+	for i := 0; i < 50; i++ {
+		if b, err := os.ReadFile(p.pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				return pid
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return 0
 }
 
 // rssMiB reads a process's resident set.
@@ -457,15 +516,32 @@ func (r *runner) measure(ctx context.Context, p path) {
 	r.progress("measuring %s …", p.name)
 	tput := func(name string, args ...string) {
 		cpu0 := cpuSeconds(p.pid)
+		if p.pidFile != "" {
+			os.Remove(p.pidFile + ".stat")
+		}
 		o, err := r.iperf(ctx, p, args...)
 		res := Result{Case: name, Path: p.name, Unit: "Gbit/s", Value: o.End.SumReceived.BitsPerSecond / 1e9}
 		if err != nil {
 			res.Err = err.Error()
 		}
 		r.add(res)
-		if p.pid != 0 && err == nil && name == "TCP 1 stream ns→server" && o.End.SumReceived.Bytes > 0 {
+		if err != nil || name != "TCP 1 stream ns→server" || o.End.SumReceived.Bytes <= 0 {
+			return
+		}
+		// CPU of the daemon (tapstack) or of the peer, which starts
+		// with the command and ends with it.
+		cpu := -1.0
+		switch {
+		case p.pid != 0:
+			cpu = cpuSeconds(p.pid) - cpu0
+		case p.pidFile != "":
+			if b, err := os.ReadFile(p.pidFile + ".stat"); err == nil {
+				cpu = statCPU(string(b))
+			}
+		}
+		if cpu >= 0 {
 			r.add(Result{Case: "CPU s per GB (TCP ns→server)", Path: p.name, Unit: "s/GB",
-				Value: (cpuSeconds(p.pid) - cpu0) / (o.End.SumReceived.Bytes / 1e9)})
+				Value: cpu / (o.End.SumReceived.Bytes / 1e9)})
 		}
 	}
 	tput("TCP 1 stream ns→server")
@@ -486,85 +562,155 @@ func (r *runner) measure(ctx context.Context, p path) {
 	}
 	argv := p.wrap("python3", "-c", pyRR, p.server, strconv.Itoa(p.echoPort), strconv.Itoa(p.sinkPort), strconv.Itoa(n))
 	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).Output()
-	var rr struct{ Avg, P99, ConnPerSec float64 }
+	var rr struct{ TCPAvg, TCPP99, UDPAvg, UDPP99, UDPLost, ConnSeq, ConnPar float64 }
 	if err == nil {
 		err = json.Unmarshal(out, &rr)
 	}
 	if err != nil {
 		r.add(Result{Case: "TCP RR avg", Path: p.name, Unit: "µs", Err: err.Error()})
 	} else {
-		r.add(Result{Case: "TCP RR avg", Path: p.name, Unit: "µs", Value: rr.Avg})
-		r.add(Result{Case: "TCP RR p99", Path: p.name, Unit: "µs", Value: rr.P99})
-		r.add(Result{Case: "TCP connections/s (sequential)", Path: p.name, Unit: "conn/s", Value: rr.ConnPerSec})
+		r.add(Result{Case: "TCP RR avg", Path: p.name, Unit: "µs", Value: rr.TCPAvg})
+		r.add(Result{Case: "TCP RR p99", Path: p.name, Unit: "µs", Value: rr.TCPP99})
+		udp := Result{Case: "UDP RR avg", Path: p.name, Unit: "µs", Value: rr.UDPAvg}
+		if rr.UDPLost > 0 {
+			udp.Err = fmt.Sprintf("%.0f of %d requests unanswered", rr.UDPLost, n)
+		}
+		r.add(udp)
+		r.add(Result{Case: "UDP RR p99", Path: p.name, Unit: "µs", Value: rr.UDPP99})
+		r.add(Result{Case: "TCP connections/s (sequential)", Path: p.name, Unit: "conn/s", Value: rr.ConnSeq})
+		r.add(Result{Case: "TCP connections/s (16 parallel)", Path: p.name, Unit: "conn/s", Value: rr.ConnPar})
 	}
-	if p.pid != 0 {
-		r.add(Result{Case: "daemon RSS idle", Path: p.name, Unit: "MiB", Value: rssMiB(p.pid)})
-		counts := []int{1000, 10000}
-		if r.opts.Quick {
-			counts = counts[:1]
-		}
-		for _, conns := range counts {
-			r.holdConns(ctx, p, conns)
-		}
+	if p.pid == 0 && p.pidFile == "" {
+		return
+	}
+	r.idleRSS(ctx, p)
+	counts := []int{1000, 10000}
+	if r.opts.Quick {
+		counts = counts[:1]
+	}
+	for _, conns := range counts {
+		r.holdConns(ctx, p, conns)
 	}
 }
 
-// holdConns opens conns idle connections through p and weighs the daemon.
-func (r *runner) holdConns(ctx context.Context, p path, conns int) {
-	argv := p.wrap("python3", "-c", pyHold, p.server, strconv.Itoa(p.sinkPort), strconv.Itoa(conns))
+// idleRSS weighs the daemon (or the peer) with nothing to do.
+func (r *runner) idleRSS(ctx context.Context, p path) {
+	res := Result{Case: "daemon RSS idle", Path: p.name, Unit: "MiB"}
+	if p.pidFile == "" {
+		res.Value = rssMiB(p.pid)
+		r.add(res)
+		return
+	}
+	os.Remove(p.pidFile)
+	argv := p.wrap("sleep", "1.5")
 	c := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	stdout, err := c.StdoutPipe()
-	if err != nil {
-		return
-	}
 	if err := c.Start(); err != nil {
+		res.Err = err.Error()
+		r.add(res)
 		return
 	}
-	defer func() {
-		_ = c.Process.Kill()
-		_ = c.Wait()
-		time.Sleep(time.Second) // let the daemon drop them
-	}()
+	pid := p.daemonPID()
+	time.Sleep(700 * time.Millisecond)
+	res.Value = rssMiB(pid)
+	if pid == 0 || res.Value == 0 {
+		res.Err = "could not find the process"
+	}
+	_ = c.Wait()
+	r.add(res)
+}
+
+// holdConns opens conns idle connections through p and weighs the
+// daemon (or the peer) while they are held.
+func (r *runner) holdConns(ctx context.Context, p path, conns int) {
+	res := Result{Case: fmt.Sprintf("daemon RSS, %d idle conns", conns), Path: p.name, Unit: "MiB"}
+	if p.pidFile != "" {
+		os.Remove(p.pidFile)
+	}
+	hold := "3"
+	if r.opts.Quick {
+		hold = "1"
+	}
+	argv := p.wrap("python3", "-c", pyHold, p.server, strconv.Itoa(p.sinkPort), strconv.Itoa(conns), hold)
+	hctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	c := exec.CommandContext(hctx, argv[0], argv[1:]...)
+	stdout, err := c.StdoutPipe()
+	if err == nil {
+		err = c.Start()
+	}
+	if err != nil {
+		res.Err = err.Error()
+		r.add(res)
+		return
+	}
 	sc := bufio.NewScanner(stdout)
 	held := ""
 	if sc.Scan() {
 		held = sc.Text()
 	}
 	time.Sleep(500 * time.Millisecond)
-	res := Result{Case: fmt.Sprintf("daemon RSS, %d idle conns", conns), Path: p.name, Unit: "MiB", Value: rssMiB(p.pid)}
+	res.Value = rssMiB(p.daemonPID())
 	if held != fmt.Sprintf("held %d", conns) {
 		res.Err = "could not hold the connections: " + held
 	}
 	r.add(res)
+	// The holder lets go after a few seconds and exits, and the peer
+	// with it.
+	_, _ = io.Copy(io.Discard, stdout)
+	_ = c.Wait()
+	time.Sleep(time.Second) // let the daemon drop them
 }
 
-// pyRR measures request/response latency over one connection to the echo
-// port, then sequential connections per second to the sink port; it prints
-// JSON.
+// pyRR measures request/response latency over one TCP connection and
+// over UDP to the echo port, then connections per second to the sink
+// port, one at a time and from 16 threads; it prints JSON.
 const pyRR = `
-import json, socket, sys, time
+import json, socket, sys, threading, time
 host, echo, sink, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+def rr(s):
+    lat = []
+    lost = 0
+    for i in range(n + 50):
+        t = time.perf_counter()
+        s.send(b"x")
+        try:
+            s.recv(64)
+        except socket.timeout:
+            lost += 1
+            continue
+        if i >= 50:
+            lat.append((time.perf_counter() - t) * 1e6)
+    lat.sort()
+    return sum(lat) / len(lat), lat[int(len(lat) * 0.99)], lost
 s = socket.create_connection((host, echo), timeout=10)
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-lat = []
-for i in range(n + 50):
-    t = time.perf_counter()
-    s.sendall(b"x")
-    s.recv(1)
-    if i >= 50:
-        lat.append((time.perf_counter() - t) * 1e6)
+tavg, tp99, _ = rr(s)
 s.close()
-lat.sort()
-t = time.perf_counter()
+u = socket.socket(fam, socket.SOCK_DGRAM)
+u.settimeout(0.5)
+u.connect((host, echo))
+uavg, up99, ulost = rr(u)
+u.close()
+def conns(m):
+    for i in range(m):
+        c = socket.create_connection((host, sink), timeout=10)
+        c.close()
 m = n // 2
-for i in range(m):
-    c = socket.create_connection((host, sink), timeout=10)
-    c.close()
-cps = m / (time.perf_counter() - t)
-print(json.dumps({"Avg": sum(lat) / len(lat), "P99": lat[int(len(lat) * 0.99)], "ConnPerSec": cps}))
+t = time.perf_counter()
+conns(m)
+seq = m / (time.perf_counter() - t)
+m = (n // 16) * 16
+ts = [threading.Thread(target=conns, args=(m // 16,)) for i in range(16)]
+t = time.perf_counter()
+for th in ts: th.start()
+for th in ts: th.join()
+par = m / (time.perf_counter() - t)
+print(json.dumps({"TCPAvg": tavg, "TCPP99": tp99, "UDPAvg": uavg, "UDPP99": up99, "UDPLost": ulost, "ConnSeq": seq, "ConnPar": par}))
 `
 
-// pyHold opens argv[3] connections to argv[1]:argv[2] and holds them.
+// pyHold opens argv[3] connections to argv[1]:argv[2] and holds them for
+// argv[4] seconds.
 const pyHold = `
 import resource, socket, sys, time
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -577,5 +723,5 @@ try:
     print("held %d" % len(keep), flush=True)
 except OSError as e:
     print("failed after %d: %s" % (len(keep), e), flush=True)
-time.sleep(600)
+time.sleep(float(sys.argv[4]))
 `

@@ -46,7 +46,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 	if rep.Offload {
 		off = ", tapstack TAPs with offloads"
 	}
-	fmt.Fprintf(w, "MTU %d%s, %s per throughput case\n\n", rep.MTU, off, rep.Duration)
+	fmt.Fprintf(w, "MTU %d%s, %d transmit queue(s), %s per throughput case\n\n", rep.MTU, off, rep.TxQueues, rep.Duration)
 	hdr := "| case | unit | " + strings.Join(rep.Paths, " | ") + " | sockets ÷ kernel | relay ÷ kernel | relay ÷ best peer |"
 	fmt.Fprintln(w, hdr)
 	fmt.Fprintln(w, "|"+strings.Repeat("---|", 5+len(rep.Paths)))
@@ -85,5 +85,5 @@ func (rep *Report) WriteTable(w io.Writer) {
 		row = append(row, ratio(c, "tapstack sockets", "kernel veth"), ratio(c, "tapstack relay", "kernel veth"), bestRatio)
 		fmt.Fprintln(w, "| "+strings.Join(row, " | ")+" |")
 	}
-	fmt.Fprintln(w, "\nµs, %, s/GB and MiB: lower is better. \"kernel veth\" and the peers have no daemon of tapstack's to weigh.")
+	fmt.Fprintln(w, "\nµs, %, s/GB and MiB: lower is better. CPU and RSS are those of tapstack's daemon and of the slirp4netns and pasta processes; \"kernel veth\" has no process to weigh.")
 }
