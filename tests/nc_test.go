@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"os/exec"
@@ -32,22 +33,53 @@ func kernelPeer(t *testing.T, ns, script string, args ...string) func() string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, "python3", "-c", script}, args...)...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// The script prints "ready" once it listens; the rest of its output
+	// is what wait returns.
+	ready := make(chan bool, 1)
+	var out bytes.Buffer
 	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		said := false
+		for sc.Scan() {
+			if !said && sc.Text() == "ready" {
+				said = true
+				ready <- true
+				continue
+			}
+			out.WriteString(sc.Text() + "\n")
+		}
+		if !said {
+			ready <- false
+		}
+		cmd.Wait()
+		close(done)
+	}()
 	t.Cleanup(func() { cancel(); <-done })
-	time.Sleep(300 * time.Millisecond) // the script binds before the address exists; binding is quick
+	select {
+	case ok := <-ready:
+		if !ok {
+			t.Fatalf("kernel peer exited before listening: %s", stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("kernel peer not listening after 20 s")
+	}
 	return func() string {
 		select {
 		case <-done:
 		case <-time.After(20 * time.Second):
 			t.Fatal("kernel peer did not finish")
 		}
-		return out.String()
+		return out.String() + stderr.String()
 	}
 }
 
@@ -70,6 +102,7 @@ s = socket.socket(fam, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", int(sys.argv[2])))
 s.listen(1)
+print("ready", flush=True)
 s.settimeout(20)
 c, a = s.accept()
 data = b""
@@ -88,6 +121,7 @@ import socket, sys
 fam = socket.AF_INET6 if len(sys.argv) > 2 else socket.AF_INET
 s = socket.socket(fam, socket.SOCK_DGRAM)
 s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", int(sys.argv[1])))
+print("ready", flush=True)
 s.settimeout(20)
 d, a = s.recvfrom(2000)
 s.sendto(b"echo:" + d, a)
