@@ -179,6 +179,7 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 		{[]string{"up", "--mtu", "70000", "--netns", "tsbad-mtu"}, "MTU 70000 out of range"},
 		{[]string{"up", "--max-sockets", "0"}, "--max-sockets 0"},
 		{[]string{"up", "--tx-queues", "-1"}, "--tx-queues -1"},
+		{[]string{"up", "--procs", "-1"}, "--procs -1"},
 		{[]string{"up", "--tx-queues", "65"}, "--tx-queues 65"},
 		{[]string{"up", "--serve", "chargen"}, "unknown service"},
 		{[]string{"up", "extra"}, "unexpected argument"},
