@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/tapstack/tapstack/stack"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 // Conn is a connected stream socket as a net.Conn. Read returns io.EOF at
@@ -42,6 +44,68 @@ func (c *Conn) Read(b []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// DrainTo writes what the stream receives to w until the stream ends,
+// straight from the stack's receive buffers: no buffer of its own is
+// held, not even while it waits, and each byte is copied once. It
+// returns nil at the end of the stream. An error of w's ends it and is
+// returned as is, with the bytes w accepted consumed and the rest left
+// to read. With MSG_DONTWAIT in flags it never waits: it returns an
+// EAGAIN error once nothing is left to read for now (wait with Poll).
+//
+// w must not block: the connection cannot process what arrives (ACKs
+// included) while w.Write runs, so a w that waits on this connection's
+// progress (an echo into the same Conn, a full pipe) waits forever.
+// A w over a non-blocking descriptor takes what fits and fails for the
+// rest; the caller waits for room and calls DrainTo again. It is not
+// WriteTo on purpose: io.Copy must not pick it for any writer.
+func (c *Conn) DrainTo(w io.Writer, flags int) (int64, error) {
+	s := c.s
+	if flags&^MSG_DONTWAIT != 0 {
+		return 0, renameOp(s.opError("read", nil, errnoErr(syscall.EOPNOTSUPP, fmt.Sprintf("operation not supported: DrainTo flags %#x", flags))), "read")
+	}
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	cw := errWriter{w: w}
+	var total int64
+	for {
+		if s.isClosed() {
+			return total, renameOp(s.opError("read", nil, errClosed), "read")
+		}
+		var res tcpip.ReadResult
+		err := s.do(waiter.ReadableEvents, true, flags, func() tcpip.Error {
+			var terr tcpip.Error
+			res, terr = s.ep.Read(&cw, tcpip.ReadOptions{})
+			return terr
+		})
+		total += int64(res.Count)
+		if cw.err != nil {
+			return total, cw.err
+		}
+		if err != nil {
+			return total, renameOp(s.opError("read", nil, err), "read")
+		}
+		if res.Count == 0 {
+			return total, nil
+		}
+	}
+}
+
+// errWriter keeps the first error of w, which gVisor would turn into
+// ErrBadBuffer.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(b []byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	n, err := e.w.Write(b)
+	e.err = err
+	return n, err
 }
 
 // Write implements net.Conn.
