@@ -225,6 +225,21 @@ func (g *Gateway) untrack(cs ...io.Closer) {
 	}
 }
 
+// runTracked runs f on the calling goroutine, counted as one Close waits
+// for; it returns false without running f once Close has begun.
+func (g *Gateway) runTracked(f func()) bool {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return false
+	}
+	g.wg.Add(1)
+	g.mu.Unlock()
+	defer g.wg.Done()
+	f()
+	return true
+}
+
 // goTracked runs f on a goroutine that Close waits for.
 func (g *Gateway) goTracked(f func()) bool {
 	g.mu.Lock()
@@ -284,10 +299,10 @@ func (g *Gateway) endDial(dst netip.Addr) {
 	release(g.pending)
 }
 
-// handleTCP runs on the forwarder's goroutine; the relay gets one the
-// gateway owns.
+// handleTCP runs on the goroutine the forwarder started for this SYN;
+// the relay keeps it, counted as one Close waits for.
 func (g *Gateway) handleTCP(r *sockets.TCPRequest) {
-	if !g.goTracked(func() { g.relayTCP(r) }) {
+	if !g.runTracked(func() { g.relayTCP(r) }) {
 		r.Refuse()
 	}
 }
@@ -345,59 +360,6 @@ func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
 	}
 	splice(sc, hc.(*net.TCPConn))
 	g.untrack(sc, hc)
-}
-
-// halfCloser is a stream that can end its sending side and be reset.
-type halfCloser interface {
-	net.Conn
-	CloseWrite() error
-}
-
-// splice copies both ways until both ends finished; a FIN is passed on as
-// a FIN, a reset (seen on either side, by a read or a write) as a reset of
-// the other side.
-func splice(ns *sockets.Conn, host *net.TCPConn) {
-	var once sync.Once
-	reset := func() {
-		once.Do(func() {
-			_ = host.SetLinger(0)
-			_ = ns.Socket().SetLinger(sockets.Linger{On: true, Seconds: 0})
-			host.Close()
-			ns.Close()
-		})
-	}
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src halfCloser) {
-		defer func() { done <- struct{}{} }()
-		buf := make([]byte, 64<<10)
-		for {
-			n, rerr := src.Read(buf)
-			if n > 0 {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					if isReset(werr) {
-						reset()
-					}
-					return
-				}
-			}
-			if rerr != nil {
-				if rerr == io.EOF {
-					_ = dst.CloseWrite()
-				} else if isReset(rerr) {
-					reset()
-				}
-				return
-			}
-		}
-	}
-	go pipe(host, ns)
-	go pipe(ns, host)
-	<-done
-	<-done
-}
-
-func isReset(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // handleUDP runs synchronously in the packet path: it must not block.

@@ -1,0 +1,158 @@
+package gateway
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tapstack/tapstack/sockets"
+)
+
+// spliceBufs holds the buffers of the host→namespace copies. A relay
+// takes one only when the host socket has data and gives it back before
+// it waits again, so idle connections hold none.
+var spliceBufs = sync.Pool{New: func() any {
+	b := make([]byte, 64<<10)
+	return &b
+}}
+
+// splice copies both ways until both ends finished; a FIN is passed on as
+// a FIN, a reset (seen on either side, by a read or a write) as a reset of
+// the other side. It runs one direction on the calling goroutine and the
+// other on one goroutine of its own.
+func splice(ns *sockets.Conn, host *net.TCPConn) {
+	var once sync.Once
+	reset := func() {
+		once.Do(func() {
+			_ = host.SetLinger(0)
+			_ = ns.Socket().SetLinger(sockets.Linger{On: true, Seconds: 0})
+			host.Close()
+			ns.Close()
+		})
+	}
+	rc, err := host.SyscallConn()
+	if err != nil {
+		reset()
+		return
+	}
+	// finish acts on how one direction ended: the end of its source is
+	// passed on as a FIN, a reset on either side resets both.
+	finish := func(dst interface{ CloseWrite() error }, readErr, writeErr error) {
+		switch {
+		case writeErr != nil:
+			if isReset(writeErr) {
+				reset()
+			}
+		case readErr == nil || readErr == io.EOF:
+			_ = dst.CloseWrite()
+		case isReset(readErr):
+			reset()
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r, w := hostToNS(rc, ns)
+		finish(ns, r, w)
+	}()
+	r, w := nsToHost(ns, rc)
+	finish(host, r, w)
+	<-done
+}
+
+// errHostFull says the host socket's send buffer is full.
+var errHostFull = errors.New("host socket send buffer full")
+
+// fdWriter writes to a non-blocking host socket; what does not fit is
+// left with errHostFull.
+type fdWriter uintptr
+
+func (fd fdWriter) Write(b []byte) (int, error) {
+	n, err := unix.Write(int(fd), b)
+	switch {
+	case err == unix.EAGAIN:
+		return 0, errHostFull
+	case err != nil:
+		return 0, os.NewSyscallError("write", err)
+	case n < len(b):
+		return n, errHostFull
+	}
+	return n, nil
+}
+
+// nsToHost copies the namespace's stream into the host socket straight
+// from the stack's buffers, until the stream ends (readErr nil) or an
+// error on either side. It waits for the namespace's data outside
+// RawConn.Write: closing the host socket waits for a running callback.
+func nsToHost(ns *sockets.Conn, rc syscall.RawConn) (readErr, writeErr error) {
+	for {
+		var err error
+		// RawConn.Write waits for room in the send buffer each time
+		// the callback returns false (the host socket is full).
+		if perr := rc.Write(func(fd uintptr) bool {
+			_, err = ns.DrainTo(fdWriter(fd), sockets.MSG_DONTWAIT)
+			return !errors.Is(err, errHostFull)
+		}); perr != nil {
+			return nil, perr
+		}
+		if errors.Is(err, syscall.EAGAIN) {
+			if _, perr := sockets.Poll([]sockets.PollFD{{Socket: ns.Socket(), Events: sockets.POLLIN}}, -1); perr != nil {
+				return perr, nil
+			}
+			continue
+		}
+		var se *os.SyscallError
+		if errors.As(err, &se) {
+			return nil, err
+		}
+		return err, nil
+	}
+}
+
+// hostToNS copies the host socket's stream into the namespace's. It
+// holds a buffer while data keeps coming and gives it back whenever the
+// host socket runs dry.
+func hostToNS(rc syscall.RawConn, ns *sockets.Conn) (readErr, writeErr error) {
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			spliceBufs.Put(bp)
+		}
+	}()
+	for {
+		var n int
+		var err error
+		if perr := rc.Read(func(fd uintptr) bool {
+			if bp == nil {
+				bp = spliceBufs.Get().(*[]byte)
+			}
+			n, err = unix.Read(int(fd), *bp)
+			if err == unix.EAGAIN {
+				spliceBufs.Put(bp)
+				bp = nil
+				return false // wait for data without holding a buffer
+			}
+			return true
+		}); perr != nil {
+			return perr, nil
+		}
+		if err != nil {
+			return os.NewSyscallError("read", err), nil
+		}
+		if n == 0 {
+			return io.EOF, nil
+		}
+		if _, werr := ns.Write((*bp)[:n]); werr != nil {
+			return nil, werr
+		}
+	}
+}
+
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
