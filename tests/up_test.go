@@ -275,12 +275,17 @@ func TestBenchQuickJSON(t *testing.T) {
 		}
 		seen[r.Path+"/"+r.Case] = true
 	}
-	every := []string{"TCP 1 stream ns→server", "TCP 1 stream server→ns", "UDP full rate, received", "UDP full rate, loss",
+	every := []string{"TCP 1 stream ns→server", "TCP 1 stream server→ns", "TCP 4 streams ns→server", "TCP 4 streams server→ns",
+		"UDP full rate, received", "UDP full rate, loss",
 		"TCP RR avg", "TCP RR p99", "UDP RR avg", "UDP RR p99", "TCP connections/s (sequential)", "TCP connections/s (16 parallel)"}
 	daemon := []string{"CPU s per GB (TCP ns→server)", "daemon RSS idle", "daemon RSS, 1000 idle conns"}
 	for _, p := range wantPaths {
 		want := every
-		if p != "kernel veth" {
+		switch p {
+		case "kernel veth":
+		case "tapstack sockets", "tapstack relay":
+			want = append(append(append([]string{}, every...), daemon...), "daemon RSS, 10000 idle conns")
+		default:
 			want = append(append([]string{}, every...), daemon...)
 		}
 		for _, c := range want {
