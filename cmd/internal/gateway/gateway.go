@@ -342,24 +342,30 @@ func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
 		r.Refuse()
 		return
 	}
-	defer release(g.flows)
 	s, err := r.Accept()
 	if err != nil {
 		// The namespace side is gone (reset during the handshake, or the
 		// socket table is full): reset the host side too.
 		_ = hc.(*net.TCPConn).SetLinger(0)
 		hc.Close()
+		release(g.flows)
 		return
 	}
 	g.stats.tcp.Add(1)
-	g.stats.active.Add(1)
-	defer g.stats.active.Add(-1)
 	sc := sockets.NewConn(s)
 	if !g.track(sc, hc) {
+		release(g.flows)
 		return
 	}
-	splice(sc, hc.(*net.TCPConn))
-	g.untrack(sc, hc)
+	g.stats.active.Add(1)
+	// The splice runs on two fresh goroutines and this one ends: an idle
+	// connection then holds two small stacks, not this goroutine's,
+	// grown by the handshake and the dial.
+	splice(sc, hc.(*net.TCPConn), g.goTracked, func() {
+		g.untrack(sc, hc)
+		g.stats.active.Add(-1)
+		release(g.flows)
+	})
 }
 
 // handleUDP runs synchronously in the packet path: it must not block.

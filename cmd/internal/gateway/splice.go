@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -23,9 +24,10 @@ var spliceBufs = sync.Pool{New: func() any {
 
 // splice copies both ways until both ends finished; a FIN is passed on as
 // a FIN, a reset (seen on either side, by a read or a write) as a reset of
-// the other side. It runs one direction on the calling goroutine and the
-// other on one goroutine of its own.
-func splice(ns *sockets.Conn, host *net.TCPConn) {
+// the other side. Each direction runs on a goroutine that start starts
+// (false: it could not, and the connection is reset); done runs once
+// both have ended.
+func splice(ns *sockets.Conn, host *net.TCPConn, start func(func()) bool, done func()) {
 	var once sync.Once
 	reset := func() {
 		once.Do(func() {
@@ -38,6 +40,7 @@ func splice(ns *sockets.Conn, host *net.TCPConn) {
 	rc, err := host.SyscallConn()
 	if err != nil {
 		reset()
+		done()
 		return
 	}
 	// finish acts on how one direction ended: the end of its source is
@@ -54,15 +57,31 @@ func splice(ns *sockets.Conn, host *net.TCPConn) {
 			reset()
 		}
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	var left atomic.Int32
+	left.Store(2)
+	end := func() {
+		if left.Add(-1) == 0 {
+			done()
+		}
+	}
+	if !start(func() {
+		defer end()
 		r, w := hostToNS(rc, ns)
 		finish(ns, r, w)
-	}()
-	r, w := nsToHost(ns, rc)
-	finish(host, r, w)
-	<-done
+	}) {
+		reset()
+		end()
+		end()
+		return
+	}
+	if !start(func() {
+		defer end()
+		r, w := nsToHost(ns, rc)
+		finish(host, r, w)
+	}) {
+		reset() // the other direction ends too
+		end()
+	}
 }
 
 // errHostFull says the host socket's send buffer is full.
