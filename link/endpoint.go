@@ -300,9 +300,39 @@ func (e *rawEndpoint) routineReadFromDevice(_ int, dev Device) {
 	}
 }
 
+// txScratch is what a write needs besides the packet: the vnet header and
+// the iovec, reused so that sending allocates nothing per packet.
+type txScratch struct {
+	hdr  [vnetHdrSize]byte
+	bufs [][]byte
+}
+
+var txScratchPool = sync.Pool{New: func() any { return &txScratch{bufs: make([][]byte, 0, 8)} }}
+
+// appendSlices appends the packet's bytes, headers first, as slices of
+// its views (pkt.AsSlices without the allocation).
+func appendSlices(bufs [][]byte, pkt *stack.PacketBuffer) [][]byte {
+	vl, off := pkt.AsViewList()
+	for v := vl.Front(); v != nil; v = v.Next() {
+		b := v.AsSlice()
+		if off >= len(b) {
+			off -= len(b)
+			continue
+		}
+		bufs = append(bufs, b[off:])
+		off = 0
+	}
+	return bufs
+}
+
 // WritePackets implements stack.LinkWriter: one frame per packet, on the
 // queue chosen by the packet's flow hash. The caller keeps its references.
 func (e *rawEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	scratch := txScratchPool.Get().(*txScratch)
+	defer func() {
+		clear(scratch.bufs) // drop the references to the packets' views
+		txScratchPool.Put(scratch)
+	}()
 	n := 0
 	var firstErr tcpip.Error
 	for _, pkt := range pkts.AsSlice() {
@@ -310,12 +340,13 @@ func (e *rawEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Erro
 		if len(e.devices) > 1 {
 			dev = e.devices[pkt.Hash%uint32(len(e.devices))]
 		}
-		bufs := pkt.AsSlices()
+		bufs := scratch.bufs[:0]
 		if e.vnet {
-			hdr := make([]byte, vnetHdrSize)
-			gsoHeader(pkt, hdr)
-			bufs = append([][]byte{hdr}, bufs...)
+			gsoHeader(pkt, scratch.hdr[:])
+			bufs = append(bufs, scratch.hdr[:])
 		}
+		bufs = appendSlices(bufs, pkt)
+		scratch.bufs = bufs
 		if e.observer != nil {
 			v := pkt.ToView()
 			e.observer.ObserveFrame(Outbound, v.AsSlice())

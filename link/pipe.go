@@ -14,8 +14,8 @@ const PipeQueueLen = 4096
 // without root. Closing one end makes its reads and writes fail; frames
 // written towards a closed end are dropped, as on an unplugged cable.
 func Pipe() (Device, Device) {
-	a := &pipeEnd{q: make(chan []byte, PipeQueueLen), closed: make(chan struct{})}
-	b := &pipeEnd{q: make(chan []byte, PipeQueueLen), closed: make(chan struct{})}
+	a := &pipeEnd{q: make(chan *[]byte, PipeQueueLen), closed: make(chan struct{})}
+	b := &pipeEnd{q: make(chan *[]byte, PipeQueueLen), closed: make(chan struct{})}
 	a.peer, b.peer = b, a
 	return a, b
 }
@@ -23,7 +23,7 @@ func Pipe() (Device, Device) {
 // pipeEnd is one end of a Pipe. It reads from its own queue and writes to
 // its peer's.
 type pipeEnd struct {
-	q       chan []byte
+	q       chan *[]byte
 	peer    *pipeEnd
 	closed  chan struct{}
 	once    sync.Once
@@ -39,7 +39,9 @@ func (p *pipeEnd) ReadFrame(b []byte) (int, error) {
 	}
 	select {
 	case f := <-p.q:
-		return copy(b, f), nil
+		n := copy(b, *f)
+		pipeFrames.Put(f)
+		return n, nil
 	case <-p.closed:
 		return 0, errClosed
 	}
@@ -56,19 +58,31 @@ func (p *pipeEnd) WriteFrame(bufs [][]byte) error {
 	for _, b := range bufs {
 		n += len(b)
 	}
-	f := make([]byte, 0, n)
+	f := pipeFrames.Get().(*[]byte)
+	if cap(*f) < n {
+		*f = make([]byte, 0, n)
+	}
+	*f = (*f)[:0]
 	for _, b := range bufs {
-		f = append(f, b...)
+		*f = append(*f, b...)
 	}
 	select {
 	case <-p.peer.closed:
 		p.dropped.Add(1)
+		pipeFrames.Put(f)
 	case p.peer.q <- f:
 	default:
 		p.dropped.Add(1)
+		pipeFrames.Put(f)
 	}
 	return nil
 }
+
+// pipeFrames holds the frames in flight on every Pipe, reused.
+var pipeFrames = sync.Pool{New: func() any {
+	b := make([]byte, 0, 2048)
+	return &b
+}}
 
 // Close implements Device.
 func (p *pipeEnd) Close() error {
