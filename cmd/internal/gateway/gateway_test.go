@@ -21,7 +21,7 @@ import (
 // cable to a client stack (10.0.9.2) that plays the namespace. With host
 // loopback on, flows to 10.0.9.1 reach this process's 127.0.0.1, so the
 // relay is exercised end to end without root and without leaving loopback.
-func rig(t *testing.T, cfg Config) (*Gateway, *stack.Stack) {
+func rig(t testing.TB, cfg Config) (*Gateway, *stack.Stack) {
 	t.Helper()
 	da, db := link.Pipe()
 	la, _ := link.New(link.Options{Devices: []link.Device{da}})
@@ -31,13 +31,13 @@ func rig(t *testing.T, cfg Config) (*Gateway, *stack.Stack) {
 	cfg.NSAddrs = []netip.Addr{netip.MustParseAddr("10.0.9.2")}
 	g := New(cfg)
 	gw, err := stack.New(stack.Config{Init: g.Install, Links: []stack.LinkConfig{{
-		Name: "eth0", Endpoint: la, Gateway: true, Addrs: []netip.Prefix{netip.MustParsePrefix("10.0.9.1/24")},
+		Name: "eth0", Endpoint: la, Gateway: true, TxQueues: 1, Addrs: []netip.Prefix{netip.MustParsePrefix("10.0.9.1/24")},
 	}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ns, err := stack.New(stack.Config{Links: []stack.LinkConfig{{
-		Name: "eth0", Endpoint: lb, Addrs: []netip.Prefix{netip.MustParsePrefix("10.0.9.2/24")},
+		Name: "eth0", Endpoint: lb, TxQueues: 1, Addrs: []netip.Prefix{netip.MustParsePrefix("10.0.9.2/24")},
 	}}})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,77 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/tapstack/tapstack/sockets"
+)
+
+// benchRelay streams b.N × 64 KiB through the relay between a namespace
+// stack and a host socket on loopback, towards the host (up) or from it,
+// with allocations per 64 KiB (go test -bench . -benchmem).
+func benchRelay(b *testing.B, up bool) {
+	_, ns := rig(b, Config{})
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	buf := make([]byte, 64<<10)
+	total := int64(b.N) * int64(len(buf))
+	got := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- 0
+			return
+		}
+		defer c.Close()
+		if up {
+			n, _ := io.Copy(io.Discard, c)
+			got <- n
+			return
+		}
+		for i := 0; i < b.N; i++ {
+			if _, err := c.Write(buf); err != nil {
+				break
+			}
+		}
+		c.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, c)
+	}()
+	addr := netip.AddrPortFrom(netip.MustParseAddr("10.0.9.1"), uint16(ln.Addr().(*net.TCPAddr).Port)).String()
+	c, err := sockets.Dial(context.Background(), ns, "tcp4", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	b.SetBytes(int64(len(buf)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	if up {
+		for i := 0; i < b.N; i++ {
+			if _, err := c.Write(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+		c.(*sockets.Conn).CloseWrite()
+		if n := <-got; n != total {
+			b.Fatalf("host received %d of %d bytes", n, total)
+		}
+		return
+	}
+	n, err := io.CopyBuffer(io.Discard, c, buf)
+	if err != nil || n != total {
+		b.Fatalf("namespace received %d of %d bytes: %v", n, total, err)
+	}
+}
+
+// BenchmarkRelayToHost: namespace → relay → host socket.
+func BenchmarkRelayToHost(b *testing.B) { benchRelay(b, true) }
+
+// BenchmarkRelayFromHost: host socket → relay → namespace.
+func BenchmarkRelayFromHost(b *testing.B) { benchRelay(b, false) }
