@@ -97,9 +97,13 @@ type session struct {
 	srv    *services.Server
 	netns  string
 	resolv string // resolv.conf file this session wrote, removed on Close
+	trim   *memoryTrimmer
 }
 
 func (s *session) Close() {
+	if s.trim != nil {
+		s.trim.Stop()
+	}
 	if s.ctl != nil {
 		s.ctl.Close()
 	}
@@ -117,6 +121,13 @@ func (s *session) Close() {
 		os.Remove(filepath.Dir(s.resolv))
 	}
 }
+
+// The daemon gives free memory back once quiet (see memoryTrimmer),
+// looking every trimPeriod for a heap grown by trimThreshold.
+const (
+	trimPeriod    = 2 * time.Second
+	trimThreshold = 4 << 20
+)
 
 // buildFunc makes the host; nshost.New unless the TAP comes from elsewhere.
 type buildFunc func(nshost.Config) (*nshost.Host, error)
@@ -226,6 +237,7 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 		s.Close()
 		return nil, err
 	}
+	s.trim = startTrimmer(trimPeriod, trimThreshold)
 	return s, nil
 }
 

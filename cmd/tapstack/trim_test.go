@@ -1,0 +1,49 @@
+package main
+
+import (
+	"runtime/metrics"
+	"testing"
+	"time"
+)
+
+var sink [][]byte
+
+// TestTrimmerCollectsWhenQuiet makes 4 MiB of garbage, goes quiet and
+// expects the trimmer to force a collection within a few periods.
+func TestTrimmerCollectsWhenQuiet(t *testing.T) {
+	s := []metrics.Sample{{Name: "/gc/cycles/forced:gc-cycles"}}
+	metrics.Read(s)
+	before := s[0].Value.Uint64()
+	tr := startTrimmer(20*time.Millisecond, 1<<20)
+	defer tr.Stop()
+	for i := 0; i < 64; i++ {
+		sink = append(sink, make([]byte, 64<<10))
+	}
+	sink = nil
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		metrics.Read(s)
+		if s[0].Value.Uint64() > before {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no forced collection after 4 MiB of garbage and a quiet period")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestTrimmerLeavesAQuietHeapAlone: under the threshold, no forced
+// collection.
+func TestTrimmerLeavesAQuietHeapAlone(t *testing.T) {
+	s := []metrics.Sample{{Name: "/gc/cycles/forced:gc-cycles"}}
+	tr := startTrimmer(10*time.Millisecond, 64<<20)
+	metrics.Read(s)
+	before := s[0].Value.Uint64()
+	time.Sleep(200 * time.Millisecond)
+	tr.Stop()
+	metrics.Read(s)
+	if got := s[0].Value.Uint64(); got != before {
+		t.Fatalf("%d forced collections with the heap under the threshold", got-before)
+	}
+}
