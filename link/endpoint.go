@@ -330,7 +330,7 @@ func appendSlices(bufs [][]byte, pkt *stack.PacketBuffer) [][]byte {
 func (e *rawEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	scratch := txScratchPool.Get().(*txScratch)
 	defer func() {
-		clear(scratch.bufs) // drop the references to the packets' views
+		clear(scratch.bufs[:cap(scratch.bufs)]) // drop every reference to the packets' views
 		txScratchPool.Put(scratch)
 	}()
 	n := 0
