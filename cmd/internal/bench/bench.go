@@ -625,16 +625,27 @@ func (r *runner) measure(ctx context.Context, p path) {
 	}
 }
 
+// settle is how long the memory figures wait with nothing happening
+// before they weigh: idle means idle for a while, as a daemon that gives
+// memory back once quiet would be.
+func (r *runner) settle() time.Duration {
+	if r.opts.Quick {
+		return 500 * time.Millisecond
+	}
+	return 3 * time.Second
+}
+
 // idleRSS weighs the daemon (or the peer) with nothing to do.
 func (r *runner) idleRSS(ctx context.Context, p path) {
 	res := Result{Case: "daemon RSS idle", Path: p.name, Unit: "MiB"}
 	if p.pidFile == "" {
+		time.Sleep(r.settle())
 		res.Value = rssMiB(p.pid)
 		r.add(res)
 		return
 	}
 	os.Remove(p.pidFile)
-	argv := p.wrap("sleep", "1.5")
+	argv := p.wrap("sleep", strconv.FormatFloat((r.settle()+time.Second).Seconds(), 'f', 1, 64))
 	c := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	if err := c.Start(); err != nil {
 		res.Err = err.Error()
@@ -642,7 +653,7 @@ func (r *runner) idleRSS(ctx context.Context, p path) {
 		return
 	}
 	pid := p.daemonPID()
-	time.Sleep(700 * time.Millisecond)
+	time.Sleep(r.settle())
 	res.Value = rssMiB(pid)
 	if pid == 0 || res.Value == 0 {
 		res.Err = "could not find the process"
@@ -658,10 +669,7 @@ func (r *runner) holdConns(ctx context.Context, p path, conns int) {
 	if p.pidFile != "" {
 		os.Remove(p.pidFile)
 	}
-	hold := "3"
-	if r.opts.Quick {
-		hold = "0.7"
-	}
+	hold := strconv.FormatFloat((r.settle() + time.Second).Seconds(), 'f', 1, 64)
 	argv := p.wrap("python3", "-c", pyHold, p.server, strconv.Itoa(p.sinkPort), strconv.Itoa(conns), hold)
 	hctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
@@ -680,7 +688,7 @@ func (r *runner) holdConns(ctx context.Context, p path, conns int) {
 	if sc.Scan() {
 		held = sc.Text()
 	}
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(r.settle())
 	res.Value = rssMiB(p.daemonPID())
 	if held != fmt.Sprintf("held %d", conns) {
 		res.Err = "could not hold the connections: " + held
