@@ -1,6 +1,7 @@
 package sockets
 
 import (
+	"sync"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -92,4 +93,19 @@ func (s *Socket) revents(events int16) int16 {
 	}
 	mask := waiter.EventMask(events) | waiter.EventErr | waiter.EventHUp
 	return int16(s.ep.Readiness(mask))
+}
+
+// Notify calls f whenever one of events (POLLIN, POLLOUT; POLLERR and
+// POLLHUP always) may have happened on the socket, until stop is called:
+// the callback form of Poll, for event loops that keep no goroutine per
+// idle socket. f runs on the stack's goroutine that made the event, so
+// it must not block; it may run again before an earlier call returns.
+// Events can be spurious: check with Poll (timeout 0) or a non-blocking
+// call. Closing the socket calls f once more.
+func (s *Socket) Notify(events int16, f func()) (stop func()) {
+	mask := waiter.EventMask(events) | waiter.EventErr | waiter.EventHUp
+	e := waiter.NewFunctionEntry(mask, func(waiter.EventMask) { f() })
+	s.wq.EventRegister(&e)
+	var once sync.Once
+	return func() { once.Do(func() { s.wq.EventUnregister(&e) }) }
 }
