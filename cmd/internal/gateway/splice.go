@@ -24,9 +24,10 @@ var spliceBufs = sync.Pool{New: func() any {
 
 // splice copies both ways until both ends finished; a FIN is passed on as
 // a FIN, a reset (seen on either side, by a read or a write) as a reset of
-// the other side. Each direction runs on a goroutine that start starts
-// (false: it could not, and the connection is reset); done runs once
-// both have ended.
+// the other side. Host → namespace runs on a goroutine that start
+// starts, namespace → host on one started only while there is data to
+// move (start false: it could not, and the connection is reset); done
+// runs once both directions have ended.
 func splice(ns *sockets.Conn, host *net.TCPConn, start func(func()) bool, done func()) {
 	var once sync.Once
 	reset := func() {
@@ -74,14 +75,80 @@ func splice(ns *sockets.Conn, host *net.TCPConn, start func(func()) bool, done f
 		end()
 		return
 	}
-	if !start(func() {
-		defer end()
-		r, w := nsToHost(ns, rc)
-		finish(host, r, w)
-	}) {
-		reset() // the other direction ends too
-		end()
+	// Namespace → host keeps no goroutine while idle: the socket kicks
+	// when it may have data, and a goroutine drains it into the host
+	// socket (waiting there only while the host is full), then ends.
+	// kick must not block: it runs while the stack delivers the event.
+	var running, ended, armed atomic.Bool
+	var stopNotify func()
+	endNS := func(readErr, writeErr error) {
+		if ended.CompareAndSwap(false, true) {
+			stopNotify()
+			finish(host, readErr, writeErr)
+			end()
+		}
 	}
+	drain := func() {
+		for {
+			readErr, writeErr, idle := drainOnce(ns, rc)
+			if !idle {
+				endNS(readErr, writeErr)
+				return
+			}
+			running.Store(false)
+			// A kick between the last read and the store found running
+			// set and did nothing: look again.
+			if !readable(ns) || !running.CompareAndSwap(false, true) {
+				return
+			}
+		}
+	}
+	kick := func() {
+		if !armed.Load() || ended.Load() || !running.CompareAndSwap(false, true) {
+			return
+		}
+		if !start(drain) {
+			// The gateway is closing and closes both sockets itself.
+			// Nothing more happens here: kick runs inside the stack's
+			// event delivery, where unregistering or closing would
+			// wait on locks held by its caller.
+			ended.Store(true)
+		}
+	}
+	stopNotify = ns.Socket().Notify(sockets.POLLIN, kick)
+	armed.Store(true)
+	kick() // data may have come before Notify
+}
+
+// readable says whether the namespace socket has data, an end or an
+// error to act on.
+func readable(ns *sockets.Conn) bool {
+	n, _ := sockets.Poll([]sockets.PollFD{{Socket: ns.Socket(), Events: sockets.POLLIN}}, 0)
+	return n > 0
+}
+
+// drainOnce moves what the namespace socket holds into the host socket,
+// straight from the stack's buffers, waiting only for room on the host.
+// idle means the namespace socket is empty for now; otherwise its stream
+// ended (readErr nil) or an error ended it.
+func drainOnce(ns *sockets.Conn, rc syscall.RawConn) (readErr, writeErr error, idle bool) {
+	var err error
+	// RawConn.Write waits for room in the send buffer each time the
+	// callback returns false (the host socket is full).
+	if perr := rc.Write(func(fd uintptr) bool {
+		_, err = ns.DrainTo(fdWriter(fd), sockets.MSG_DONTWAIT)
+		return !errors.Is(err, errHostFull)
+	}); perr != nil {
+		return nil, perr, false
+	}
+	if errors.Is(err, syscall.EAGAIN) {
+		return nil, nil, true
+	}
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		return nil, err, false
+	}
+	return err, nil, false
 }
 
 // errHostFull says the host socket's send buffer is full.
@@ -102,35 +169,6 @@ func (fd fdWriter) Write(b []byte) (int, error) {
 		return n, errHostFull
 	}
 	return n, nil
-}
-
-// nsToHost copies the namespace's stream into the host socket straight
-// from the stack's buffers, until the stream ends (readErr nil) or an
-// error on either side. It waits for the namespace's data outside
-// RawConn.Write: closing the host socket waits for a running callback.
-func nsToHost(ns *sockets.Conn, rc syscall.RawConn) (readErr, writeErr error) {
-	for {
-		var err error
-		// RawConn.Write waits for room in the send buffer each time
-		// the callback returns false (the host socket is full).
-		if perr := rc.Write(func(fd uintptr) bool {
-			_, err = ns.DrainTo(fdWriter(fd), sockets.MSG_DONTWAIT)
-			return !errors.Is(err, errHostFull)
-		}); perr != nil {
-			return nil, perr
-		}
-		if errors.Is(err, syscall.EAGAIN) {
-			if _, perr := sockets.Poll([]sockets.PollFD{{Socket: ns.Socket(), Events: sockets.POLLIN}}, -1); perr != nil {
-				return perr, nil
-			}
-			continue
-		}
-		var se *os.SyscallError
-		if errors.As(err, &se) {
-			return nil, err
-		}
-		return err, nil
-	}
 }
 
 // hostToNS copies the host socket's stream into the namespace's. It
