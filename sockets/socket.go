@@ -25,6 +25,10 @@ const Blocking time.Duration = -1
 // DefaultBacklog is the backlog Listen uses for a negative argument.
 const DefaultBacklog = 128
 
+// minBacklog is the smallest queue Listen gives a stream socket (see
+// Listen).
+const minBacklog = 1024
+
 // Socket is one endpoint of a network conversation on a tapstack host: an
 // address, a port and a protocol, like Python's socket.socket. Its methods
 // are safe for concurrent use; concurrent sends (and concurrent receives)
@@ -202,6 +206,15 @@ func (s *Socket) Bind(addr Addr) error {
 // Listen makes a stream socket accept connections: Python's listen(backlog).
 // A negative backlog means DefaultBacklog. An unbound socket gets an
 // ephemeral port on the wildcard address first, as on Linux.
+//
+// The queue holds at least minBacklog (1024) connections whatever the
+// backlog, as Linux's SYN queue (tcp_max_syn_backlog) does: gVisor sizes
+// its queue of half-open connections from the backlog and answers with
+// SYN cookies once it is full, so a burst of 300 clients against backlog
+// 128 went to cookies, and a cookie connection whose last handshake ACK
+// met a full accept queue was reset when its data came. A handshake that
+// does not fit the queue is dropped and the client retransmits, as on
+// Linux.
 func (s *Socket) Listen(backlog int) error {
 	if s.isClosed() {
 		return s.opError("listen", nil, errClosed)
@@ -212,7 +225,7 @@ func (s *Socket) Listen(backlog int) error {
 	if backlog < 0 {
 		backlog = DefaultBacklog
 	}
-	if terr := s.ep.Listen(backlog); terr != nil {
+	if terr := s.ep.Listen(max(backlog, minBacklog)); terr != nil {
 		return s.opError("listen", nil, fromTCPIP(terr))
 	}
 	s.mu.Lock()
