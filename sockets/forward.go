@@ -2,6 +2,7 @@ package sockets
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -43,13 +44,16 @@ func addrFromTCPIP(a tcpip.Address) netip.Addr {
 
 // TCPRequest is a connection attempt (a SYN) to an address that no socket
 // of the stack listens on. The handler must end it with exactly one of
-// Accept, Refuse, Ignore or Unreachable.
+// Accept, Refuse, Ignore or Unreachable; the first call ends it, later
+// calls do nothing (Accept then fails with EINVAL).
 type TCPRequest struct {
 	ID FlowID
 
 	st   *stack.Stack
 	r    *tcp.ForwarderRequest
+	gid  gvstack.TransportEndpointID
 	syn  *synCopy
+	f    *tcpForwarder
 	once sync.Once
 }
 
@@ -62,9 +66,19 @@ type synCopy struct {
 	v6      bool
 }
 
+// end runs f, which must complete the gVisor request exactly once, if the
+// request has not ended yet, then forgets the SYN. It reports whether f
+// ran.
 func (r *TCPRequest) end(f func()) bool {
 	done := false
-	r.once.Do(func() { f(); done = true })
+	r.once.Do(func() {
+		f()
+		done = true
+		// After Complete: a SYN of the same flow that comes now is
+		// dropped (the peer retries) instead of reaching the forwarder
+		// while it still counts the old request.
+		r.f.forget(r.gid)
+	})
 	return done
 }
 
@@ -94,7 +108,7 @@ func (r *TCPRequest) Accept() (*Socket, error) {
 		if r.ID.Dst.Addr().Is6() {
 			f = AF_INET6
 		}
-		s = newSocket(r.st, tbl, fd, f, SOCK_STREAM, IPPROTO_TCP, ep, wq)
+		s, err = newSocket(r.st, tbl, fd, f, SOCK_STREAM, IPPROTO_TCP, ep, wq)
 	}) {
 		return nil, errnoErr(syscall.EINVAL, "invalid argument: the request has already ended")
 	}
@@ -109,20 +123,42 @@ func (r *TCPRequest) Ignore() { r.end(func() { r.r.Complete(false) }) }
 
 // Unreachable drops the SYN and sends the peer an ICMP destination
 // unreachable (host unreachable, or network unreachable when net is true)
-// from the destination's address, as a router would. Without a copy of the
-// SYN to quote it answers with a RST instead.
+// from the destination's address, as a router would. If the ICMP error
+// cannot be sent it answers with a RST instead.
 func (r *TCPRequest) Unreachable(net bool) {
 	r.end(func() {
-		r.r.Complete(false)
-		if r.syn == nil || sendUnreachable(r.st, r.ID, r.syn, net) != nil {
-			// Fall back to a refusal the peer will see at once.
-			r.r.Complete(true)
+		why := UnreachHost
+		if net {
+			why = UnreachNet
 		}
+		err := errNoSYN
+		if r.syn != nil {
+			err = sendUnreachable(r.st, r.ID, r.syn, why)
+		}
+		// Complete exactly once: a second Complete panics in gVisor.
+		r.r.Complete(err != nil)
 	})
 }
 
-// sendUnreachable writes an ICMP error quoting the SYN back to its sender.
-func sendUnreachable(st *stack.Stack, id FlowID, syn *synCopy, net bool) error {
+var errNoSYN = errors.New("no copy of the SYN to quote")
+
+// Unreach is the reason an ICMP destination unreachable gives.
+type Unreach int
+
+const (
+	// UnreachHost is ICMP host unreachable (ICMPv6 address unreachable):
+	// the peer sees EHOSTUNREACH.
+	UnreachHost Unreach = iota
+	// UnreachNet is ICMP network unreachable (ICMPv6 no route): the
+	// peer sees ENETUNREACH.
+	UnreachNet
+	// UnreachPort is ICMP port unreachable: the peer sees ECONNREFUSED.
+	UnreachPort
+)
+
+// sendUnreachable writes an ICMP error quoting headers (the offending
+// packet's IP header and first 8 transport bytes) back to its sender.
+func sendUnreachable(st *stack.Stack, id FlowID, syn *synCopy, why Unreach) error {
 	src := id.Dst.Addr()
 	dst := id.Src.Addr()
 	var pkt []byte
@@ -140,8 +176,11 @@ func sendUnreachable(st *stack.Stack, id FlowID, syn *synCopy, net bool) error {
 		ic := header.ICMPv4(pkt[header.IPv4MinimumSize:])
 		ic.SetType(header.ICMPv4DstUnreachable)
 		code := header.ICMPv4HostUnreachable
-		if net {
+		switch why {
+		case UnreachNet:
 			code = header.ICMPv4NetUnreachable
+		case UnreachPort:
+			code = header.ICMPv4PortUnreachable
 		}
 		ic.SetCode(code)
 		copy(ic[header.ICMPv4MinimumSize:], syn.headers)
@@ -159,8 +198,11 @@ func sendUnreachable(st *stack.Stack, id FlowID, syn *synCopy, net bool) error {
 		ic := header.ICMPv6(pkt[header.IPv6MinimumSize:])
 		ic.SetType(header.ICMPv6DstUnreachable)
 		code := header.ICMPv6AddressUnreachable
-		if net {
+		switch why {
+		case UnreachNet:
 			code = header.ICMPv6NetworkUnreachable
+		case UnreachPort:
+			code = header.ICMPv6PortUnreachable
 		}
 		ic.SetCode(code)
 		copy(ic[header.ICMPv6ErrorHeaderSize:], syn.headers)
@@ -175,46 +217,77 @@ func sendUnreachable(st *stack.Stack, id FlowID, syn *synCopy, net bool) error {
 	return nil
 }
 
-// synCopies remembers SYNs until their request ends, bounded.
-type synCopies struct {
-	mu  sync.Mutex
-	m   map[gvstack.TransportEndpointID]*synCopy
+// tcpForwarder counts the connection attempts in flight itself, with the
+// SYN each started from: gVisor's forwarder starts a request for a SYN
+// only when none of the same flow is in flight and fewer than its limit
+// are, and says neither. Keeping the set here, a superset of gVisor's
+// (an entry is added before gVisor sees the SYN and removed after the
+// request completed), gVisor never drops a SYN we counted, and a SYN
+// copy lives exactly as long as its request.
+type tcpForwarder struct {
 	max int
+
+	mu      sync.Mutex
+	pending map[gvstack.TransportEndpointID]*synCopy // protected by mu
+	dropped uint64                                   // SYNs dropped at max; protected by mu
 }
 
-func (c *synCopies) put(id gvstack.TransportEndpointID, pkt *gvstack.PacketBuffer) {
+// claim records a SYN of a new flow. It returns false (drop the SYN) if a
+// request for the flow is in flight or max are.
+func (f *tcpForwarder) claim(id gvstack.TransportEndpointID, sc *synCopy) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.pending[id]; ok {
+		return false
+	}
+	if len(f.pending) >= f.max {
+		f.dropped++
+		return false
+	}
+	f.pending[id] = sc
+	return true
+}
+
+func (f *tcpForwarder) synOf(id gvstack.TransportEndpointID) *synCopy {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pending[id]
+}
+
+func (f *tcpForwarder) forget(id gvstack.TransportEndpointID) {
+	f.mu.Lock()
+	delete(f.pending, id)
+	f.mu.Unlock()
+}
+
+// ForwardStats counts a TCP forwarder's connection attempts.
+type ForwardStats struct {
+	InFlight int    // requests started and not yet ended
+	Dropped  uint64 // SYNs dropped because MaxInFlight were in flight
+}
+
+// copySYN returns what an ICMP error about pkt must quote, or nil if pkt
+// is not a SYN.
+func copySYN(pkt *gvstack.PacketBuffer) (sc *synCopy, isSYN bool) {
 	th := pkt.TransportHeader().Slice()
 	if len(th) < header.TCPMinimumSize {
-		return
+		return nil, false
 	}
 	flags := header.TCP(th).Flags()
 	if !flags.Contains(header.TCPFlagSyn) || flags.Contains(header.TCPFlagAck) {
-		return
+		return nil, false
 	}
 	nh := pkt.NetworkHeader().Slice()
 	lh := pkt.LinkHeader().Slice()
 	if len(lh) < header.EthernetMinimumSize {
-		return
+		return nil, true
 	}
-	sc := &synCopy{
+	return &synCopy{
 		nic:     pkt.NICID,
 		srcMAC:  header.Ethernet(lh).SourceAddress(),
 		headers: append(append([]byte{}, nh...), th[:8]...),
 		v6:      pkt.NetworkProtocolNumber == ipv6.ProtocolNumber,
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.m) < c.max {
-		c.m[id] = sc
-	}
-}
-
-func (c *synCopies) take(id gvstack.TransportEndpointID) *synCopy {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	sc := c.m[id]
-	delete(c.m, id)
-	return sc
+	}, true
 }
 
 // ForwardTCP makes st hand every connection attempt that no socket takes
@@ -222,20 +295,33 @@ func (c *synCopies) take(id gvstack.TransportEndpointID) *synCopy {
 // (not yet ended by the handler) at once; more SYNs are dropped, and the
 // peers retry. Call it from stack.Config.Init, before traffic flows; the
 // NIC must be a gateway (stack.LinkConfig.Gateway) to see other hosts'
-// addresses.
-func ForwardTCP(st *stack.Stack, maxInFlight int, h func(*TCPRequest)) {
-	syns := &synCopies{m: make(map[gvstack.TransportEndpointID]*synCopy), max: 2 * maxInFlight}
+// addresses. The returned function reports the forwarder's counters.
+func ForwardTCP(st *stack.Stack, maxInFlight int, h func(*TCPRequest)) func() ForwardStats {
+	tf := &tcpForwarder{max: maxInFlight, pending: make(map[gvstack.TransportEndpointID]*synCopy)}
 	fwd := tcp.NewForwarder(st.GV(), 0, maxInFlight, func(r *tcp.ForwarderRequest) {
-		h(&TCPRequest{ID: flowID(r.ID()), st: st, r: r, syn: syns.take(r.ID())})
+		id := r.ID()
+		h(&TCPRequest{ID: flowID(id), st: st, r: r, gid: id, syn: tf.synOf(id), f: tf})
 	})
 	st.GV().SetTransportProtocolHandler(tcp.ProtocolNumber, func(id gvstack.TransportEndpointID, pkt *gvstack.PacketBuffer) bool {
-		syns.put(id, pkt)
-		handled := fwd.HandlePacket(id, pkt)
-		if !handled {
-			syns.take(id)
+		sc, isSYN := copySYN(pkt)
+		if !isSYN {
+			return fwd.HandlePacket(id, pkt) // not for the forwarder: a RST
 		}
-		return handled
+		if !tf.claim(id, sc) {
+			st.GV().Stats().TCP.ForwardMaxInFlightDrop.Increment()
+			return true // dropped; the peer retransmits
+		}
+		if !fwd.HandlePacket(id, pkt) {
+			tf.forget(id) // not a valid SYN (a bad checksum)
+			return false
+		}
+		return true
 	})
+	return func() ForwardStats {
+		tf.mu.Lock()
+		defer tf.mu.Unlock()
+		return ForwardStats{InFlight: len(tf.pending), Dropped: tf.dropped}
+	}
 }
 
 // UDPRequest is the first datagram of a flow to an address and port no
@@ -265,7 +351,7 @@ func (r *UDPRequest) Accept() (*Socket, error) {
 	if r.ID.Dst.Addr().Is6() {
 		f = AF_INET6
 	}
-	return newSocket(r.st, tbl, fd, f, SOCK_DGRAM, IPPROTO_UDP, ep, wq), nil
+	return newSocket(r.st, tbl, fd, f, SOCK_DGRAM, IPPROTO_UDP, ep, wq)
 }
 
 // ForwardUDP makes st hand the first datagram of every flow no socket

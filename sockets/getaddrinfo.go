@@ -8,7 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -117,7 +117,15 @@ type ResolverConfig struct {
 	Attempts int
 }
 
-var resolvers sync.Map // *stack.Stack → *ResolverConfig
+// resolverKey is the key of a stack's resolver settings in stack.Value.
+type resolverKey struct{}
+
+// resolverBox holds a stack's resolver settings.
+type resolverBox struct{ c atomic.Pointer[ResolverConfig] }
+
+func resolverBoxOf(st *stack.Stack) *resolverBox {
+	return st.Value(resolverKey{}, func() any { return new(resolverBox) }).(*resolverBox)
+}
 
 // SetResolver sets how GetAddrInfo resolves names on st.
 func SetResolver(st *stack.Stack, cfg ResolverConfig) error {
@@ -145,15 +153,13 @@ func SetResolver(st *stack.Stack, cfg ResolverConfig) error {
 	if c.Attempts == 0 {
 		c.Attempts = 2
 	}
-	if _, loaded := resolvers.Swap(st, &c); !loaded {
-		st.OnClose(func() { resolvers.Delete(st) })
-	}
+	resolverBoxOf(st).c.Store(&c)
 	return nil
 }
 
 func resolverOf(st *stack.Stack) *ResolverConfig {
-	if c, ok := resolvers.Load(st); ok {
-		return c.(*ResolverConfig)
+	if c := resolverBoxOf(st).c.Load(); c != nil {
+		return c
 	}
 	return &ResolverConfig{Timeout: 2 * time.Second, Attempts: 2}
 }

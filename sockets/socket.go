@@ -84,17 +84,30 @@ func New(st *stack.Stack, family Family, typ Type, proto int) (*Socket, error) {
 		// Linux's default: dual-stack, IPv4 peers appear as ::ffff:a.b.c.d.
 		ep.SocketOptions().SetV6Only(false)
 	}
-	return newSocket(st, tbl, fd, family, typ, proto, ep, wq), nil
+	s, err := newSocket(st, tbl, fd, family, typ, proto, ep, wq)
+	if err != nil {
+		return nil, &net.OpError{Op: "socket", Net: netName(family, typ), Err: err}
+	}
+	return s, nil
 }
 
-func newSocket(st *stack.Stack, tbl *table, fd int, family Family, typ Type, proto int, ep tcpip.Endpoint, wq *waiter.Queue) *Socket {
+// errStackClosed is what a socket made while its stack closes fails with.
+var errStackClosed = errnoErr(syscall.ENETDOWN, "network is down: the stack is closed")
+
+// newSocket puts a socket for ep in the slot fd reserved. If the stack
+// closed since the reservation, it closes ep and fails with ENETDOWN: a
+// socket never outlives its stack's Close.
+func newSocket(st *stack.Stack, tbl *table, fd int, family Family, typ Type, proto int, ep tcpip.Endpoint, wq *waiter.Queue) (*Socket, error) {
 	s := &Socket{
 		st: st, tbl: tbl, fd: fd, family: family, typ: typ, proto: proto,
 		ep: ep, wq: wq, created: time.Now(), closing: make(chan struct{}),
 	}
 	s.timeout.Store(int64(Blocking))
-	tbl.fill(fd, s)
-	return s
+	if !tbl.fill(fd, s) {
+		ep.Abort()
+		return nil, errStackClosed
+	}
+	return s, nil
 }
 
 // protocols checks a (family, type, proto) triple like Linux's socket(2).
@@ -273,7 +286,10 @@ func (s *Socket) Accept() (*Socket, Addr, error) {
 			}
 			return nil, Addr{}, s.opError("accept", nil, s.mapErr(terr))
 		}
-		ns := newSocket(s.st, s.tbl, fd, s.family, s.typ, s.proto, nep, nwq)
+		ns, err := newSocket(s.st, s.tbl, fd, s.family, s.typ, s.proto, nep, nwq)
+		if err != nil {
+			return nil, Addr{}, s.opError("accept", nil, err)
+		}
 		return ns, fromFull(s.family, peer), nil
 	}
 }

@@ -21,23 +21,21 @@ type table struct {
 	closed bool            // protected by mu
 }
 
-var tables sync.Map // *stack.Stack → *table
+// tableKey is the key of a stack's table in stack.Value.
+type tableKey struct{}
 
 // tableOf returns the table of st, creating it on first use. The stack's
-// Close closes every socket still in it.
+// Close closes every socket in it, and a slot reserved before that is
+// refused when it would be filled.
 func tableOf(st *stack.Stack) *table {
-	if t, ok := tables.Load(st); ok {
-		return t.(*table)
+	made := false
+	t := st.Value(tableKey{}, func() any {
+		made = true
+		return &table{limit: st.MaxSockets(), slots: make(map[int]*Socket)}
+	}).(*table)
+	if made {
+		st.OnClose(t.closeAll)
 	}
-	t := &table{limit: st.MaxSockets(), slots: make(map[int]*Socket)}
-	actual, loaded := tables.LoadOrStore(st, t)
-	if loaded {
-		return actual.(*table)
-	}
-	st.OnClose(func() {
-		t.closeAll()
-		tables.Delete(st)
-	})
 	return t
 }
 
@@ -46,7 +44,7 @@ func (t *table) reserve() (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
-		return 0, errnoErr(syscall.ENETDOWN, "network is down: the stack is closed")
+		return 0, errStackClosed
 	}
 	if len(t.slots) >= t.limit {
 		return 0, errnoErr(syscall.EMFILE, fmt.Sprintf("too many open sockets: the socket table holds %d and %d are in use; close sockets you are done with", t.limit, len(t.slots)))
@@ -59,11 +57,20 @@ func (t *table) reserve() (int, error) {
 	}
 }
 
-func (t *table) fill(fd int, s *Socket) {
+// fill puts s in the slot fd reserved. It returns false, and frees the
+// slot, if the table was closed in between: the caller must then close
+// s's endpoint.
+func (t *table) fill(fd int, s *Socket) bool {
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		delete(t.slots, fd)
+		return false
+	}
 	t.slots[fd] = s
-	t.mu.Unlock()
+	return true
 }
+
 
 func (t *table) release(fd int) {
 	t.mu.Lock()

@@ -99,9 +99,29 @@ type Stack struct {
 	nics       []NIC
 
 	mu         sync.Mutex
-	closed     bool     // protected by mu
-	closeHooks []func() // protected by mu
+	closed     bool        // protected by mu
+	closeHooks []func()    // protected by mu
+	values     map[any]any // protected by mu; see Value
 	done       chan struct{}
+}
+
+// Value returns the value the layers above keep on this stack under key,
+// made by mk on the first call (mk runs with the stack's lock held: it
+// must not call back into the stack). Per-stack state of the socket
+// layer (its socket table, its resolver settings) lives here, so that it
+// dies with the stack. Keys should be values of an unexported type.
+func (s *Stack) Value(key any, mk func() any) any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v, ok := s.values[key]; ok {
+		return v
+	}
+	if s.values == nil {
+		s.values = make(map[any]any)
+	}
+	v := mk()
+	s.values[key] = v
+	return v
 }
 
 // NIC describes one NIC of a stack.

@@ -1,0 +1,99 @@
+package sockets_test
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tapstack/tapstack/link"
+	"github.com/tapstack/tapstack/sockets"
+	"github.com/tapstack/tapstack/stack"
+)
+
+// gatewayPair is a gateway stack gw (10.0.9.1, fd09::1, promiscuous, its
+// init installing whatever init does) and a client stack c (10.0.9.2,
+// fd09::2) whose default routes point at gw.
+func gatewayPair(t testing.TB, init func(*stack.Stack) error) (gw, c *stack.Stack) {
+	t.Helper()
+	da, db := link.Pipe()
+	la, err := link.New(link.Options{Devices: []link.Device{da}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, err := link.New(link.Options{Devices: []link.Device{db}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err = stack.New(stack.Config{Init: init, Links: []stack.LinkConfig{{
+		Name: "eth0", Endpoint: la, Gateway: true,
+		Addrs: []netip.Prefix{netip.MustParsePrefix("10.0.9.1/24"), netip.MustParsePrefix("fd09::1/64")},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Close)
+	c, err = stack.New(stack.Config{Links: []stack.LinkConfig{{
+		Name: "eth0", Endpoint: lb,
+		Addrs:    []netip.Prefix{netip.MustParsePrefix("10.0.9.2/24"), netip.MustParsePrefix("fd09::2/64")},
+		Gateway4: netip.MustParseAddr("10.0.9.1"), Gateway6: netip.MustParseAddr("fd09::1"),
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return gw, c
+}
+
+// TestForwarderUnreachableAfterRetransmittedSYNs: a handler that answers
+// "host unreachable" after the peers retransmitted their SYNs, three waves
+// of connections that fill the in-flight limit. It panicked on the third
+// wave (a second Complete when the SYN copy was missing: the copies of
+// retransmitted SYNs leaked until their map was full).
+func TestForwarderUnreachableAfterRetransmittedSYNs(t *testing.T) {
+	const maxInFlight, perWave, waves = 8, 8, 3
+	var stats func() sockets.ForwardStats
+	gw, c := gatewayPair(t, func(st *stack.Stack) error {
+		stats = sockets.ForwardTCP(st, maxInFlight, func(r *sockets.TCPRequest) {
+			time.Sleep(1100 * time.Millisecond) // past the first SYN retransmission
+			r.Unreachable(r.ID.Dst.Addr().Is6())
+		})
+		return nil
+	})
+	_ = gw
+	for wave := 0; wave < waves; wave++ {
+		var wg sync.WaitGroup
+		errs := make(chan error, perWave)
+		for i := 0; i < perWave; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				fam, host, want := sockets.AF_INET, fmt.Sprintf("192.0.2.%d", i+1), syscall.EHOSTUNREACH
+				if i%2 == 1 {
+					fam, host, want = sockets.AF_INET6, fmt.Sprintf("2001:db8::%x", i+1), syscall.ENETUNREACH
+				}
+				s, err := sockets.New(c, fam, sockets.SOCK_STREAM, 0)
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer s.Close()
+				s.SetTimeout(30 * time.Second)
+				if err := s.Connect(sockets.Addr{Host: host, Port: 80 + wave}); !errors.Is(err, want) {
+					errs <- fmt.Errorf("connect %s: %v, want %v", host, err, want)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	}
+	if st := stats(); st.InFlight != 0 {
+		t.Fatalf("%d requests still in flight after every connect ended", st.InFlight)
+	}
+}
