@@ -121,7 +121,9 @@ type ResolverConfig struct {
 type resolverKey struct{}
 
 // resolverBox holds a stack's resolver settings.
-type resolverBox struct{ c atomic.Pointer[ResolverConfig] }
+type resolverBox struct {
+	c atomic.Pointer[ResolverConfig]
+}
 
 func resolverBoxOf(st *stack.Stack) *resolverBox {
 	return st.Value(resolverKey{}, func() any { return new(resolverBox) }).(*resolverBox)

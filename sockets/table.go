@@ -71,7 +71,6 @@ func (t *table) fill(fd int, s *Socket) bool {
 	return true
 }
 
-
 func (t *table) release(fd int) {
 	t.mu.Lock()
 	delete(t.slots, fd)
