@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -64,6 +66,10 @@ type Options struct {
 	// (a TAP opened with TAPConfig.Offload): the endpoint then takes and
 	// hands over 64 KiB TCP segments with partial checksums (host GSO).
 	VnetHdr bool
+
+	// Logf, if set, receives one line for each read error of a new kind
+	// (errors repeat while a device misbehaves; each kind is logged once).
+	Logf func(format string, args ...any)
 }
 
 // Stats are the frame counters of an Endpoint.
@@ -109,6 +115,9 @@ func New(opts Options) (*Endpoint, error) {
 		observer: opts.Observer,
 		addr:     tcpip.LinkAddress(mac),
 		vnet:     opts.VnetHdr,
+		logf:     opts.Logf,
+		failed:   make(chan struct{}),
+		closing:  make(chan struct{}),
 	}
 	r.mtu.Store(mtu + header.EthernetMinimumSize)
 	return &Endpoint{Endpoint: ethernet.New(r), raw: r}, nil
@@ -129,6 +138,19 @@ func (e *Endpoint) Stats() Stats { return e.raw.stats() }
 // idempotent; Wait joins the readers.
 func (e *Endpoint) Close() { e.raw.Close() }
 
+// Failed is closed when a device failed for good: its reads fail with an
+// error that says the device is gone (a TAP deleted under the endpoint
+// reads EBADFD for ever). That device's reader has stopped; Err says
+// why. The owner should close the endpoint.
+func (e *Endpoint) Failed() <-chan struct{} { return e.raw.failed }
+
+// Err returns the error that closed Failed, or nil.
+func (e *Endpoint) Err() error {
+	e.raw.mu.RLock()
+	defer e.raw.mu.RUnlock()
+	return e.raw.err
+}
+
 // rawEndpoint moves frames that include the Ethernet header; the
 // ethernet.Endpoint around it parses and adds that header.
 type rawEndpoint struct {
@@ -138,10 +160,15 @@ type rawEndpoint struct {
 	vnet     bool          // frames carry a virtio_net_hdr
 	mtu      atomic.Uint32 // frame MTU: IP MTU + 14
 
+	logf     func(format string, args ...any)
+	failed   chan struct{} // closed with err set
+	closing  chan struct{} // closed by Close
+
 	mu         sync.RWMutex
 	dispatcher stack.NetworkDispatcher // protected by mu
 	started    bool                    // protected by mu
 	closed     bool                    // protected by mu
+	err        error                   // why failed is closed; protected by mu
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -218,11 +245,40 @@ func (e *rawEndpoint) IsAttached() bool {
 // Wait joins the reader goroutines. They stop once Close closed the devices.
 func (e *rawEndpoint) Wait() { e.wg.Wait() }
 
+// maxReadBackoff bounds the pause after a read error that repeats.
+const maxReadBackoff = time.Second
+
+// deviceGone says whether a read error means the device will never read
+// again: a TAP whose interface was deleted reads EBADFD.
+func deviceGone(err error) bool {
+	return errors.Is(err, syscall.EBADFD) || errors.Is(err, syscall.ENODEV) ||
+		errors.Is(err, syscall.ENXIO) || errors.Is(err, syscall.EBADF)
+}
+
+func (e *rawEndpoint) isClosed() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.closed
+}
+
+// fail records the first failure and closes failed.
+func (e *rawEndpoint) fail(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.err == nil {
+		e.err = err
+		close(e.failed)
+	}
+}
+
 // Close runs the close action the stack registered (which removes the
 // NIC), then closes every device: pending reads return and the readers
 // exit. It is idempotent and may be re-entered by that action.
 func (e *rawEndpoint) Close() {
 	e.mu.Lock()
+	if !e.closed {
+		close(e.closing)
+	}
 	e.closed = true
 	f := e.onClose
 	e.onClose = nil
@@ -238,8 +294,10 @@ func (e *rawEndpoint) Close() {
 }
 
 // routineReadFromDevice is the one reader of device dev.
-func (e *rawEndpoint) routineReadFromDevice(_ int, dev Device) {
+func (e *rawEndpoint) routineReadFromDevice(i int, dev Device) {
 	defer e.wg.Done()
+	var backoff time.Duration
+	logged := map[string]struct{}{}
 	// One scratch buffer per reader; each frame is copied into a view of
 	// its own size, so that a 60-byte ACK does not pin a 64 KiB chunk in
 	// a receive queue (it did: 4 × the memory with 1000 idle connections
@@ -255,18 +313,31 @@ func (e *rawEndpoint) routineReadFromDevice(_ int, dev Device) {
 		}
 		n, err := dev.ReadFrame(scratch)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, net.ErrClosed) || e.isClosed() {
 				return
 			}
 			e.rxErrors.Add(1)
-			e.mu.RLock()
-			closed := e.closed
-			e.mu.RUnlock()
-			if closed {
+			if deviceGone(err) {
+				e.fail(fmt.Errorf("link: queue %d: the device is gone: %w", i, err))
+				return
+			}
+			// Anything else may pass: log each kind once and back off,
+			// so that an error that repeats cannot spin a CPU.
+			if _, seen := logged[err.Error()]; !seen && len(logged) < 16 {
+				logged[err.Error()] = struct{}{}
+				if e.logf != nil {
+					e.logf("link: read from queue %d: %v (retrying with back-off)", i, err)
+				}
+			}
+			backoff = min(max(2*backoff, time.Millisecond), maxReadBackoff)
+			select {
+			case <-time.After(backoff):
+			case <-e.closing:
 				return
 			}
 			continue
 		}
+		backoff = 0
 		frame := scratch[:n]
 		if e.vnet {
 			if n < vnetHdrSize {

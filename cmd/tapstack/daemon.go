@@ -71,6 +71,7 @@ type relayFlags struct {
 	resolvConf     string
 	verbose        bool
 	control        string
+	drainTimeout   time.Duration
 }
 
 func (r *relayFlags) register(fs *flag.FlagSet) {
@@ -86,6 +87,7 @@ func (r *relayFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&r.noPing, "no-ping", false, "do not relay ICMP echo")
 	fs.StringVar(&r.resolvConf, "resolv-conf", "/etc/resolv.conf", "`FILE` naming the upstream DNS servers (followed when it changes)")
 	fs.BoolVar(&r.verbose, "v", false, "log relay events on stderr")
+	fs.DurationVar(&r.drainTimeout, "drain-timeout", defaultDrainTimeout, "on exit, wait at most this long for relayed connections to deliver what the namespace sent (0: do not wait)")
 	fs.StringVar(&r.control, "control", "", "control socket `PATH` for tapstack forward (default "+control.Dir+"/NETNS.sock)")
 }
 
@@ -98,6 +100,25 @@ type session struct {
 	netns  string
 	resolv string // resolv.conf file this session wrote, removed on Close
 	trim   *memoryTrimmer
+}
+
+// defaultDrainTimeout bounds the drain of run (after the command exits)
+// and of up (on SIGTERM): long enough for a command's last megabytes to
+// leave the namespace's socket buffers, short enough that a connection
+// left open by a stray process does not hold the exit for long.
+const defaultDrainTimeout = 5 * time.Second
+
+// drain waits up to timeout for relayed connections to pass on what the
+// namespace sent, and says so if some did not.
+func (s *session) drain(timeout time.Duration, stderr io.Writer) {
+	if timeout <= 0 || s.gw == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if n := s.gw.Drain(ctx); n > 0 {
+		fmt.Fprintf(stderr, "tapstack: %d relayed connections still sending after --drain-timeout %v; closing them\n", n, timeout)
+	}
 }
 
 func (s *session) Close() {
@@ -145,6 +166,9 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 	if rf.maxFlows < 1 || rf.maxDials < 1 || rf.connectTimeout <= 0 || rf.udpIdle <= 0 {
 		return nil, errors.New("--max-flows, --max-pending-dials, --connect-timeout and --udp-idle-timeout must be positive")
 	}
+	if rf.drainTimeout < 0 {
+		return nil, fmt.Errorf("--drain-timeout %v: must be 0 or more", rf.drainTimeout)
+	}
 	stackAddrs := cfg.StackAddrs
 	if len(stackAddrs) == 0 {
 		stackAddrs = nshost.DefaultStackAddrs
@@ -182,6 +206,7 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 	cfg.Gateway = true
 	cfg.ExtraStackAddrs = defaultDNSAddrs
 	cfg.Init = gw.Install
+	cfg.Logf = logger.Printf
 	s := &session{gw: gw, netns: cfg.Netns}
 	if cfg.PID == 0 && cfg.Netns != "" && hf.userns == "" {
 		// The namespace's resolver, as ip netns exec shows it.
@@ -224,7 +249,7 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 		}
 		ctlPath = control.PathFor(name)
 	}
-	ctl, err := control.Listen(ctlPath, gateway.ControlHandler{G: gw})
+	ctl, err := control.Listen(ctlPath, gateway.ControlHandler{G: gw}, logger.Printf)
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("control socket: %w", err)

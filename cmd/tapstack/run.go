@@ -73,11 +73,25 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+	return waitCommand(s, &rf, sigs, cmd.Process, done, stderr)
+}
+
+// waitCommand passes signals to the command until it exits, then drains
+// the relay (what the command sent is still in the namespace's kernel
+// and in the stack) for at most --drain-timeout, and returns the
+// command's status. A link that fails (the TAP deleted) ends the run
+// with an error.
+func waitCommand(s *session, rf *relayFlags, sigs <-chan os.Signal, p *os.Process, done <-chan error, stderr io.Writer) error {
 	for {
 		select {
 		case sig := <-sigs:
-			_ = cmd.Process.Signal(sig)
+			_ = p.Signal(sig)
+		case <-s.host.Link.Failed():
+			_ = p.Kill()
+			<-done
+			return fmt.Errorf("the namespace's TAP is gone: %w", s.host.Link.Err())
 		case err := <-done:
+			s.drain(rf.drainTimeout, stderr)
 			return childExit(err)
 		}
 	}

@@ -179,13 +179,20 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	}
 	printReady(stdout, s.host, where, names, *pid == 0)
 	fmt.Fprintf(stdout, "  control: tapstack forward --control %s add|rm|ls\n", s.ctl.Path())
+	wctx, wcancel := context.WithCancel(context.Background())
+	defer wcancel()
 	select {
 	case <-ctx.Done():
+		// SIGTERM or Ctrl-C: refuse new flows, let the open ones
+		// deliver what the namespace sent, then stop.
 		fmt.Fprintln(stderr, "tapstack up: stopping")
-	case why := <-watchGone(ctx, hf.netns, *pid):
-		fmt.Fprintf(stderr, "tapstack up: %s; stopping\n", why)
+		s.drain(rf.drainTimeout, stderr)
+		return nil
+	case why := <-watchGone(wctx, hf.netns, *pid):
+		return fmt.Errorf("%s; stopping", why)
+	case <-s.host.Link.Failed():
+		return fmt.Errorf("the TAP %s is gone (%v); stopping", s.host.TAP, s.host.Link.Err())
 	}
-	return nil
 }
 
 func serviceNames(serve string) ([]string, error) {

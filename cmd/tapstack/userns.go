@@ -128,17 +128,15 @@ func runUserns(hf *hostFlags, rf *relayFlags, cmdArgs []string, stdout, stderr i
 		return err
 	}
 	defer s.Close()
+	// Hold the namespace: it must outlive the command until the relay
+	// has drained what the command sent.
+	if nsf, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", child.Process.Pid)); err == nil {
+		defer nsf.Close()
+	}
 	if _, err := parentEnd.Write([]byte("go")); err != nil {
 		child.Process.Kill()
 	}
-	for {
-		select {
-		case sig := <-sigs:
-			_ = child.Process.Signal(sig)
-		case err := <-waitErr:
-			return childExit(err)
-		}
-	}
+	return waitCommand(s, rf, sigs, child.Process, waitErr, stderr)
 }
 
 func childExit(err error) error {

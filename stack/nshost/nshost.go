@@ -70,6 +70,8 @@ type Config struct {
 	ExtraStackAddrs []netip.Prefix
 	// Init is passed to stack.Config.Init.
 	Init func(*stack.Stack) error
+	// Logf, if set, hears of the link's read errors (link.Options.Logf).
+	Logf func(format string, args ...any)
 }
 
 // Host is a running tapstack host in a namespace.
@@ -175,7 +177,7 @@ func New(cfg Config) (h *Host, err error) {
 	if err := ns.MoveLink(tmp, cfg.TAP); err != nil {
 		return nil, err
 	}
-	ep, err := link.New(link.Options{Devices: tap.Devices(), MTU: uint32(cfg.MTU), Observer: cfg.Observer, VnetHdr: tap.Offload()})
+	ep, err := link.New(link.Options{Devices: tap.Devices(), MTU: uint32(cfg.MTU), Observer: cfg.Observer, VnetHdr: tap.Offload(), Logf: cfg.Logf})
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +221,7 @@ func NewOnDevices(cfg Config, devs []link.Device) (*Host, error) {
 		}
 		return nil, err
 	}
-	ep, err := link.New(link.Options{Devices: devs, MTU: uint32(cfg.MTU), Observer: cfg.Observer, VnetHdr: cfg.Offload})
+	ep, err := link.New(link.Options{Devices: devs, MTU: uint32(cfg.MTU), Observer: cfg.Observer, VnetHdr: cfg.Offload, Logf: cfg.Logf})
 	if err != nil {
 		for _, d := range devs {
 			d.Close()

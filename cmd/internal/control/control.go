@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Dir holds the sockets of root's daemons.
@@ -54,47 +56,119 @@ type Handler interface {
 	ListForwards() []string
 }
 
-// Server serves a Handler on a unix socket until Close.
+// Server serves a Handler on a unix socket until Close. If the socket
+// file is removed or replaced under it (a cleaner of /run, a second
+// daemon started by mistake), it makes it again within a second and logs
+// one line: the daemon stays reachable.
 type Server struct {
-	ln   net.Listener
 	path string
 	h    Handler
+	logf func(format string, args ...any)
 	wg   sync.WaitGroup
+	stop chan struct{}
+
+	mu     sync.Mutex
+	ln     net.Listener // protected by mu
+	ino    uint64       // inode of our socket file; protected by mu
+	closed bool         // protected by mu
 }
+
+// watchPeriod is how often the server checks that its socket file is
+// still its own.
+const watchPeriod = 500 * time.Millisecond
 
 // Listen makes the socket at path (mode 0600, its directory 0700 when
 // created) and serves h on it. A stale socket of a dead daemon is
-// replaced; a live one is an error.
-func Listen(path string, h Handler) (*Server, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, err
-	}
+// replaced; a live one is an error. logf, if not nil, hears of a socket
+// made again.
+func Listen(path string, h Handler, logf func(format string, args ...any)) (*Server, error) {
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("control socket %s is in use by a running daemon", path)
 	}
-	os.Remove(path)
-	ln, err := net.Listen("unix", path)
-	if err != nil {
+	s := &Server{path: path, h: h, logf: logf, stop: make(chan struct{})}
+	if err := s.listen(); err != nil {
 		return nil, err
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	s := &Server{ln: ln, path: path, h: h}
 	s.wg.Add(1)
-	go s.serve()
+	go s.watch()
 	return s, nil
+}
+
+// listen (re)makes the socket file and serves on it.
+func (s *Server) listen() error {
+	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
+		return err
+	}
+	os.Remove(s.path)
+	ln, err := net.Listen("unix", s.path)
+	if err != nil {
+		return err
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := os.Chmod(s.path, 0o600); err != nil {
+		ln.Close()
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(s.path, &st); err != nil {
+		ln.Close()
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		ln.Close()
+		return net.ErrClosed
+	}
+	old := s.ln
+	s.ln, s.ino = ln, st.Ino
+	if old != nil {
+		old.Close()
+	}
+	s.wg.Add(1)
+	go s.serve(ln)
+	return nil
+}
+
+// watch makes the socket again when its file is gone or not ours.
+func (s *Server) watch() {
+	defer s.wg.Done()
+	t := time.NewTicker(watchPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		var st unix.Stat_t
+		err := unix.Stat(s.path, &st)
+		s.mu.Lock()
+		ours := err == nil && st.Ino == s.ino
+		s.mu.Unlock()
+		if ours {
+			continue
+		}
+		if err := s.listen(); err != nil {
+			if s.logf != nil && !errors.Is(err, net.ErrClosed) {
+				s.logf("control socket %s was removed and cannot be made again: %v", s.path, err)
+			}
+			continue
+		}
+		if s.logf != nil {
+			s.logf("control socket %s was removed or replaced; made it again", s.path)
+		}
+	}
 }
 
 // Path returns the socket's path.
 func (s *Server) Path() string { return s.path }
 
-func (s *Server) serve() {
+func (s *Server) serve(ln net.Listener) {
 	defer s.wg.Done()
 	for {
-		c, err := s.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
@@ -139,11 +213,24 @@ func (s *Server) do(req Request) Response {
 	return Response{OK: true}
 }
 
-// Close stops serving, waits for the connections, and removes the socket.
+// Close stops serving, waits for the connections, and removes the
+// socket file if it is still ours. It is idempotent.
 func (s *Server) Close() error {
-	err := s.ln.Close()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	ln, ino := s.ln, s.ino
+	s.mu.Unlock()
+	close(s.stop)
+	err := ln.Close()
 	s.wg.Wait()
-	os.Remove(s.path)
+	var st unix.Stat_t
+	if unix.Stat(s.path, &st) == nil && st.Ino == ino {
+		os.Remove(s.path)
+	}
 	return err
 }
 

@@ -2,10 +2,13 @@ package control
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"testing"
+	"time"
 )
 
 type fakeForwards struct{ m map[string]bool }
@@ -36,7 +39,7 @@ func (f *fakeForwards) ListForwards() []string {
 func TestControlSocket(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "d", "ctl.sock")
 	h := &fakeForwards{m: map[string]bool{}}
-	s, err := Listen(path, h)
+	s, err := Listen(path, h, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +47,7 @@ func TestControlSocket(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket mode %v, %v; want 0600", fi.Mode().Perm(), err)
 	}
-	if _, err := Listen(path, h); err == nil {
+	if _, err := Listen(path, h, nil); err == nil {
 		t.Fatal("a second daemon took a live socket")
 	}
 	if _, err := Call(path, Request{Op: "add", Spec: "a"}); err != nil {
@@ -69,5 +72,56 @@ func TestControlSocket(t *testing.T) {
 	}
 	if _, err := Call(path, Request{Op: "ls"}); err == nil {
 		t.Fatal("Call succeeded with no daemon")
+	}
+}
+
+// TestSocketRemovedUnderTheServerComesBack: removing the socket file (or
+// its folder) makes the server make it again within a second or so; the
+// server says so once.
+func TestSocketRemovedUnderTheServerComesBack(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "d")
+	path := filepath.Join(dir, "ctl.sock")
+	var logs []string
+	var mu sync.Mutex
+	s, err := Listen(path, &fakeForwards{m: map[string]bool{"x": true}}, func(f string, a ...any) {
+		mu.Lock()
+		logs = append(logs, fmt.Sprintf(f, a...))
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for round, remove := range []func() error{
+		func() error { return os.Remove(path) },
+		func() error { return os.RemoveAll(dir) },
+	} {
+		if err := remove(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			r, err := Call(path, Request{Op: "ls"})
+			if err == nil && len(r.Forwards) == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the socket did not come back: %v", round, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	mu.Lock()
+	n := len(logs)
+	mu.Unlock()
+	if n != 2 {
+		t.Fatalf("log lines: %q, want one per removal", logs)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("remade socket: %v %v", fi, err)
+	}
+	s.Close()
+	if _, err := os.Stat(path); err == nil {
+		t.Fatal("socket left after Close")
 	}
 }

@@ -111,6 +111,11 @@ type Gateway struct {
 	flows   chan struct{} // semaphore of MaxFlows
 	pending chan struct{} // semaphore of MaxPendingDials
 
+	// uploads counts relayed TCP connections whose namespace → host
+	// direction has not ended (see Drain).
+	uploads  atomic.Int64
+	draining atomic.Bool // Drain began: new flows are refused
+
 	mu      sync.Mutex
 	perDest map[netip.Addr]int  // dials in progress; protected by mu
 	closers map[io.Closer]bool  // open relays and listeners; protected by mu
@@ -308,6 +313,10 @@ func (g *Gateway) handleTCP(r *sockets.TCPRequest) {
 }
 
 func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
+	if g.draining.Load() {
+		r.Refuse() // a host that is shutting down
+		return
+	}
 	v := g.decide(r.ID.Dst, g.st.IsLocal)
 	if !v.ok {
 		g.refused("tcp", r.ID.Dst, v.reason)
@@ -358,10 +367,11 @@ func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
 		return
 	}
 	g.stats.active.Add(1)
+	g.uploads.Add(1)
 	// The splice runs on two fresh goroutines and this one ends: an idle
 	// connection then holds two small stacks, not this goroutine's,
 	// grown by the handshake and the dial.
-	splice(sc, hc.(*net.TCPConn), g.goTracked, func() {
+	splice(sc, hc.(*net.TCPConn), g.goTracked, func() { g.uploads.Add(-1) }, func() {
 		g.untrack(sc, hc)
 		g.stats.active.Add(-1)
 		release(g.flows)
@@ -370,6 +380,9 @@ func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
 
 // handleUDP runs synchronously in the packet path: it must not block.
 func (g *Gateway) handleUDP(r *sockets.UDPRequest) bool {
+	if g.draining.Load() {
+		return false // ICMP port unreachable
+	}
 	v := g.decide(r.ID.Dst, g.st.IsLocal)
 	if !v.ok {
 		g.refused("udp", r.ID.Dst, v.reason)
@@ -444,6 +457,30 @@ func (g *Gateway) relayUDP(s *sockets.Socket, dst netip.AddrPort) {
 	pc.Close()
 	hc.Close()
 	<-done
+}
+
+// Drain stops relaying new flows (a SYN gets a RST, a datagram of a new
+// flow an ICMP port unreachable) and waits until every relayed TCP
+// connection has passed on all that the namespace sent (its FIN is in
+// the host socket, or it was reset), or until ctx ends. It returns how
+// many connections were still sending then. Call it before Close, while
+// the namespace still lives: its kernel holds what a command that exited
+// had written and not yet sent.
+func (g *Gateway) Drain(ctx context.Context) int64 {
+	g.draining.Store(true)
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		n := g.uploads.Load()
+		if n <= 0 {
+			return 0
+		}
+		select {
+		case <-ctx.Done():
+			return n
+		case <-t.C:
+		}
+	}
 }
 
 // Flows counts the flows in progress.

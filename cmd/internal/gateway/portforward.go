@@ -214,7 +214,7 @@ func (g *Gateway) serveForwardTCP(fw *forward) {
 			if !g.track(sc, hc) {
 				return
 			}
-			splice(sc, hc.(*net.TCPConn), g.goTracked, func() { g.untrack(sc, hc) })
+			splice(sc, hc.(*net.TCPConn), g.goTracked, nil, func() { g.untrack(sc, hc) })
 		})
 	}
 }

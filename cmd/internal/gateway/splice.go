@@ -27,8 +27,15 @@ var spliceBufs = sync.Pool{New: func() any {
 // the other side. Host → namespace runs on a goroutine that start
 // starts, namespace → host on one started only while there is data to
 // move (start false: it could not, and the connection is reset); done
-// runs once both directions have ended.
-func splice(ns *sockets.Conn, host *net.TCPConn, start func(func()) bool, done func()) {
+// runs once both directions have ended. upDone, if not nil, runs once
+// the namespace → host direction has ended: everything the namespace
+// sent is in the host socket (or the connection was reset).
+func splice(ns *sockets.Conn, host *net.TCPConn, start func(func()) bool, upDone, done func()) {
+	if upDone != nil {
+		upDone = sync.OnceFunc(upDone)
+	} else {
+		upDone = func() {}
+	}
 	var once sync.Once
 	reset := func() {
 		once.Do(func() {
@@ -41,20 +48,20 @@ func splice(ns *sockets.Conn, host *net.TCPConn, start func(func()) bool, done f
 	rc, err := host.SyscallConn()
 	if err != nil {
 		reset()
+		upDone()
 		done()
 		return
 	}
 	// finish acts on how one direction ended: the end of its source is
 	// passed on as a FIN, a reset on either side resets both.
+	// Any other error (a host side that timed out or became unreachable
+	// mid-stream) resets both too: a stream that can go no further must
+	// not stay open on the other side.
 	finish := func(dst interface{ CloseWrite() error }, readErr, writeErr error) {
 		switch {
-		case writeErr != nil:
-			if isReset(writeErr) {
-				reset()
-			}
-		case readErr == nil || readErr == io.EOF:
+		case writeErr == nil && (readErr == nil || readErr == io.EOF):
 			_ = dst.CloseWrite()
-		case isReset(readErr):
+		default:
 			reset()
 		}
 	}
@@ -71,6 +78,7 @@ func splice(ns *sockets.Conn, host *net.TCPConn, start func(func()) bool, done f
 		finish(ns, r, w)
 	}) {
 		reset()
+		upDone()
 		end()
 		end()
 		return
@@ -85,6 +93,7 @@ func splice(ns *sockets.Conn, host *net.TCPConn, start func(func()) bool, done f
 		if ended.CompareAndSwap(false, true) {
 			stopNotify()
 			finish(host, readErr, writeErr)
+			upDone()
 			end()
 		}
 	}
@@ -113,6 +122,7 @@ func splice(ns *sockets.Conn, host *net.TCPConn, start func(func()) bool, done f
 			// event delivery, where unregistering or closing would
 			// wait on locks held by its caller.
 			ended.Store(true)
+			upDone()
 		}
 	}
 	stopNotify = ns.Socket().Notify(sockets.POLLIN, kick)
@@ -208,8 +218,4 @@ func hostToNS(rc syscall.RawConn, ns *sockets.Conn) (readErr, writeErr error) {
 			return nil, werr
 		}
 	}
-}
-
-func isReset(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
