@@ -160,9 +160,9 @@ type rawEndpoint struct {
 	vnet     bool          // frames carry a virtio_net_hdr
 	mtu      atomic.Uint32 // frame MTU: IP MTU + 14
 
-	logf     func(format string, args ...any)
-	failed   chan struct{} // closed with err set
-	closing  chan struct{} // closed by Close
+	logf    func(format string, args ...any)
+	failed  chan struct{} // closed with err set
+	closing chan struct{} // closed by Close
 
 	mu         sync.RWMutex
 	dispatcher stack.NetworkDispatcher // protected by mu

@@ -11,6 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tapstack/tapstack/link"
+
+	"github.com/tapstack/tapstack/internal/cienv"
 )
 
 func TestPipeCarriesFramesAndCloseUnblocks(t *testing.T) {
@@ -68,10 +70,10 @@ func TestNewRejectsBadOptions(t *testing.T) {
 func requireTUN(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("link: skipped: creating a TAP needs root (CAP_NET_ADMIN)")
+		cienv.Skip(t, "link: skipped: creating a TAP needs root (CAP_NET_ADMIN)")
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skip("link: skipped: needs /dev/net/tun")
+		cienv.Skip(t, "link: skipped: needs /dev/net/tun")
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tapstack/tapstack/internal/cienv"
 	"github.com/tapstack/tapstack/sockets"
 	"github.com/tapstack/tapstack/stack/nshost"
 	"github.com/tapstack/tapstack/tests/nstest"
@@ -41,7 +42,7 @@ func runDNSMasq(t *testing.T, ns string) <-chan struct{} {
 	t.Helper()
 	bin, err := exec.LookPath("dnsmasq")
 	if err != nil {
-		t.Skip("dns: skipped: needs dnsmasq (apt-get install dnsmasq-base)")
+		cienv.Skip(t, "dns: skipped: needs dnsmasq (apt-get install dnsmasq-base)")
 	}
 	hf := dnsmasqHosts(t)
 	ctx, cancel := context.WithCancel(context.Background())

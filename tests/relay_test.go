@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tapstack/tapstack/internal/cienv"
 	"github.com/tapstack/tapstack/stack/netns"
 	"github.com/tapstack/tapstack/stack/nshost"
 	"github.com/tapstack/tapstack/tests/nstest"
@@ -181,7 +182,7 @@ func TestRunUDPAndPingAndDNS(t *testing.T) {
 	hf := dnsmasqHosts(t)
 	bin, err := exec.LookPath("dnsmasq")
 	if err != nil {
-		t.Skip("needs dnsmasq")
+		cienv.Skip(t, "needs dnsmasq")
 	}
 	o.bg(bin, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--addn-hosts="+hf,
 		"--local=/test/", "--listen-address="+outerV4, "--bind-interfaces", "--port=53", "--user=root",
@@ -479,8 +480,8 @@ func TestUpRelaysForwardsAndNoticesDeletion(t *testing.T) {
 	exec.Command("ip", "netns", "del", ns).Run()
 	select {
 	case err := <-done:
-		if err != nil {
-			t.Fatalf("up after its namespace was deleted: %v; %s", err, errb.String())
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+			t.Fatalf("up after its namespace was deleted: %v, want exit status 1; %s", err, errb.String())
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("up did not notice its namespace was deleted")
@@ -539,16 +540,16 @@ func TestRunWithoutRoot(t *testing.T) {
 	o := newOuter(t)
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
-		t.Skip("needs setpriv (util-linux) to drop privileges")
+		cienv.Skip(t, "needs setpriv (util-linux) to drop privileges")
 	}
 	// Debian makes /dev/net/tun world read-write; some containers do not.
 	fi, err := os.Stat("/dev/net/tun")
 	if err != nil {
-		t.Skip("needs /dev/net/tun")
+		cienv.Skip(t, "needs /dev/net/tun")
 	}
 	if mode := fi.Mode().Perm(); mode&0o006 != 0o006 {
 		if err := os.Chmod("/dev/net/tun", mode|0o006); err != nil {
-			t.Skipf("cannot open /dev/net/tun to other users: %v", err)
+			cienv.Skip(t, fmt.Sprintf("cannot open /dev/net/tun to other users: %v", err))
 		}
 		t.Cleanup(func() { os.Chmod("/dev/net/tun", mode) })
 	}
@@ -607,7 +608,7 @@ func TestDNSForwarderUDPTCPAndResolvConfChanges(t *testing.T) {
 	o := newOuter(t)
 	bin, err := exec.LookPath("dnsmasq")
 	if err != nil {
-		t.Skip("needs dnsmasq")
+		cienv.Skip(t, "needs dnsmasq")
 	}
 	hf := dnsmasqHosts(t)
 	o.bg(bin, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--addn-hosts="+hf,

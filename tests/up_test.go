@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tapstack/tapstack/internal/cienv"
 	"github.com/tapstack/tapstack/stack/netns"
 	"github.com/tapstack/tapstack/stack/nshost"
 	"github.com/tapstack/tapstack/tests/nstest"
@@ -219,7 +220,7 @@ func TestUpWithoutPrivilegeSaysSo(t *testing.T) {
 	nstest.Require(t)
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
-		t.Skip("needs setpriv (util-linux) to drop privileges")
+		cienv.Skip(t, "needs setpriv (util-linux) to drop privileges")
 	}
 	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", tapstackBin, "up", "--netns", "tsnopriv")
 	var stderr bytes.Buffer
@@ -235,7 +236,7 @@ func TestUpWithoutPrivilegeSaysSo(t *testing.T) {
 func TestBenchQuickJSON(t *testing.T) {
 	nstest.Require(t)
 	if _, err := exec.LookPath("iperf3"); err != nil {
-		t.Skip("bench: skipped: needs iperf3")
+		cienv.Skip(t, "bench: skipped: needs iperf3")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -12,11 +12,13 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/tapstack/tapstack/stack/netns"
+
+	"github.com/tapstack/tapstack/internal/cienv"
 )
 
 func TestCreateMoveConfigureDelete(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("netns: skipped: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN)")
+		cienv.Skip(t, "netns: skipped: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN)")
 	}
 	id := strconv.Itoa(os.Getpid())
 	name := "tsnt-" + id
