@@ -183,3 +183,65 @@ func TestUpEndsWhenItsTAPIsDeleted(t *testing.T) {
 		t.Fatalf("stderr does not say the TAP is gone: %s", errb.String())
 	}
 }
+
+// pyTagServer answers every TCP connection and every UDP datagram on
+// argv[1]:argv[2] with argv[3].
+const pyTagServer = `
+import socket, sys, threading
+host, port, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind((host, port)); t.listen(8)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind((host, port))
+def udp():
+    while True:
+        b, a = u.recvfrom(2048)
+        u.sendto(tag, a)
+threading.Thread(target=udp, daemon=True).start()
+while True:
+    c, a = t.accept()
+    c.sendall(tag); c.close()
+`
+
+// TestServicesDoNotCaptureRelayedFlows: with up's default services (echo
+// on 7, discard on 9), flows from the namespace to port 7 and 9 of other
+// hosts go through the relay; the stack's own address still serves.
+// The services once listened on wildcards and swallowed such flows.
+func TestServicesDoNotCaptureRelayedFlows(t *testing.T) {
+	o := newOuter(t)
+	for _, port := range []int{7, 9} {
+		o.bg("python3", "-c", pyTagServer, outerV4, fmt.Sprint(port), fmt.Sprintf("outer%d", port))
+		o.waitTCP(outerV4, port)
+	}
+	ns := ncNamespace(t)
+	o.upIn("--netns", ns, "--control", filepath.Join(o.dir, "ctl.sock")) // default --serve echo,discard
+	const client = `
+import socket, sys
+host, port, proto = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+if proto == "tcp":
+    s = socket.create_connection((host, port), timeout=5)
+    s.sendall(b"ping"); s.shutdown(socket.SHUT_WR)
+    out = b""
+    while True:
+        b = s.recv(100)
+        if not b: break
+        out += b
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+    s.sendto(b"ping", (host, port)); out = s.recv(100)
+print(out.decode())
+`
+	for _, c := range []struct{ host, port, proto, want string }{
+		{outerV4, "7", "tcp", "outer7"},
+		{outerV4, "9", "tcp", "outer9"},
+		{outerV4, "7", "udp", "outer7"},
+		{"10.0.2.2", "7", "tcp", "ping"}, // the stack's own echo
+		{"10.0.2.2", "9", "tcp", ""},     // the stack's own discard
+	} {
+		out, err := inNS(ns, 20*time.Second, nil, "python3", "-c", client, c.host, c.port, c.proto)
+		if err != nil || strings.TrimSpace(out) != c.want {
+			t.Errorf("%s %s:%s from the namespace: %q, %v; want %q", c.proto, c.host, c.port, out, err, c.want)
+		}
+	}
+}

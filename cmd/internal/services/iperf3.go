@@ -80,7 +80,6 @@ type ip3Results struct {
 // iperf3 -s does.
 type iperf3Server struct {
 	st *stack.Stack
-	ln *sockets.Listener
 
 	mu     sync.Mutex
 	cookie string        // the running test's; protected by mu
@@ -88,25 +87,28 @@ type iperf3Server struct {
 }
 
 func (s *Server) startIPerf3(st *stack.Stack) error {
-	ln, err := sockets.Listen(st, "tcp", fmt.Sprintf(":%d", IPerf3Port))
-	if err != nil {
-		return err
+	srv := &iperf3Server{st: st}
+	for _, addr := range OwnAddrs(st) {
+		sock, err := listen(st, addr, sockets.SOCK_STREAM, IPerf3Port)
+		if err != nil {
+			return err
+		}
+		if !s.track(sock) {
+			return errors.New("server closed")
+		}
+		ln := sockets.NewListener(sock)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			srv.acceptLoop(s, ln)
+		}()
 	}
-	if !s.track(ln.Socket()) {
-		return errors.New("server closed")
-	}
-	srv := &iperf3Server{st: st, ln: ln}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		srv.acceptLoop(s)
-	}()
 	return nil
 }
 
-func (p *iperf3Server) acceptLoop(s *Server) {
+func (p *iperf3Server) acceptLoop(s *Server, ln *sockets.Listener) {
 	for {
-		c, err := p.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			if errors.Is(err, sockets.ErrSocketClosed) {
 				return

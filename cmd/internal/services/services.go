@@ -8,6 +8,7 @@ package services
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -40,8 +41,8 @@ type Server struct {
 	closed bool                     // protected by mu
 }
 
-// Start serves the named services on every address of st, TCP and UDP,
-// IPv4 and IPv6.
+// Start serves the named services on each of st's own addresses (see
+// OwnAddrs), TCP and UDP.
 func Start(st *stack.Stack, names ...string) (*Server, error) {
 	s := &Server{socks: make(map[*sockets.Socket]bool)}
 	for _, name := range names {
@@ -58,9 +59,9 @@ func Start(st *stack.Stack, names ...string) (*Server, error) {
 			continue
 		}
 		echo := name == "echo"
-		for _, fam := range []sockets.Family{sockets.AF_INET, sockets.AF_INET6} {
+		for _, addr := range OwnAddrs(st) {
 			for _, typ := range []sockets.Type{sockets.SOCK_STREAM, sockets.SOCK_DGRAM} {
-				sock, err := listen(st, fam, typ, port)
+				sock, err := listen(st, addr, typ, port)
 				if err != nil {
 					s.Close()
 					return nil, fmt.Errorf("service %s: %w", name, err)
@@ -80,24 +81,43 @@ func Start(st *stack.Stack, names ...string) (*Server, error) {
 	return s, nil
 }
 
-func listen(st *stack.Stack, fam sockets.Family, typ sockets.Type, port int) (*sockets.Socket, error) {
+// OwnAddrs lists the stack's own addresses, loopback included (IPv6
+// link-local ones with their NIC's name as zone): the only
+// addresses services bind. On a gateway NIC a socket bound to a wildcard
+// address matches packets for any destination on its port, so a service
+// on 0.0.0.0:9 would swallow relayed flows to other hosts' port 9.
+func OwnAddrs(st *stack.Stack) []netip.Addr {
+	var out []netip.Addr
+	seen := map[netip.Addr]bool{}
+	for _, n := range st.NICs() {
+		for _, p := range n.Addrs {
+			a := p.Addr()
+			if a.Is6() && a.IsLinkLocalUnicast() {
+				a = a.WithZone(n.Name)
+			}
+			if !seen[a] {
+				seen[a] = true
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+func listen(st *stack.Stack, addr netip.Addr, typ sockets.Type, port int) (*sockets.Socket, error) {
+	fam := sockets.AF_INET
+	if addr.Is6() {
+		fam = sockets.AF_INET6
+	}
 	sock, err := sockets.New(st, fam, typ, 0)
 	if err != nil {
 		return nil, err
-	}
-	host := "0.0.0.0"
-	if fam == sockets.AF_INET6 {
-		host = "::"
-		if err := sock.SetSockOpt(sockets.IPPROTO_IPV6, sockets.IPV6_V6ONLY, 1); err != nil {
-			sock.Close()
-			return nil, err
-		}
 	}
 	if err := sock.SetSockOpt(sockets.SOL_SOCKET, sockets.SO_REUSEADDR, 1); err != nil {
 		sock.Close()
 		return nil, err
 	}
-	if err := sock.Bind(sockets.Addr{Host: host, Port: port}); err != nil {
+	if err := sock.Bind(sockets.Addr{Host: addr.String(), Port: port}); err != nil {
 		sock.Close()
 		return nil, err
 	}
