@@ -57,8 +57,8 @@ type TCPRequest struct {
 	once sync.Once
 }
 
-// synCopy keeps what an ICMP error about a SYN must quote, and where to
-// send it.
+// synCopy keeps what an ICMP error about a packet (a SYN, a flow's first
+// datagram) must quote, and where to send it.
 type synCopy struct {
 	nic     tcpip.NICID
 	srcMAC  tcpip.LinkAddress
@@ -277,17 +277,25 @@ func copySYN(pkt *gvstack.PacketBuffer) (sc *synCopy, isSYN bool) {
 	if !flags.Contains(header.TCPFlagSyn) || flags.Contains(header.TCPFlagAck) {
 		return nil, false
 	}
+	return copyHeaders(pkt), true
+}
+
+// copyHeaders keeps what an ICMP error about pkt must quote (its IP header
+// and first 8 transport bytes) and where to send it; nil if pkt is too
+// short.
+func copyHeaders(pkt *gvstack.PacketBuffer) *synCopy {
+	th := pkt.TransportHeader().Slice()
 	nh := pkt.NetworkHeader().Slice()
 	lh := pkt.LinkHeader().Slice()
-	if len(lh) < header.EthernetMinimumSize {
-		return nil, true
+	if len(lh) < header.EthernetMinimumSize || len(th) < 8 || len(nh) == 0 {
+		return nil
 	}
 	return &synCopy{
 		nic:     pkt.NICID,
 		srcMAC:  header.Ethernet(lh).SourceAddress(),
 		headers: append(append([]byte{}, nh...), th[:8]...),
 		v6:      pkt.NetworkProtocolNumber == ipv6.ProtocolNumber,
-	}, true
+	}
 }
 
 // ForwardTCP makes st hand every connection attempt that no socket takes
@@ -329,8 +337,22 @@ func ForwardTCP(st *stack.Stack, maxInFlight int, h func(*TCPRequest)) func() Fo
 type UDPRequest struct {
 	ID FlowID
 
-	st *stack.Stack
-	r  *udp.ForwarderRequest
+	st    *stack.Stack
+	r     *udp.ForwarderRequest
+	first *synCopy // where the first datagram came from, and its headers
+}
+
+// Unreachable sends the flow's source the ICMP destination unreachable
+// (port, host or network) that Linux sends for a datagram that cannot be
+// delivered, quoting the flow's first datagram: the sender's connected
+// socket then fails with ECONNREFUSED, EHOSTUNREACH or ENETUNREACH. The
+// relay calls it when its host socket reports such an error. It may be
+// called at any time while the flow lives.
+func (r *UDPRequest) Unreachable(why Unreach) error {
+	if r.first == nil {
+		return errNoSYN
+	}
+	return sendUnreachable(r.st, r.ID, r.first, why)
 }
 
 // Accept returns a socket bound to the flow's destination and connected
@@ -359,10 +381,9 @@ func (r *UDPRequest) Accept() (*Socket, error) {
 // socket to a goroutine). If h returns false the stack answers as for a
 // closed port (ICMP port unreachable). Call it from stack.Config.Init.
 func ForwardUDP(st *stack.Stack, h func(*UDPRequest) bool) {
-	fwd := udp.NewForwarder(st.GV(), func(r *udp.ForwarderRequest) bool {
-		return h(&UDPRequest{ID: flowID(r.ID()), st: st, r: r})
+	st.GV().SetTransportProtocolHandler(udp.ProtocolNumber, func(id gvstack.TransportEndpointID, pkt *gvstack.PacketBuffer) bool {
+		return h(&UDPRequest{ID: flowID(id), st: st, r: udp.NewForwarderRequest(st.GV(), id, pkt.Clone()), first: copyHeaders(pkt)})
 	})
-	st.GV().SetTransportProtocolHandler(udp.ProtocolNumber, fwd.HandlePacket)
 }
 
 // EchoRequest is an ICMP echo request to an address that is not the

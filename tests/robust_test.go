@@ -245,3 +245,38 @@ print(out.decode())
 		}
 	}
 }
+
+// TestUDPErrorsComeBackAsICMP: the namespace's kernel sees the host's UDP
+// errors as a real network would show them: ECONNREFUSED for a closed
+// port (IPv4 and IPv6), EHOSTUNREACH for a host that does not answer ARP.
+// Linux tells a UDP socket of host and network unreachable only with
+// IP_RECVERR (they are not "hard" errors), so the client asks for it,
+// as it would have to on a real network.
+func TestUDPErrorsComeBackAsICMP(t *testing.T) {
+	o := newOuter(t)
+	bh := o.blackHole()
+	const script = `
+import socket, sys, time
+errs = []
+for host in sys.argv[1:]:
+    v6 = ":" in host
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IPV6 if v6 else socket.IPPROTO_IP, 25 if v6 else 11, 1)  # IPV6_RECVERR, IP_RECVERR
+    s.settimeout(6); s.connect((host, 9999))
+    start = time.time(); err = "none"
+    for i in range(4):
+        try:
+            s.send(b"anyone?"); s.recv(100)
+        except socket.timeout:
+            err = "timeout"; break
+        except OSError as e:
+            err = e.errno; break
+    errs.append("%s=%s" % (host, err))
+print(" ".join(errs))
+`
+	out, errs, code := o.run(60*time.Second, nil, "python3", "-c", script, outerV4, outerV6, bh)
+	want := fmt.Sprintf("%s=%d %s=%d %s=%d", outerV4, syscall.ECONNREFUSED, outerV6, syscall.ECONNREFUSED, bh, syscall.EHOSTUNREACH)
+	if code != 0 || strings.TrimSpace(out) != want {
+		t.Fatalf("UDP errors in the namespace: %q (exit %d, %s), want %q", out, code, errs, want)
+	}
+}

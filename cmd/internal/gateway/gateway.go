@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tapstack/tapstack/sockets"
 	"github.com/tapstack/tapstack/stack"
 )
@@ -96,6 +98,7 @@ type Stats struct {
 	DroppedBusy                          uint64 // flows dropped at a limit
 	DNSQueries                           uint64
 	Forwarded                            uint64 // port-forward connections and flows
+	UDPErrors                            uint64 // host UDP errors passed on as ICMP
 }
 
 // Gateway relays a namespace's flows. Its methods are safe for concurrent
@@ -127,6 +130,7 @@ type Gateway struct {
 
 	stats struct {
 		tcp, udp, ping, refused, dialFail, busy, dns, forwarded atomic.Uint64
+		udpErrors                                               atomic.Uint64
 		active                                                  atomic.Int64
 	}
 }
@@ -266,6 +270,7 @@ func (g *Gateway) Stats() Stats {
 		TCPRelayed: g.stats.tcp.Load(), UDPRelayed: g.stats.udp.Load(), PingsRelayed: g.stats.ping.Load(),
 		ActiveFlows: g.stats.active.Load(), Refused: g.stats.refused.Load(), DialFailures: g.stats.dialFail.Load(),
 		DroppedBusy: g.stats.busy.Load(), DNSQueries: g.stats.dns.Load(), Forwarded: g.stats.forwarded.Load(),
+		UDPErrors: g.stats.udpErrors.Load(),
 	}
 }
 
@@ -399,7 +404,7 @@ func (g *Gateway) handleUDP(r *sockets.UDPRequest) bool {
 	}
 	if !g.goTracked(func() {
 		defer release(g.flows)
-		g.relayUDP(s, v.dial)
+		g.relayUDP(r, s, v.dial)
 	}) {
 		s.Close()
 		release(g.flows)
@@ -407,14 +412,83 @@ func (g *Gateway) handleUDP(r *sockets.UDPRequest) bool {
 	return true
 }
 
+// unreachFor says which ICMP error the namespace gets for an error of a
+// host UDP socket, if any (Linux reports ICMP errors on a connected
+// socket's next call).
+func unreachFor(err error) (sockets.Unreach, bool) {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return sockets.UnreachPort, true
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.EHOSTDOWN):
+		return sockets.UnreachHost, true
+	case errors.Is(err, syscall.ENETUNREACH):
+		return sockets.UnreachNet, true
+	}
+	return 0, false
+}
+
+// setRecvErr asks the kernel for every ICMP error about hc's datagrams.
+func setRecvErr(hc *net.UDPConn, v6 bool) {
+	rc, err := hc.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		if v6 {
+			_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVERR, 1)
+		} else {
+			_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVERR, 1)
+		}
+	})
+}
+
+// drainErrQueue empties hc's error queue (IP_RECVERR fills it with one
+// entry per error; left there, they would eat its receive buffer).
+func drainErrQueue(hc *net.UDPConn) {
+	rc, err := hc.SyscallConn()
+	if err != nil {
+		return
+	}
+	var buf [512]byte
+	var oob [512]byte
+	_ = rc.Control(func(fd uintptr) {
+		for i := 0; i < 64; i++ {
+			if _, _, _, _, err := unix.Recvmsg(int(fd), buf[:], oob[:], unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT); err != nil {
+				return
+			}
+		}
+	})
+}
+
 // relayUDP carries one UDP flow through a host socket with a random
-// source port, until it idles out.
-func (g *Gateway) relayUDP(s *sockets.Socket, dst netip.AddrPort) {
+// source port, until it idles out. Errors the host socket reports
+// (port, host or network unreachable) reach the namespace as the ICMP
+// errors Linux would send.
+func (g *Gateway) relayUDP(r *sockets.UDPRequest, s *sockets.Socket, dst netip.AddrPort) {
 	hc, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
 	if err != nil {
 		g.stats.dialFail.Add(1)
+		if why, ok := unreachFor(err); ok {
+			_ = r.Unreachable(why)
+		}
 		s.Close()
 		return
+	}
+	// With IP_RECVERR the host socket reports what Linux otherwise keeps
+	// from a connected UDP socket, such as a failed ARP resolution (host
+	// unreachable).
+	setRecvErr(hc, dst.Addr().Is6())
+	report := func(err error) bool {
+		var errno syscall.Errno
+		if !errors.As(err, &errno) {
+			return false
+		}
+		drainErrQueue(hc)
+		if why, ok := unreachFor(errno); ok {
+			g.stats.udpErrors.Add(1)
+			_ = r.Unreachable(why)
+		}
+		return true // an error of the flow, not of the socket: go on
 	}
 	g.stats.udp.Add(1)
 	g.stats.active.Add(1)
@@ -442,13 +516,15 @@ func (g *Gateway) relayUDP(s *sockets.Socket, dst netip.AddrPort) {
 				if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, net.ErrClosed) {
 					return
 				}
-				if errors.Is(err, syscall.ECONNREFUSED) {
-					continue // an ICMP port unreachable from the host side
+				if report(err) {
+					continue // an ICMP error from the host side, passed on
 				}
 				return
 			}
 			last.Store(time.Now().UnixNano())
-			_, _ = dst.Write(buf[:n])
+			if _, err := dst.Write(buf[:n]); err != nil {
+				report(err)
+			}
 		}
 	}
 	go copyDatagrams(hc, pc)

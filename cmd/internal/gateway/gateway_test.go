@@ -249,3 +249,41 @@ func TestRelayPassesResetsBothWays(t *testing.T) {
 	}
 	h2.Close()
 }
+
+// TestUDPErrorsReachTheNamespace: a connected UDP socket in the namespace
+// sending to a closed host port gets ECONNREFUSED, as it would on a real
+// network (the relay turns its host socket's error into an ICMP port
+// unreachable). It once timed out instead.
+func TestUDPErrorsReachTheNamespace(t *testing.T) {
+	g, ns := rig(t, Config{})
+	probe, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := probe.LocalAddr().(*net.UDPAddr).Port
+	probe.Close() // now a closed port
+	s, err := sockets.New(ns, sockets.AF_INET, sockets.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Connect(sockets.Addr{Host: "10.0.9.1", Port: port}); err != nil {
+		t.Fatal(err)
+	}
+	s.SetTimeout(3 * time.Second)
+	start := time.Now()
+	var got error
+	for i := 0; i < 3 && got == nil; i++ {
+		if _, err := s.Send([]byte("anyone?"), 0); err != nil {
+			got = err
+			break
+		}
+		_, got = s.Recv(100, 0)
+	}
+	if !errors.Is(got, syscall.ECONNREFUSED) {
+		t.Fatalf("send to a closed port: %v after %v, want ECONNREFUSED", got, time.Since(start))
+	}
+	if g.Stats().UDPErrors == 0 {
+		t.Fatal("UDPErrors not counted")
+	}
+}
