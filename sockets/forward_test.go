@@ -97,3 +97,71 @@ func TestForwarderUnreachableAfterRetransmittedSYNs(t *testing.T) {
 		t.Fatalf("%d requests still in flight after every connect ended", st.InFlight)
 	}
 }
+
+// TestForwardedPortReuseAfterActiveClose: the gateway side closes first
+// (as a relay does when the host server closes first), so its side of
+// the connection ends in TIME-WAIT; the client then connects again from
+// the same port, as Linux does once its own side is closed. With Close
+// the new SYN met the TIME-WAIT endpoint (gVisor hands it on only to a
+// listener) and the connect waited for retransmissions; with
+// CloseWithoutTimeWait it is answered at once.
+func TestForwardedPortReuseAfterActiveClose(t *testing.T) {
+	done := make(chan struct{}, 4)
+	_, c := gatewayPair(t, func(st *stack.Stack) error {
+		sockets.ForwardTCP(st, 8, func(r *sockets.TCPRequest) {
+			s, err := r.Accept()
+			if err != nil {
+				return
+			}
+			s.SendAll([]byte("hi"), 0)
+			s.Shutdown(sockets.SHUT_WR) // the gateway closes first
+			s.SetTimeout(5 * time.Second)
+			for {
+				if b, err := s.Recv(10, 0); err != nil || len(b) == 0 {
+					break
+				}
+			}
+			s.CloseWithoutTimeWait(time.Second)
+			done <- struct{}{}
+		})
+		return nil
+	})
+	for round := 0; round < 3; round++ {
+		// The client stack's own old socket may hold the port a moment
+		// longer (its last ACK in flight): that is the client's business.
+		var s *sockets.Socket
+		for tries := 0; ; tries++ {
+			var err error
+			s, err = sockets.New(c, sockets.AF_INET, sockets.SOCK_STREAM, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.SetSockOpt(sockets.SOL_SOCKET, sockets.SO_REUSEADDR, 1)
+			if err := s.Bind(sockets.Addr{Host: "10.0.9.2", Port: 40404}); err != nil {
+				t.Fatalf("round %d: bind: %v", round, err)
+			}
+			s.SetTimeout(5 * time.Second)
+			start := time.Now()
+			err = s.Connect(sockets.Addr{Host: "192.0.2.7", Port: 80})
+			if errors.Is(err, syscall.EADDRNOTAVAIL) && tries < 100 {
+				s.Close()
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			if err != nil {
+				t.Fatalf("round %d: connect: %v", round, err)
+			}
+			if d := time.Since(start); d > 900*time.Millisecond {
+				t.Fatalf("round %d: connect took %v: the SYN waited for a retransmission", round, d)
+			}
+			break
+		}
+		for {
+			if b, err := s.Recv(10, 0); err != nil || len(b) == 0 {
+				break
+			}
+		}
+		s.Close()
+		<-done
+	}
+}

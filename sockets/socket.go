@@ -734,3 +734,32 @@ func (s *Socket) mapErr(terr tcpip.Error) error {
 	}
 	return fromTCPIP(terr)
 }
+
+// CloseWithoutTimeWait closes a stream socket whose connection ended
+// gracefully both ways without keeping its 4-tuple in TIME-WAIT: once
+// both FINs are acknowledged the connection is forgotten at once (Linux
+// keeps it 60 s). It waits up to wait for the peer to acknowledge this
+// side's FIN; a connection not closed both ways by then is closed as by
+// Close. A relay needs this: Linux reuses a source port as soon as its
+// own side is closed, and gVisor, unlike Linux, lets such a new SYN into
+// a TIME-WAIT endpoint only when a listener owns the port, so the SYN of
+// a reused port waited out the TIME-WAIT. Not a Python method.
+func (s *Socket) CloseWithoutTimeWait(wait time.Duration) error {
+	if s.typ == SOCK_STREAM {
+		deadline := time.Now().Add(wait)
+		for {
+			st := tcp.EndpointState(s.ep.State())
+			if st == tcp.StateTimeWait {
+				// Everything is acknowledged both ways: the RST that
+				// Abort sends falls on a closed connection.
+				s.ep.Abort()
+				break
+			}
+			if (st != tcp.StateFinWait1 && st != tcp.StateClosing) || !time.Now().Before(deadline) || s.isClosed() {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return s.Close()
+}

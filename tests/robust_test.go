@@ -280,3 +280,93 @@ print(" ".join(errs))
 		t.Fatalf("UDP errors in the namespace: %q (exit %d, %s), want %q", out, code, errs, want)
 	}
 }
+
+// pyShortServer answers 17 bytes for 17 bytes on port argv[1] of every
+// address (IPv4 and IPv6), then closes, for as many connections as come.
+const pyShortServer = `
+import socket, sys, threading
+def serve(fam, host):
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((host, int(sys.argv[1]))); s.listen(1024)
+    while True:
+        c, a = s.accept()
+        threading.Thread(target=answer, args=(c,)).start()
+def answer(c):
+    got = b""
+    while len(got) < 17:
+        b = c.recv(17 - len(got))
+        if not b: break
+        got += b
+    c.sendall(got.upper()); c.close()
+threading.Thread(target=serve, args=(socket.AF_INET6, "::"), daemon=True).start()
+serve(socket.AF_INET, "0.0.0.0")
+`
+
+// pyShortClients opens argv[3] short connections, argv[4] at a time,
+// alternately to argv[1] and argv[2], and prints how many succeeded,
+// how many took over 900 ms to connect (a SYN retransmission), and the
+// slowest connect.
+const pyShortClients = `
+import socket, sys, threading, time
+hosts, total, par, port = sys.argv[1:3], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+lock = threading.Lock()
+ok = slow = 0; worst = 0.0; errs = {}
+def worker(k):
+    global ok, slow, worst
+    for i in range(k, total, par):
+        host = hosts[i % 2]
+        try:
+            t = time.time()
+            s = socket.create_connection((host, port), timeout=10)
+            dt = time.time() - t
+            s.sendall(b"abcdefghijklmnopq")
+            got = b""
+            while len(got) < 17:
+                b = s.recv(17)
+                if not b: break
+                got += b
+            s.close()
+            with lock:
+                worst = max(worst, dt)
+                if dt > 0.9: slow += 1
+                if got == b"ABCDEFGHIJKLMNOPQ": ok += 1
+                else: errs["short answer"] = errs.get("short answer", 0) + 1
+        except OSError as e:
+            with lock: errs[str(e)] = errs.get(str(e), 0) + 1
+ts = [threading.Thread(target=worker, args=(k,)) for k in range(par)]
+for t in ts: t.start()
+for t in ts: t.join()
+print("ok=%d slow=%d worst=%.3f errs=%r" % (ok, slow, worst, errs))
+`
+
+// TestRelayBurstsOfShortConnections: 2000 short connections 64 at a
+// time through the relay, IPv4 and IPv6, five rounds on one daemon and
+// after bulk transfers: every one succeeds and none waits for a SYN
+// retransmission. Bursts once stalled for seconds.
+func TestRelayBurstsOfShortConnections(t *testing.T) {
+	o := newOuter(t)
+	o.bg("python3", "-c", pyShortServer, "9300")
+	o.waitTCP(outerV4, 9300)
+	o.waitTCP(outerV6, 9300)
+	o.bg("python3", "-c", pyBulkServer, outerV4, fmt.Sprint(64<<20))
+	o.waitTCP(outerV4, 9100)
+	ns := ncNamespace(t)
+	o.upIn("--netns", ns, "--serve", "none", "--control", filepath.Join(o.dir, "ctl.sock"))
+	for round := 0; round < 5; round++ {
+		if round == 2 {
+			out, err := inNS(ns, 120*time.Second, nil, "python3", "-c", pyBulkClient, outerV4, fmt.Sprint(64<<20))
+			if err != nil || out != "up True\ndown True\n" {
+				t.Fatalf("bulk transfer: %v %q", err, out)
+			}
+		}
+		out, err := inNS(ns, 120*time.Second, nil, "python3", "-c", pyShortClients, outerV4, outerV6, "2000", "64", "9300")
+		t.Logf("round %d: %s", round, strings.TrimSpace(out))
+		var ok, slow int
+		if _, serr := fmt.Sscanf(out, "ok=%d slow=%d", &ok, &slow); err != nil || serr != nil || ok != 2000 || slow != 0 {
+			t.Fatalf("round %d: %v %q: want ok=2000 slow=0", round, err, out)
+		}
+	}
+}

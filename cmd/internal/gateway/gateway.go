@@ -309,6 +309,10 @@ func (g *Gateway) endDial(dst netip.Addr) {
 	release(g.pending)
 }
 
+// timeWaitGrace bounds how long a finished relay waits for the
+// namespace to acknowledge its FIN before it closes its side.
+const timeWaitGrace = time.Second
+
 // handleTCP runs on the goroutine the forwarder started for this SYN;
 // the relay keeps it, counted as one Close waits for.
 func (g *Gateway) handleTCP(r *sockets.TCPRequest) {
@@ -377,6 +381,9 @@ func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
 	// connection then holds two small stacks, not this goroutine's,
 	// grown by the handshake and the dial.
 	splice(sc, hc.(*net.TCPConn), g.goTracked, func() { g.uploads.Add(-1) }, func() {
+		// A reused source port must find no TIME-WAIT here (see
+		// sockets.Socket.CloseWithoutTimeWait).
+		_ = sc.Socket().CloseWithoutTimeWait(timeWaitGrace)
 		g.untrack(sc, hc)
 		g.stats.active.Add(-1)
 		release(g.flows)
