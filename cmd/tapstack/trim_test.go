@@ -12,12 +12,14 @@ var sink [][]byte
 // TestTrimmerCollectsWhenQuiet makes 4 MiB of garbage, goes quiet and
 // expects the trimmer to force a collection within a few periods.
 func TestTrimmerCollectsWhenQuiet(t *testing.T) {
+	// Start from a heap with nothing free to reuse, and let no
+	// collection of the runtime's own free the garbage (and the
+	// scavenger return it) before the trimmer looks.
+	debug.FreeOSMemory()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	s := []metrics.Sample{{Name: "/gc/cycles/forced:gc-cycles"}}
 	metrics.Read(s)
 	before := s[0].Value.Uint64()
-	// No collection of the runtime's own may free the garbage (and let
-	// the scavenger return it) before the trimmer looks.
-	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	tr := startTrimmer(20*time.Millisecond, 1<<20)
 	defer tr.Stop()
 	for i := 0; i < 64; i++ {
