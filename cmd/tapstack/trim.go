@@ -23,7 +23,13 @@ type memoryTrimmer struct {
 // startTrimmer starts the trimmer's goroutine; Stop ends it.
 func startTrimmer(period time.Duration, threshold uint64) *memoryTrimmer {
 	t := &memoryTrimmer{stop: make(chan struct{}), done: make(chan struct{})}
-	go t.run(period, threshold)
+	s := make([]metrics.Sample, len(trimMetrics))
+	for i, n := range trimMetrics {
+		s[i].Name = n
+	}
+	// The first reading is taken here, so that growth from now on counts.
+	cycles, heap := heapState(s)
+	go t.run(period, threshold, s, cycles, heap)
 	return t
 }
 
@@ -51,15 +57,10 @@ func heapState(s []metrics.Sample) (cycles, heap uint64) {
 	return cycles, heap
 }
 
-func (t *memoryTrimmer) run(period time.Duration, threshold uint64) {
+func (t *memoryTrimmer) run(period time.Duration, threshold uint64, s []metrics.Sample, lastCycles, trimmed uint64) {
 	defer close(t.done)
 	tick := time.NewTicker(period)
 	defer tick.Stop()
-	s := make([]metrics.Sample, len(trimMetrics))
-	for i, n := range trimMetrics {
-		s[i].Name = n
-	}
-	lastCycles, trimmed := heapState(s)
 	for {
 		select {
 		case <-t.stop:
