@@ -60,23 +60,17 @@ func Create(name string) (*Namespace, error) {
 		return nil, fmt.Errorf("create netns %s: %w", name, os.ErrExist)
 	}
 	var h netns.NsHandle
-	err := onThread(func() error {
-		orig, err := netns.Get()
-		if err != nil {
-			return err
-		}
-		defer orig.Close()
+	// NewNamed moves the thread into the new namespace (and leaves it
+	// there if it fails half-way); onThread brings it back.
+	err := onThread(func() (err error) {
 		h, err = netns.NewNamed(name)
-		if err != nil {
-			return err
-		}
-		if err := netns.Set(orig); err != nil {
-			h.Close()
-			_ = netns.DeleteNamed(name)
-			return errThreadTainted{err}
-		}
-		return nil
+		return err
 	})
+	if err != nil && h.IsOpen() {
+		// Made, but the thread could not come back: undo.
+		h.Close()
+		_ = netns.DeleteNamed(name)
+	}
 	if err != nil {
 		if errors.Is(err, unix.EPERM) {
 			return nil, fmt.Errorf("create netns %s: %w: %w", name, ErrNotPermitted, err)
@@ -158,44 +152,71 @@ func (n *Namespace) Close() error {
 // belong to the namespace and keep working after Do returns.
 func (n *Namespace) Do(fn func() error) error {
 	return onThread(func() error {
-		orig, err := netns.Get()
-		if err != nil {
-			return err
-		}
-		defer orig.Close()
 		if err := netns.Set(n.handle); err != nil {
 			return fmt.Errorf("enter %s: %w", n, err)
 		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			return errThreadTainted{err}
-		}
-		return ferr
+		return fn()
 	})
 }
 
-// errThreadTainted marks a thread that could not return to its namespace;
-// onThread lets it die instead of handing it back to the scheduler.
-type errThreadTainted struct{ err error }
-
-func (e errThreadTainted) Error() string { return "restore thread namespace: " + e.err.Error() }
-func (e errThreadTainted) Unwrap() error { return e.err }
-
 // onThread runs fn on a fresh goroutine locked to its OS thread and waits
-// for it. A thread left in another namespace is never unlocked, so Go ends
-// it with the goroutine.
+// for it. Whatever fn did to the thread's network namespace, or however
+// it ended (an error half-way, a panic), the thread is put back in the
+// namespace it started in before Go may use it again; a thread that
+// cannot be put back is never unlocked, so Go ends it with the
+// goroutine. A panic in fn is returned as an error.
 func onThread(fn func() error) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		err := fn()
-		var tainted errThreadTainted
-		if !errors.As(err, &tainted) {
+		orig, err := netns.Get()
+		if err != nil {
+			// Nothing has moved the thread yet.
 			runtime.UnlockOSThread()
+			done <- fmt.Errorf("netns: read the thread's namespace: %w", err)
+			return
 		}
+		defer orig.Close()
+		err = func() (err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					err = fmt.Errorf("netns: panic in a namespace operation: %v", r)
+				}
+			}()
+			return fn()
+		}()
+		if rerr := backTo(orig); rerr != nil {
+			done <- errors.Join(err, rerr) // the thread stays locked and dies
+			return
+		}
+		runtime.UnlockOSThread()
 		done <- err
 	}()
 	return <-done
+}
+
+// backTo puts the calling (locked) thread back in namespace orig if it is
+// elsewhere, and checks that it is there.
+func backTo(orig netns.NsHandle) error {
+	if cur, err := netns.Get(); err == nil {
+		same := cur.Equal(orig)
+		cur.Close()
+		if same {
+			return nil
+		}
+	}
+	if err := netns.Set(orig); err != nil {
+		return fmt.Errorf("netns: restore the thread's namespace: %w", err)
+	}
+	cur, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("netns: check the thread's namespace: %w", err)
+	}
+	defer cur.Close()
+	if !cur.Equal(orig) {
+		return errors.New("netns: the thread is still in another namespace")
+	}
+	return nil
 }
 
 func (n *Namespace) withHandle(fn func(*netlink.Handle) error) error {

@@ -27,7 +27,7 @@ func (g *Gateway) decide(dst netip.AddrPort, isLocal func(netip.Addr) bool) verd
 		if g.cfg.HostLoopback {
 			for _, m := range g.cfg.LoopbackAddrs {
 				if m == a {
-					lo := netip.MustParseAddr("127.0.0.1")
+					lo := netip.AddrFrom4([4]byte{127, 0, 0, 1})
 					if a.Is6() {
 						lo = netip.IPv6Loopback()
 					}
@@ -40,7 +40,7 @@ func (g *Gateway) decide(dst netip.AddrPort, isLocal func(netip.Addr) bool) verd
 	switch {
 	case a.IsLoopback():
 		return verdict{reason: "host loopback (see --host-loopback)"}
-	case a.IsUnspecified(), a.IsMulticast(), a == netip.MustParseAddr("255.255.255.255"):
+	case a.IsUnspecified(), a.IsMulticast(), a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 		return verdict{reason: "not a unicast address"}
 	case !g.cfg.AllowLinkLocal && (metadata4.Contains(a) || linkLocal6.Contains(a)):
 		return verdict{reason: "link-local (cloud metadata) range, refused unless --allow-link-local"}
