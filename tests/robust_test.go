@@ -6,15 +6,20 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tapstack/tapstack/internal/cienv"
+	"github.com/tapstack/tapstack/sockets"
+	"github.com/tapstack/tapstack/stack/nshost"
+	"github.com/tapstack/tapstack/tests/nstest"
 )
 
 // pyHashServer counts and hashes every connection on port argv[2] of
@@ -368,5 +373,74 @@ func TestRelayBurstsOfShortConnections(t *testing.T) {
 		if _, serr := fmt.Sscanf(out, "ok=%d slow=%d", &ok, &slow); err != nil || serr != nil || ok != 2000 || slow != 0 {
 			t.Fatalf("round %d: %v %q: want ok=2000 slow=0", round, err, out)
 		}
+	}
+}
+
+// TestKernelBurstAgainstBacklog128: 300 kernel clients in the namespace
+// connect at once to a stack listener with backlog 128 and each echoes
+// 64 KiB: none is reset, every echo is whole.
+func TestKernelBurstAgainstBacklog128(t *testing.T) {
+	env := nstest.New(t, nshost.Config{})
+	ln, err := sockets.New(env.Stack, sockets.AF_INET, sockets.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := ln.Bind(sockets.Addr{Host: "10.0.2.2", Port: 7100}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ln.Listen(128); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln.Close()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, _, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				conn := sockets.NewConn(c)
+				io.Copy(conn, conn)
+			}()
+		}
+	}()
+	const script = `
+import hashlib, os, socket, sys, threading
+ok = 0; errs = {}; lock = threading.Lock()
+def client():
+    global ok
+    data = os.urandom(64 << 10)
+    try:
+        s = socket.create_connection(("10.0.2.2", 7100), timeout=30)
+        def send():
+            s.sendall(data); s.shutdown(socket.SHUT_WR)
+        t = threading.Thread(target=send); t.start()
+        h = hashlib.sha256(); n = 0
+        while True:
+            b = s.recv(65536)
+            if not b: break
+            h.update(b); n += len(b)
+        t.join(); s.close()
+        with lock:
+            if h.digest() == hashlib.sha256(data).digest(): ok += 1
+            else: errs["bad echo"] = errs.get("bad echo", 0) + 1
+    except OSError as e:
+        with lock: errs[str(e)] = errs.get(str(e), 0) + 1
+ts = [threading.Thread(target=client) for i in range(300)]
+for t in ts: t.start()
+for t in ts: t.join()
+print("ok=%d errs=%r" % (ok, errs))
+`
+	out := env.Python(120*time.Second, script)
+	if strings.TrimSpace(out) != "ok=300 errs={}" {
+		t.Fatalf("300 clients against backlog 128: %s", out)
 	}
 }
