@@ -431,7 +431,7 @@ func TestUpRelaysForwardsAndNoticesDeletion(t *testing.T) {
 			inNS(ns, 20*time.Second, nil, "python3", append([]string{"-c", script}, args...)...)
 		}(srv.script, args)
 	}
-	time.Sleep(500 * time.Millisecond)
+	waitListening(t, ns, []string{"8080", "8081"}, []string{"8082", "8083"})
 	check := func(name string, args ...string) string {
 		out, err := exec.Command("ip", append([]string{"netns", "exec", o.name, name}, args...)...).CombinedOutput()
 		if err != nil {
@@ -634,5 +634,34 @@ func TestDNSForwarderUDPTCPAndResolvConfChanges(t *testing.T) {
 	}
 	if got := q("tcp"); got != "tcp 10.0.2.50 rcode=0" {
 		t.Fatalf("over TCP: %q", got)
+	}
+}
+
+// waitListening waits until sockets in namespace ns listen on the TCP
+// ports tcp and are bound to the UDP ports udp (python servers started
+// with ip netns exec take a while to start on a loaded machine).
+func waitListening(t *testing.T, ns string, tcp, udp []string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		missing := ""
+		for _, c := range []struct {
+			flag  string
+			ports []string
+		}{{"-Hltn", tcp}, {"-Hlun", udp}} {
+			out, _ := exec.Command("ip", "netns", "exec", ns, "ss", c.flag).CombinedOutput()
+			for _, p := range c.ports {
+				if !strings.Contains(string(out), ":"+p+" ") {
+					missing += " " + p
+				}
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens on port(s)%s in %s after 15 s", missing, ns)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -189,6 +189,12 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 		s.drain(rf.drainTimeout, stderr)
 		return nil
 	case why := <-watchGone(wctx, hf.netns, *pid):
+		if *pid != 0 {
+			// The process whose namespace this is has ended: the
+			// normal end of a --pid daemon, as of slirp4netns.
+			fmt.Fprintf(stderr, "tapstack up: %s; stopping\n", why)
+			return nil
+		}
 		return fmt.Errorf("%s; stopping", why)
 	case <-s.host.Link.Failed():
 		return fmt.Errorf("the TAP %s is gone (%v); stopping", s.host.TAP, s.host.Link.Err())
