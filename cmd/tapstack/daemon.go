@@ -65,6 +65,8 @@ type relayFlags struct {
 	forwards       forwardList
 	maxFlows       int
 	maxDials       int
+	maxDNS         int
+	maxPings       int
 	connectTimeout time.Duration
 	udpIdle        time.Duration
 	noPing         bool
@@ -81,7 +83,9 @@ func (r *relayFlags) register(fs *flag.FlagSet) {
 	fs.Var(&r.deny, "deny", "never relay to these `CIDRs` (comma-separated, repeatable)")
 	fs.Var(&r.forwards, "p", "port forward `[HOSTADDR:]HOSTPORT:NSPORT[/tcp|/udp]`, repeatable; the host side binds 127.0.0.1 unless an address is given")
 	fs.IntVar(&r.maxFlows, "max-flows", 4096, "most relayed flows at once")
-	fs.IntVar(&r.maxDials, "max-pending-dials", 256, "most host dials in progress at once")
+	fs.IntVar(&r.maxDials, "max-pending-dials", 256, "most host dials in progress at once (32 per address; a less busy address takes a slot from the busiest)")
+	fs.IntVar(&r.maxDNS, "max-dns-queries", 256, "most DNS queries forwarded at once (more are dropped; resolvers retry)")
+	fs.IntVar(&r.maxPings, "max-pings", 64, "most relayed pings waiting for a reply at once (more are dropped)")
 	fs.DurationVar(&r.connectTimeout, "connect-timeout", 30*time.Second, "timeout of a host dial")
 	fs.DurationVar(&r.udpIdle, "udp-idle-timeout", 60*time.Second, "a UDP flow ends after this long without traffic")
 	fs.BoolVar(&r.noPing, "no-ping", false, "do not relay ICMP echo")
@@ -163,8 +167,8 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 	if err != nil {
 		return nil, err
 	}
-	if rf.maxFlows < 1 || rf.maxDials < 1 || rf.connectTimeout <= 0 || rf.udpIdle <= 0 {
-		return nil, errors.New("--max-flows, --max-pending-dials, --connect-timeout and --udp-idle-timeout must be positive")
+	if rf.maxFlows < 1 || rf.maxDials < 1 || rf.maxDNS < 1 || rf.maxPings < 1 || rf.connectTimeout <= 0 || rf.udpIdle <= 0 {
+		return nil, errors.New("--max-flows, --max-pending-dials, --max-dns-queries, --max-pings, --connect-timeout and --udp-idle-timeout must be positive")
 	}
 	if rf.drainTimeout < 0 {
 		return nil, fmt.Errorf("--drain-timeout %v: must be 0 or more", rf.drainTimeout)
@@ -194,7 +198,8 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 	}
 	logger := log.New(stderr, "tapstack: ", 0)
 	gcfg := gateway.Config{
-		MaxFlows: rf.maxFlows, MaxPendingDials: rf.maxDials, ConnectTimeout: rf.connectTimeout, UDPIdleTimeout: rf.udpIdle,
+		MaxFlows: rf.maxFlows, MaxPendingDials: rf.maxDials, MaxDNSQueries: rf.maxDNS, MaxPings: rf.maxPings,
+		ConnectTimeout: rf.connectTimeout, UDPIdleTimeout: rf.udpIdle,
 		HostLoopback: rf.hostLoopback, LoopbackAddrs: loop, AllowLinkLocal: rf.allowLinkLocal,
 		Allow: rf.allow, Deny: rf.deny, DNSAddrs: dns, ResolvConf: rf.resolvConf, NoPing: rf.noPing,
 		Forwards: rf.forwards, NSAddrs: nsIPs,

@@ -93,12 +93,20 @@ func (g *Gateway) serveDNSUDP(pc *sockets.PacketConn) {
 			}
 			continue
 		}
+		if !tryAcquire(g.dnsq) {
+			g.stats.dnsDropped.Add(1)
+			g.limitLog("dns", "%d DNS queries in flight: dropping new ones (the resolver retries)", g.cfg.MaxDNSQueries)
+			continue
+		}
 		q := append([]byte{}, buf[:n]...)
-		g.goTracked(func() {
+		if !g.goTracked(func() {
+			defer release(g.dnsq)
 			if resp := g.forwardDNS(q, false); resp != nil {
 				_, _ = pc.WriteTo(resp, from)
 			}
-		})
+		}) {
+			release(g.dnsq)
+		}
 	}
 }
 
@@ -178,6 +186,13 @@ func (g *Gateway) forwardDNS(q []byte, overTCP bool) []byte {
 	return nil
 }
 
+// dnsBufs holds the buffers upstream answers are read into, one per query
+// in flight while it waits.
+var dnsBufs = sync.Pool{New: func() any {
+	b := make([]byte, 65535)
+	return &b
+}}
+
 func exchange(srv netip.AddrPort, q []byte, id uint16, overTCP bool) ([]byte, error) {
 	network := "udp"
 	if overTCP {
@@ -202,7 +217,9 @@ func exchange(srv netip.AddrPort, q []byte, id uint16, overTCP bool) ([]byte, er
 	if _, err := c.Write(q); err != nil {
 		return nil, err
 	}
-	buf := make([]byte, 65535)
+	bp := dnsBufs.Get().(*[]byte)
+	defer dnsBufs.Put(bp)
+	buf := *bp
 	for {
 		n, err := c.Read(buf)
 		if err != nil {

@@ -29,12 +29,20 @@ import (
 type Config struct {
 	// MaxFlows bounds relayed TCP connections plus UDP flows (4096).
 	MaxFlows int
-	// MaxPendingDials bounds host dials in progress (256); SYNs beyond it
-	// are dropped and the namespace retries.
+	// MaxPendingDials bounds host dials in progress (256). When all are
+	// taken, a dial to a less busy address takes one from the busiest
+	// (whose oldest dial is dropped and retried by the namespace), so
+	// black holes cannot starve good destinations; when none is busier,
+	// the SYN is dropped and the namespace retries.
 	MaxPendingDials int
-	// MaxPendingPerDest bounds dials in progress to one address (32), so
-	// that one black hole cannot take every dial slot.
+	// MaxPendingPerDest bounds dials in progress to one address (32).
 	MaxPendingPerDest int
+	// MaxDNSQueries bounds DNS queries being forwarded at once (256);
+	// more are dropped, and the namespace's resolver retries.
+	MaxDNSQueries int
+	// MaxPings bounds relayed pings waiting for their reply, each with a
+	// host ICMP socket (64); more are dropped, as a ping lost on the way.
+	MaxPings int
 	// ConnectTimeout bounds a host dial (30 s).
 	ConnectTimeout time.Duration
 	// UDPIdleTimeout ends a UDP flow with no traffic either way (60 s).
@@ -61,7 +69,10 @@ type Config struct {
 
 	// Forwards are the port forwards from the host into the namespace.
 	Forwards []Forward
-	// NSAddrs are the namespace's addresses, the targets of forwards.
+	// NSAddrs are the namespace's addresses, the targets of forwards and
+	// the only sources whose flows are relayed (with IPv6 link-local
+	// ones): a packet from any other source is spoofed and dropped. Empty
+	// relays every source.
 	NSAddrs []netip.Addr
 
 	// Logf, if set, receives one line per notable event.
@@ -77,6 +88,12 @@ func (c *Config) fill() {
 	}
 	if c.MaxPendingPerDest <= 0 {
 		c.MaxPendingPerDest = 32
+	}
+	if c.MaxDNSQueries <= 0 {
+		c.MaxDNSQueries = 256
+	}
+	if c.MaxPings <= 0 {
+		c.MaxPings = 64
 	}
 	if c.ConnectTimeout <= 0 {
 		c.ConnectTimeout = 30 * time.Second
@@ -99,6 +116,12 @@ type Stats struct {
 	DNSQueries                           uint64
 	Forwarded                            uint64 // port-forward connections and flows
 	UDPErrors                            uint64 // host UDP errors passed on as ICMP
+	Spoofed                              uint64 // packets from a source not the namespace's, dropped
+	PendingDials                         int    // host dials in progress
+	DialsEvicted                         uint64 // dials dropped to give their slot to a less busy address
+	DNSDropped                           uint64 // DNS queries dropped at MaxDNSQueries
+	PingsDropped                         uint64 // pings dropped at MaxPings
+	SYNsDropped                          uint64 // SYNs dropped at the forwarder's in-flight limit
 }
 
 // Gateway relays a namespace's flows. Its methods are safe for concurrent
@@ -111,8 +134,12 @@ type Gateway struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	flows   chan struct{} // semaphore of MaxFlows
-	pending chan struct{} // semaphore of MaxPendingDials
+	flows    chan struct{} // semaphore of MaxFlows
+	dnsq     chan struct{} // semaphore of MaxDNSQueries
+	pings    chan struct{} // semaphore of MaxPings
+	dials    *dialer
+	nsAddrs  map[netip.Addr]bool // the sources relayed; empty: any
+	fwdStats func() sockets.ForwardStats
 
 	// uploads counts relayed TCP connections whose namespace → host
 	// direction has not ended (see Drain).
@@ -120,17 +147,16 @@ type Gateway struct {
 	draining atomic.Bool // Drain began: new flows are refused
 
 	mu      sync.Mutex
-	perDest map[netip.Addr]int  // dials in progress; protected by mu
 	closers map[io.Closer]bool  // open relays and listeners; protected by mu
 	fwds    map[string]*forward // port forwards by spec; protected by mu
 	closed  bool                // protected by mu
 
-	refusedOnce sync.Map
-	resolv      resolvers
+	logs   logLimiter
+	resolv resolvers
 
 	stats struct {
 		tcp, udp, ping, refused, dialFail, busy, dns, forwarded atomic.Uint64
-		udpErrors                                               atomic.Uint64
+		udpErrors, spoofed, dnsDropped, pingsDropped            atomic.Uint64
 		active                                                  atomic.Int64
 	}
 }
@@ -142,10 +168,15 @@ func New(cfg Config) *Gateway {
 	g := &Gateway{
 		cfg: cfg, ctx: ctx, cancel: cancel,
 		flows:   make(chan struct{}, cfg.MaxFlows),
-		pending: make(chan struct{}, cfg.MaxPendingDials),
-		perDest: map[netip.Addr]int{},
+		dnsq:    make(chan struct{}, cfg.MaxDNSQueries),
+		pings:   make(chan struct{}, cfg.MaxPings),
+		dials:   newDialer(cfg.MaxPendingDials, cfg.MaxPendingPerDest),
+		nsAddrs: map[netip.Addr]bool{},
 		closers: map[io.Closer]bool{},
 		fwds:    map[string]*forward{},
+	}
+	for _, a := range cfg.NSAddrs {
+		g.nsAddrs[a.Unmap()] = true
 	}
 	g.resolv.path = cfg.ResolvConf
 	return g
@@ -161,7 +192,7 @@ func (g *Gateway) logf(format string, args ...any) {
 // stack.Config.Init, before the first packet.
 func (g *Gateway) Install(st *stack.Stack) error {
 	g.st = st
-	sockets.ForwardTCP(st, g.cfg.MaxPendingDials, g.handleTCP)
+	g.fwdStats = sockets.ForwardTCP(st, forwarderInFlight(g.cfg.MaxPendingDials), g.handleTCP)
 	sockets.ForwardUDP(st, g.handleUDP)
 	if !g.cfg.NoPing {
 		sockets.ForwardEcho(st, g.handleEcho)
@@ -264,9 +295,32 @@ func (g *Gateway) goTracked(f func()) bool {
 	return true
 }
 
+// forwarderInFlight is the number of connection attempts the stack keeps
+// open at once: the dials in progress and as many again for handshakes
+// (a SYN beyond a dial limit ends its attempt at once).
+func forwarderInFlight(maxDials int) int { return 2 * maxDials }
+
+// fromNamespace says whether a flow's source is one of the namespace's
+// addresses (or an IPv6 link-local one); other sources are spoofed.
+func (g *Gateway) fromNamespace(src netip.Addr) bool {
+	src = src.Unmap()
+	if len(g.nsAddrs) == 0 || g.nsAddrs[src] || (src.Is6() && src.IsLinkLocalUnicast()) {
+		return true
+	}
+	g.stats.spoofed.Add(1)
+	return false
+}
+
 // Stats returns a snapshot of the counters.
 func (g *Gateway) Stats() Stats {
+	pending, evicted := g.dials.stats()
+	var synDrops uint64
+	if g.fwdStats != nil {
+		synDrops = g.fwdStats().Dropped
+	}
 	return Stats{
+		Spoofed: g.stats.spoofed.Load(), PendingDials: pending, DialsEvicted: evicted,
+		DNSDropped: g.stats.dnsDropped.Load(), PingsDropped: g.stats.pingsDropped.Load(), SYNsDropped: synDrops,
 		TCPRelayed: g.stats.tcp.Load(), UDPRelayed: g.stats.udp.Load(), PingsRelayed: g.stats.ping.Load(),
 		ActiveFlows: g.stats.active.Load(), Refused: g.stats.refused.Load(), DialFailures: g.stats.dialFail.Load(),
 		DroppedBusy: g.stats.busy.Load(), DNSQueries: g.stats.dns.Load(), Forwarded: g.stats.forwarded.Load(),
@@ -285,30 +339,6 @@ func tryAcquire(sem chan struct{}) bool {
 
 func release(sem chan struct{}) { <-sem }
 
-// startDial takes a pending-dial slot for dst, globally and per address.
-func (g *Gateway) startDial(dst netip.Addr) bool {
-	if !tryAcquire(g.pending) {
-		return false
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.perDest[dst] >= g.cfg.MaxPendingPerDest {
-		release(g.pending)
-		return false
-	}
-	g.perDest[dst]++
-	return true
-}
-
-func (g *Gateway) endDial(dst netip.Addr) {
-	g.mu.Lock()
-	if g.perDest[dst]--; g.perDest[dst] <= 0 {
-		delete(g.perDest, dst)
-	}
-	g.mu.Unlock()
-	release(g.pending)
-}
-
 // timeWaitGrace bounds how long a finished relay waits for the
 // namespace to acknowledge its FIN before it closes its side.
 const timeWaitGrace = time.Second
@@ -322,6 +352,10 @@ func (g *Gateway) handleTCP(r *sockets.TCPRequest) {
 }
 
 func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
+	if !g.fromNamespace(r.ID.Src.Addr()) {
+		r.Ignore() // spoofed: silence, as Linux's rp_filter
+		return
+	}
 	if g.draining.Load() {
 		r.Refuse() // a host that is shutting down
 		return
@@ -332,14 +366,19 @@ func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
 		r.Refuse()
 		return
 	}
-	if !g.startDial(v.dial.Addr()) {
+	slot := g.dials.start(g.ctx, v.dial.Addr())
+	if slot == nil {
 		g.stats.busy.Add(1)
+		g.limitLog("dials", "dial slots full (%d, %d per address): dropping SYNs to %s (--max-pending-dials)", g.cfg.MaxPendingDials, g.cfg.MaxPendingPerDest, v.dial.Addr())
 		r.Ignore() // the peer retries its SYN
 		return
 	}
 	d := net.Dialer{Timeout: g.cfg.ConnectTimeout}
-	hc, err := d.DialContext(g.ctx, "tcp", v.dial.String())
-	g.endDial(v.dial.Addr())
+	hc, err := d.DialContext(slot.ctx, "tcp", v.dial.String())
+	if g.dials.end(slot) && err != nil {
+		r.Ignore() // evicted for a less busy address: the peer retries
+		return
+	}
 	if err != nil {
 		g.stats.dialFail.Add(1)
 		switch {
@@ -356,6 +395,7 @@ func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
 	}
 	if !tryAcquire(g.flows) {
 		g.stats.busy.Add(1)
+		g.limitLog("flows", "%d relayed flows: refusing new connections (--max-flows)", g.cfg.MaxFlows)
 		hc.Close()
 		r.Refuse()
 		return
@@ -392,6 +432,9 @@ func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
 
 // handleUDP runs synchronously in the packet path: it must not block.
 func (g *Gateway) handleUDP(r *sockets.UDPRequest) bool {
+	if !g.fromNamespace(r.ID.Src.Addr()) {
+		return true // spoofed: dropped
+	}
 	if g.draining.Load() {
 		return false // ICMP port unreachable
 	}
@@ -402,6 +445,7 @@ func (g *Gateway) handleUDP(r *sockets.UDPRequest) bool {
 	}
 	if !tryAcquire(g.flows) {
 		g.stats.busy.Add(1)
+		g.limitLog("flows", "%d relayed flows: dropping new UDP flows (--max-flows)", g.cfg.MaxFlows)
 		return true // dropped
 	}
 	s, err := r.Accept()
@@ -571,6 +615,6 @@ func (g *Gateway) Flows() int64 { return g.stats.active.Load() }
 
 // String describes the limits, for logs.
 func (g *Gateway) String() string {
-	return fmt.Sprintf("relay: max %d flows, %d pending dials (%d per address), connect timeout %v, UDP idle %v",
-		g.cfg.MaxFlows, g.cfg.MaxPendingDials, g.cfg.MaxPendingPerDest, g.cfg.ConnectTimeout, g.cfg.UDPIdleTimeout)
+	return fmt.Sprintf("relay: max %d flows, %d pending dials (%d per address), %d DNS queries, %d pings, connect timeout %v, UDP idle %v",
+		g.cfg.MaxFlows, g.cfg.MaxPendingDials, g.cfg.MaxPendingPerDest, g.cfg.MaxDNSQueries, g.cfg.MaxPings, g.cfg.ConnectTimeout, g.cfg.UDPIdleTimeout)
 }

@@ -20,18 +20,29 @@ const pingTimeout = 5 * time.Second
 // ping socket when net.ipv4.ping_group_range allows it, a raw ICMP socket
 // otherwise. A reply is returned only if the real host answered.
 func (g *Gateway) handleEcho(e *sockets.EchoRequest) {
+	if !g.fromNamespace(e.Src) {
+		return
+	}
 	v := g.decide(netip.AddrPortFrom(e.Dst, 0), g.st.IsLocal)
 	if !v.ok {
 		g.refused("icmp", netip.AddrPortFrom(e.Dst, 0), v.reason)
 		return
 	}
-	g.goTracked(func() {
+	if !tryAcquire(g.pings) {
+		g.stats.pingsDropped.Add(1)
+		g.limitLog("pings", "more than %d pings wait for replies: dropping new ones (--max-pings)", g.cfg.MaxPings)
+		return // as a ping lost on the way
+	}
+	if !g.goTracked(func() {
+		defer release(g.pings)
 		data, ok := g.ping(v.dial.Addr(), e)
 		if ok {
 			g.stats.ping.Add(1)
 			_ = e.Reply(data)
 		}
-	})
+	}) {
+		release(g.pings)
+	}
 }
 
 func (g *Gateway) ping(dst netip.Addr, e *sockets.EchoRequest) ([]byte, bool) {
@@ -78,7 +89,7 @@ func (g *Gateway) ping(dst netip.Addr, e *sockets.EchoRequest) ([]byte, bool) {
 		return nil, false
 	}
 	deadline := time.Now().Add(pingTimeout)
-	buf := make([]byte, 65535)
+	buf := make([]byte, len(e.Data)+128) // an echo reply is no larger than its request
 	for {
 		_ = c.SetReadDeadline(deadline)
 		n, from, err := c.ReadFrom(buf)

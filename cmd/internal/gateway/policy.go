@@ -69,8 +69,11 @@ func (g *Gateway) decide(dst netip.AddrPort, isLocal func(netip.Addr) bool) verd
 func (g *Gateway) refused(proto string, dst netip.AddrPort, reason string) {
 	g.stats.refused.Add(1)
 	key := proto + " " + dst.Addr().String()
-	if _, seen := g.refusedOnce.LoadOrStore(key, true); !seen {
+	switch log, full := g.logs.firstRefusal(key); {
+	case log:
 		g.logf("refused %s to %s: %s (logged once per destination)", proto, dst.Addr(), reason)
+	case full:
+		g.limitLog("refusals", "refused %s to %s: %s (%d destinations logged; further ones are counted only)", proto, dst.Addr(), reason, maxRefusalKeys)
 	}
 }
 

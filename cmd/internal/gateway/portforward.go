@@ -246,8 +246,16 @@ func (g *Gateway) serveForwardUDP(fw *forward) {
 		c, ok := flows[from.String()]
 		mu.Unlock()
 		if !ok {
+			// Each flow (one per remote source) holds a stack socket
+			// and a goroutine: they count against --max-flows.
+			if !tryAcquire(g.flows) {
+				g.stats.busy.Add(1)
+				g.limitLog("fwd-flows", "%d flows: dropping datagrams of new UDP forward flows (--max-flows)", g.cfg.MaxFlows)
+				continue
+			}
 			c, err = sockets.Dial(g.ctx, g.st, network, fw.target.String())
 			if err != nil {
+				release(g.flows)
 				continue
 			}
 			g.stats.forwarded.Add(1)
@@ -261,6 +269,7 @@ func (g *Gateway) serveForwardUDP(fw *forward) {
 					delete(flows, peer.String())
 					mu.Unlock()
 					c.Close()
+					release(g.flows)
 				}()
 				rb := make([]byte, 65535)
 				for {
@@ -279,6 +288,7 @@ func (g *Gateway) serveForwardUDP(fw *forward) {
 				}
 			}) {
 				c.Close()
+				release(g.flows)
 				return
 			}
 		}

@@ -34,7 +34,8 @@ func Names() []string {
 // Server runs services on one stack. Close stops them and waits for every
 // goroutine they started.
 type Server struct {
-	wg sync.WaitGroup
+	wg   sync.WaitGroup
+	idle time.Duration // see IdleTimeout
 
 	mu     sync.Mutex
 	socks  map[*sockets.Socket]bool // listeners and connections; protected by mu
@@ -44,7 +45,22 @@ type Server struct {
 // Start serves the named services on each of st's own addresses (see
 // OwnAddrs), TCP and UDP.
 func Start(st *stack.Stack, names ...string) (*Server, error) {
-	s := &Server{socks: make(map[*sockets.Socket]bool)}
+	return StartWith(st, Options{}, names...)
+}
+
+// Options tune a Server; the zero value of each field is its default.
+type Options struct {
+	// IdleTimeout ends an echo or discard connection idle this long
+	// (IdleTimeout).
+	IdleTimeout time.Duration
+}
+
+// StartWith is Start with options.
+func StartWith(st *stack.Stack, opts Options, names ...string) (*Server, error) {
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = IdleTimeout
+	}
+	s := &Server{socks: make(map[*sockets.Socket]bool), idle: opts.IdleTimeout}
 	for _, name := range names {
 		port, ok := Ports[name]
 		if !ok {
@@ -171,9 +187,15 @@ func (s *Server) acceptLoop(ln *sockets.Socket, echo bool) {
 	}
 }
 
+// IdleTimeout ends an echo or discard connection that moved nothing
+// either way for this long (a peer that neither sends nor reads would
+// otherwise hold its socket for ever).
+const IdleTimeout = 2 * time.Minute
+
 func (s *Server) serveConn(c *sockets.Socket, echo bool) {
 	defer s.wg.Done()
 	defer s.untrack(c)
+	c.SetTimeout(s.idle)
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := c.RecvInto(buf, 0)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tapstack/tapstack/cmd/internal/services"
+	"github.com/tapstack/tapstack/sockets"
 	"github.com/tapstack/tapstack/stack/nshost"
 	"github.com/tapstack/tapstack/tests/nstest"
 )
@@ -89,5 +90,34 @@ func TestIPerf3AgainstStockClient(t *testing.T) {
 			t.Fatalf("iperf3 %v reported nothing received: %s", args, out)
 		}
 		t.Logf("iperf3 %v: %.2f Gbit/s received", args, r.End.SumReceived.BitsPerSecond/1e9)
+	}
+}
+
+// TestIdleServiceConnectionsEnd: an echo connection whose peer neither
+// sends nor reads is closed after the idle timeout, and its socket slot
+// comes back.
+func TestIdleServiceConnectionsEnd(t *testing.T) {
+	env := nstest.New(t, nshost.Config{})
+	srv, err := services.StartWith(env.Stack, services.Options{IdleTimeout: 300 * time.Millisecond}, "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	before := sockets.Table(env.Stack).InUse
+	out := env.Python(20*time.Second, `
+import socket, time
+s = socket.create_connection(("10.0.2.2", 7), timeout=5)
+t = time.time()
+print("eof" if s.recv(10) == b"" else "data", round(time.time() - t))
+`)
+	if strings.TrimSpace(out) != "eof 0" {
+		t.Fatalf("an idle connection: %q, want the service to close it after 300 ms", out)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for sockets.Table(env.Stack).InUse > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := sockets.Table(env.Stack).InUse; n > before {
+		t.Fatalf("%d sockets in use after the idle connection ended, %d before", n, before)
 	}
 }

@@ -1,0 +1,48 @@
+package gateway
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+)
+
+// TestDialerSharesSlotsWithNewAddresses: with every slot held by dials to
+// one address (a black hole), a dial to another address takes the oldest
+// of them, until the slots are shared evenly; then new dials wait.
+func TestDialerSharesSlotsWithNewAddresses(t *testing.T) {
+	a, b, c, d, e := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"),
+		netip.MustParseAddr("192.0.2.3"), netip.MustParseAddr("192.0.2.4"), netip.MustParseAddr("192.0.2.5")
+	dl := newDialer(4, 3)
+	ctx := context.Background()
+	var held []*dialSlot
+	for i := 0; i < 3; i++ {
+		s := dl.start(ctx, a)
+		if s == nil {
+			t.Fatalf("dial %d to a refused", i)
+		}
+		held = append(held, s)
+	}
+	if dl.start(ctx, a) != nil {
+		t.Fatal("a fourth dial to a got past the per-address limit of 3")
+	}
+	if dl.start(ctx, b) == nil {
+		t.Fatal("the last free slot went unused")
+	}
+	// Full: c takes a's oldest slot, then d takes a's next.
+	if dl.start(ctx, c) == nil || held[0].ctx.Err() == nil {
+		t.Fatal("c did not take the slot of a's oldest dial")
+	}
+	if dl.start(ctx, d) == nil || held[1].ctx.Err() == nil {
+		t.Fatal("d did not take a slot of a's")
+	}
+	// Now every address has one live dial: e must wait.
+	if dl.start(ctx, e) != nil {
+		t.Fatal("e took a slot although no address holds more than one")
+	}
+	if !dl.end(held[0]) || !dl.end(held[1]) || dl.end(held[2]) {
+		t.Fatal("end does not report which dials were evicted")
+	}
+	if pending, evicted := dl.stats(); pending != 3 || evicted != 2 {
+		t.Fatalf("stats: %d pending, %d evicted; want 3 and 2", pending, evicted)
+	}
+}
