@@ -38,15 +38,16 @@ func PathFor(name string) string { return filepath.Join(DefaultDir(), name+".soc
 
 // Request is one command.
 type Request struct {
-	Op   string `json:"op"`             // "add", "rm" or "ls"
+	Op   string `json:"op"`             // "add", "rm", "ls" or "stats"
 	Spec string `json:"spec,omitempty"` // a port forward, for add and rm
 }
 
 // Response is the answer to one Request.
 type Response struct {
-	OK       bool     `json:"ok"`
-	Error    string   `json:"error,omitempty"`
-	Forwards []string `json:"forwards,omitempty"`
+	OK       bool              `json:"ok"`
+	Error    string            `json:"error,omitempty"`
+	Forwards []string          `json:"forwards,omitempty"`
+	Stats    map[string]uint64 `json:"stats,omitempty"`
 }
 
 // Handler executes requests.
@@ -54,6 +55,8 @@ type Handler interface {
 	AddForward(spec string) error
 	RemoveForward(spec string) error
 	ListForwards() []string
+	// Stats returns the daemon's counters by name.
+	Stats() map[string]uint64
 }
 
 // Server serves a Handler on a unix socket until Close. If the socket
@@ -204,8 +207,10 @@ func (s *Server) do(req Request) Response {
 		err = s.h.RemoveForward(req.Spec)
 	case "ls":
 		return Response{OK: true, Forwards: s.h.ListForwards()}
+	case "stats":
+		return Response{OK: true, Stats: s.h.Stats()}
 	default:
-		err = fmt.Errorf("unknown op %q (add, rm, ls)", req.Op)
+		err = fmt.Errorf("unknown op %q (add, rm, ls, stats)", req.Op)
 	}
 	if err != nil {
 		return Response{Error: err.Error()}

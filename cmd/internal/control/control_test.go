@@ -27,6 +27,10 @@ func (f *fakeForwards) RemoveForward(s string) error {
 	delete(f.m, s)
 	return nil
 }
+func (f *fakeForwards) Stats() map[string]uint64 {
+	return map[string]uint64{"forwards": uint64(len(f.m))}
+}
+
 func (f *fakeForwards) ListForwards() []string {
 	var out []string
 	for k := range f.m {
@@ -62,6 +66,9 @@ func TestControlSocket(t *testing.T) {
 	}
 	if _, err := Call(path, Request{Op: "rm", Spec: "zz"}); err == nil {
 		t.Fatal("rm of a missing forward succeeded")
+	}
+	if r, err := Call(path, Request{Op: "stats"}); err != nil || r.Stats["forwards"] != 1 {
+		t.Fatalf("stats: %+v %v", r, err)
 	}
 	if _, err := Call(path, Request{Op: "frob"}); err == nil {
 		t.Fatal("unknown op accepted")

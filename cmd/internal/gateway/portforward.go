@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -318,4 +319,19 @@ func (c ControlHandler) ListForwards() []string {
 		out = append(out, f.String())
 	}
 	return out
+}
+
+// Stats returns the gateway's counters and the process's goroutines, by
+// name, for the control socket's "stats".
+func (c ControlHandler) Stats() map[string]uint64 {
+	st := c.G.Stats()
+	return map[string]uint64{
+		"tcp_relayed": st.TCPRelayed, "udp_relayed": st.UDPRelayed, "pings_relayed": st.PingsRelayed,
+		"active_flows": uint64(max(st.ActiveFlows, 0)), "refused": st.Refused, "dial_failures": st.DialFailures,
+		"dropped_busy": st.DroppedBusy, "dns_queries": st.DNSQueries, "forwarded": st.Forwarded,
+		"udp_errors": st.UDPErrors, "spoofed": st.Spoofed, "pending_dials": uint64(st.PendingDials),
+		"dials_evicted": st.DialsEvicted, "dns_dropped": st.DNSDropped, "pings_dropped": st.PingsDropped,
+		"syns_dropped": st.SYNsDropped, "goroutines": uint64(runtime.NumGoroutine()),
+		"sockets_in_use": uint64(sockets.Table(c.G.st).InUse),
+	}
 }
