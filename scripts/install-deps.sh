@@ -17,6 +17,7 @@ need setpriv util-linux
 need nsenter util-linux
 need slirp4netns slirp4netns
 need pasta passt
+need hping3 hping3
 
 if ((${#pkgs[@]})); then
 	SUDO=""
