@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -310,7 +311,11 @@ func ForwardTCP(st *stack.Stack, maxInFlight int, h func(*TCPRequest)) func() Fo
 		id := r.ID()
 		h(&TCPRequest{ID: flowID(id), st: st, r: r, gid: id, syn: tf.synOf(id), f: tf})
 	})
+	filter := sourceFilterOf(st)
 	st.GV().SetTransportProtocolHandler(tcp.ProtocolNumber, func(id gvstack.TransportEndpointID, pkt *gvstack.PacketBuffer) bool {
+		if !filter.allows(id.RemoteAddress) {
+			return true // dropped, in silence
+		}
 		sc, isSYN := copySYN(pkt)
 		if !isSYN {
 			return fwd.HandlePacket(id, pkt) // not for the forwarder: a RST
@@ -381,7 +386,11 @@ func (r *UDPRequest) Accept() (*Socket, error) {
 // socket to a goroutine). If h returns false the stack answers as for a
 // closed port (ICMP port unreachable). Call it from stack.Config.Init.
 func ForwardUDP(st *stack.Stack, h func(*UDPRequest) bool) {
+	filter := sourceFilterOf(st)
 	st.GV().SetTransportProtocolHandler(udp.ProtocolNumber, func(id gvstack.TransportEndpointID, pkt *gvstack.PacketBuffer) bool {
+		if !filter.allows(id.RemoteAddress) {
+			return true // dropped, in silence
+		}
 		return h(&UDPRequest{ID: flowID(id), st: st, r: udp.NewForwarderRequest(st.GV(), id, pkt.Clone()), first: copyHeaders(pkt)})
 	})
 }
@@ -453,11 +462,15 @@ func (e *EchoRequest) Reply(data []byte) error {
 // address. Requests to the stack's own addresses are answered as usual.
 // Call it from stack.Config.Init.
 func ForwardEcho(st *stack.Stack, h func(*EchoRequest)) {
+	filter := sourceFilterOf(st)
 	handle := func(v6 bool) func(gvstack.TransportEndpointID, *gvstack.PacketBuffer) bool {
 		return func(id gvstack.TransportEndpointID, pkt *gvstack.PacketBuffer) bool {
 			dst := addrFromTCPIP(id.LocalAddress)
 			if st.IsLocal(dst) {
 				return false
+			}
+			if !filter.allows(id.RemoteAddress) {
+				return true // dropped, in silence
 			}
 			th := pkt.TransportHeader().Slice()
 			if len(th) == 0 {
@@ -489,4 +502,40 @@ func ForwardEcho(st *stack.Stack, h func(*EchoRequest)) {
 	}
 	st.GV().SetTransportProtocolHandler(header.ICMPv4ProtocolNumber, handle(false))
 	st.GV().SetTransportProtocolHandler(header.ICMPv6ProtocolNumber, handle(true))
+}
+
+// sourceFilter holds the sources a gateway stack forwards flows from.
+type sourceFilter struct {
+	f       atomic.Pointer[func(netip.Addr) bool]
+	dropped atomic.Uint64
+}
+
+type sourceFilterKey struct{}
+
+func sourceFilterOf(st *stack.Stack) *sourceFilter {
+	return st.Value(sourceFilterKey{}, func() any { return new(sourceFilter) }).(*sourceFilter)
+}
+
+func (s *sourceFilter) allows(a tcpip.Address) bool {
+	f := s.f.Load()
+	if f == nil || (*f)(addrFromTCPIP(a)) {
+		return true
+	}
+	s.dropped.Add(1)
+	return false
+}
+
+// FilterSources makes ForwardTCP, ForwardUDP and ForwardEcho drop, before
+// any other work, packets whose source allow rejects (a gateway knows the
+// addresses of the hosts behind it: any other source is spoofed); nil
+// allows every source. It returns a function that counts the packets
+// dropped so far. allow runs in the packet path: it must be quick.
+func FilterSources(st *stack.Stack, allow func(netip.Addr) bool) (dropped func() uint64) {
+	sf := sourceFilterOf(st)
+	if allow == nil {
+		sf.f.Store(nil)
+	} else {
+		sf.f.Store(&allow)
+	}
+	return sf.dropped.Load
 }

@@ -140,6 +140,7 @@ type Gateway struct {
 	dials    *dialer
 	nsAddrs  map[netip.Addr]bool // the sources relayed; empty: any
 	fwdStats func() sockets.ForwardStats
+	spoofed  func() uint64 // packets dropped by the source filter
 
 	// uploads counts relayed TCP connections whose namespace → host
 	// direction has not ended (see Drain).
@@ -156,7 +157,7 @@ type Gateway struct {
 
 	stats struct {
 		tcp, udp, ping, refused, dialFail, busy, dns, forwarded atomic.Uint64
-		udpErrors, spoofed, dnsDropped, pingsDropped            atomic.Uint64
+		udpErrors, dnsDropped, pingsDropped                     atomic.Uint64
 		active                                                  atomic.Int64
 	}
 }
@@ -192,6 +193,7 @@ func (g *Gateway) logf(format string, args ...any) {
 // stack.Config.Init, before the first packet.
 func (g *Gateway) Install(st *stack.Stack) error {
 	g.st = st
+	g.spoofed = sockets.FilterSources(st, g.fromNamespace)
 	g.fwdStats = sockets.ForwardTCP(st, forwarderInFlight(g.cfg.MaxPendingDials), g.handleTCP)
 	sockets.ForwardUDP(st, g.handleUDP)
 	if !g.cfg.NoPing {
@@ -301,14 +303,18 @@ func (g *Gateway) goTracked(f func()) bool {
 func forwarderInFlight(maxDials int) int { return 2 * maxDials }
 
 // fromNamespace says whether a flow's source is one of the namespace's
-// addresses (or an IPv6 link-local one); other sources are spoofed.
+// addresses (or an IPv6 link-local one); other sources are spoofed. The
+// stack drops their packets before any other work (sockets.FilterSources).
 func (g *Gateway) fromNamespace(src netip.Addr) bool {
 	src = src.Unmap()
-	if len(g.nsAddrs) == 0 || g.nsAddrs[src] || (src.Is6() && src.IsLinkLocalUnicast()) {
-		return true
+	return len(g.nsAddrs) == 0 || g.nsAddrs[src] || (src.Is6() && src.IsLinkLocalUnicast())
+}
+
+func (g *Gateway) spoofedCount() uint64 {
+	if g.spoofed == nil {
+		return 0
 	}
-	g.stats.spoofed.Add(1)
-	return false
+	return g.spoofed()
 }
 
 // Stats returns a snapshot of the counters.
@@ -319,7 +325,7 @@ func (g *Gateway) Stats() Stats {
 		synDrops = g.fwdStats().Dropped
 	}
 	return Stats{
-		Spoofed: g.stats.spoofed.Load(), PendingDials: pending, DialsEvicted: evicted,
+		Spoofed: g.spoofedCount(), PendingDials: pending, DialsEvicted: evicted,
 		DNSDropped: g.stats.dnsDropped.Load(), PingsDropped: g.stats.pingsDropped.Load(), SYNsDropped: synDrops,
 		TCPRelayed: g.stats.tcp.Load(), UDPRelayed: g.stats.udp.Load(), PingsRelayed: g.stats.ping.Load(),
 		ActiveFlows: g.stats.active.Load(), Refused: g.stats.refused.Load(), DialFailures: g.stats.dialFail.Load(),
@@ -352,10 +358,6 @@ func (g *Gateway) handleTCP(r *sockets.TCPRequest) {
 }
 
 func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
-	if !g.fromNamespace(r.ID.Src.Addr()) {
-		r.Ignore() // spoofed: silence, as Linux's rp_filter
-		return
-	}
 	if g.draining.Load() {
 		r.Refuse() // a host that is shutting down
 		return
@@ -432,9 +434,6 @@ func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
 
 // handleUDP runs synchronously in the packet path: it must not block.
 func (g *Gateway) handleUDP(r *sockets.UDPRequest) bool {
-	if !g.fromNamespace(r.ID.Src.Addr()) {
-		return true // spoofed: dropped
-	}
 	if g.draining.Load() {
 		return false // ICMP port unreachable
 	}

@@ -20,9 +20,6 @@ const pingTimeout = 5 * time.Second
 // ping socket when net.ipv4.ping_group_range allows it, a raw ICMP socket
 // otherwise. A reply is returned only if the real host answered.
 func (g *Gateway) handleEcho(e *sockets.EchoRequest) {
-	if !g.fromNamespace(e.Src) {
-		return
-	}
 	v := g.decide(netip.AddrPortFrom(e.Dst, 0), g.st.IsLocal)
 	if !v.ok {
 		g.refused("icmp", netip.AddrPortFrom(e.Dst, 0), v.reason)
