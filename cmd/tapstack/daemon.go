@@ -212,6 +212,7 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 	cfg.ExtraStackAddrs = defaultDNSAddrs
 	cfg.Init = gw.Install
 	cfg.Logf = logger.Printf
+	cfg.FilterSources = true
 	s := &session{gw: gw, netns: cfg.Netns}
 	if cfg.PID == 0 && cfg.Netns != "" && hf.userns == "" {
 		// The namespace's resolver, as ip netns exec shows it.
@@ -254,7 +255,13 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 		}
 		ctlPath = control.PathFor(name)
 	}
-	ctl, err := control.Listen(ctlPath, gateway.ControlHandler{G: gw}, logger.Printf)
+	ctl, err := control.Listen(ctlPath, gateway.ControlHandler{G: gw, Extra: func() map[string]uint64 {
+		ls := h.Link.Stats()
+		return map[string]uint64{
+			"rx_frames": ls.RxFrames, "tx_frames": ls.TxFrames, "rx_errors": ls.RxErrors, "tx_errors": ls.TxErrors,
+			"rx_spoofed": ls.RxFiltered,
+		}
+	}}, logger.Printf)
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("control socket: %w", err)

@@ -72,6 +72,23 @@ type Config struct {
 	Init func(*stack.Stack) error
 	// Logf, if set, hears of the link's read errors (link.Options.Logf).
 	Logf func(format string, args ...any)
+	// FilterSources drops, at the link, IP packets whose source is not one
+	// of NSAddrs (see SourceFilter): a gateway's defence against spoofed
+	// floods from the namespace.
+	FilterSources bool
+}
+
+// linkOptions are the endpoint options cfg asks for.
+func (c *Config) linkOptions(devs []link.Device, vnet bool) link.Options {
+	o := link.Options{Devices: devs, MTU: uint32(c.MTU), Observer: c.Observer, VnetHdr: vnet, Logf: c.Logf}
+	if c.FilterSources {
+		var addrs []netip.Addr
+		for _, p := range c.NSAddrs {
+			addrs = append(addrs, p.Addr())
+		}
+		o.Filter = SourceFilter(addrs)
+	}
+	return o
 }
 
 // Host is a running tapstack host in a namespace.
@@ -177,7 +194,7 @@ func New(cfg Config) (h *Host, err error) {
 	if err := ns.MoveLink(tmp, cfg.TAP); err != nil {
 		return nil, err
 	}
-	ep, err := link.New(link.Options{Devices: tap.Devices(), MTU: uint32(cfg.MTU), Observer: cfg.Observer, VnetHdr: tap.Offload(), Logf: cfg.Logf})
+	ep, err := link.New(cfg.linkOptions(tap.Devices(), tap.Offload()))
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +238,7 @@ func NewOnDevices(cfg Config, devs []link.Device) (*Host, error) {
 		}
 		return nil, err
 	}
-	ep, err := link.New(link.Options{Devices: devs, MTU: uint32(cfg.MTU), Observer: cfg.Observer, VnetHdr: cfg.Offload, Logf: cfg.Logf})
+	ep, err := link.New(cfg.linkOptions(devs, cfg.Offload))
 	if err != nil {
 		for _, d := range devs {
 			d.Close()

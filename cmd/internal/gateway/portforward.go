@@ -298,7 +298,11 @@ func (g *Gateway) serveForwardUDP(fw *forward) {
 }
 
 // ControlHandler adapts a Gateway to the control socket's string requests.
-type ControlHandler struct{ G *Gateway }
+type ControlHandler struct {
+	G *Gateway
+	// Extra, if set, adds counters of other parts (the link) to Stats.
+	Extra func() map[string]uint64
+}
 
 // AddForward parses spec and starts the forward.
 func (c ControlHandler) AddForward(spec string) error {
@@ -325,7 +329,7 @@ func (c ControlHandler) ListForwards() []string {
 // name, for the control socket's "stats".
 func (c ControlHandler) Stats() map[string]uint64 {
 	st := c.G.Stats()
-	return map[string]uint64{
+	m := map[string]uint64{
 		"tcp_relayed": st.TCPRelayed, "udp_relayed": st.UDPRelayed, "pings_relayed": st.PingsRelayed,
 		"active_flows": uint64(max(st.ActiveFlows, 0)), "refused": st.Refused, "dial_failures": st.DialFailures,
 		"dropped_busy": st.DroppedBusy, "dns_queries": st.DNSQueries, "forwarded": st.Forwarded,
@@ -334,4 +338,10 @@ func (c ControlHandler) Stats() map[string]uint64 {
 		"syns_dropped": st.SYNsDropped, "goroutines": uint64(runtime.NumGoroutine()),
 		"sockets_in_use": uint64(sockets.Table(c.G.st).InUse),
 	}
+	if c.Extra != nil {
+		for k, v := range c.Extra() {
+			m[k] = v
+		}
+	}
+	return m
 }
