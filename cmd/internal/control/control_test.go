@@ -1,6 +1,7 @@
 package control
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -131,4 +132,34 @@ func TestSocketRemovedUnderTheServerComesBack(t *testing.T) {
 	if _, err := os.Stat(path); err == nil {
 		t.Fatal("socket left after Close")
 	}
+}
+
+// FuzzControlRequest: a line on the control socket, whatever it holds,
+// gets one JSON answer and never a panic.
+func FuzzControlRequest(f *testing.F) {
+	for _, s := range []string{`{"op":"ls"}`, `{"op":"add","spec":"8080:80"}`, `{"op":"rm","spec":"bad"}`, `{"op":"stats"}`,
+		`{"op":1}`, `{}`, `[]`, `null`, `{"op":"add","spec":null}`, "\x00", `{"op":"ls","x":[1,2,{}]}`} {
+		f.Add([]byte(s))
+	}
+	path := filepath.Join(f.TempDir(), "ctl.sock")
+	s, err := Listen(path, &fakeForwards{m: map[string]bool{}}, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { s.Close() })
+	f.Fuzz(func(t *testing.T, line []byte) {
+		var req Request
+		var resp Response
+		if err := json.Unmarshal(line, &req); err != nil {
+			resp = Response{Error: "bad request: " + err.Error()}
+		} else {
+			resp = s.do(req)
+		}
+		if _, err := json.Marshal(resp); err != nil {
+			t.Fatalf("answer to %q cannot be encoded: %v", line, err)
+		}
+		if !resp.OK && resp.Error == "" {
+			t.Fatalf("a failed request %q says nothing", line)
+		}
+	})
 }

@@ -22,7 +22,8 @@ const dnsTimeout = 3 * time.Second
 // resolvers reads the upstream servers from a resolv.conf, again whenever
 // the file changes.
 type resolvers struct {
-	path string
+	path      string
+	fixedPort uint16 // the servers' port; 0 is 53 (tests serve elsewhere)
 
 	mu      sync.Mutex
 	mtime   time.Time
@@ -51,7 +52,11 @@ func (r *resolvers) get() []netip.AddrPort {
 		fields := strings.Fields(sc.Text())
 		if len(fields) >= 2 && fields[0] == "nameserver" {
 			if a, err := netip.ParseAddr(fields[1]); err == nil {
-				servers = append(servers, netip.AddrPortFrom(a, 53))
+				port := uint16(53)
+				if r.fixedPort != 0 {
+					port = r.fixedPort
+				}
+				servers = append(servers, netip.AddrPortFrom(a, port))
 			}
 		}
 	}
@@ -176,7 +181,7 @@ func (g *Gateway) forwardDNS(q []byte, overTCP bool) []byte {
 		id := binary.BigEndian.Uint16(idb[:])
 		out := append([]byte{}, q...)
 		binary.BigEndian.PutUint16(out, id)
-		resp, err := exchange(srv, out, id, overTCP)
+		resp, err := exchange(srv, out, id, overTCP, g.dnsTimeout)
 		if err != nil {
 			continue
 		}
@@ -193,17 +198,17 @@ var dnsBufs = sync.Pool{New: func() any {
 	return &b
 }}
 
-func exchange(srv netip.AddrPort, q []byte, id uint16, overTCP bool) ([]byte, error) {
+func exchange(srv netip.AddrPort, q []byte, id uint16, overTCP bool, timeout time.Duration) ([]byte, error) {
 	network := "udp"
 	if overTCP {
 		network = "tcp"
 	}
-	c, err := net.DialTimeout(network, srv.String(), dnsTimeout)
+	c, err := net.DialTimeout(network, srv.String(), timeout)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(dnsTimeout))
+	_ = c.SetDeadline(time.Now().Add(timeout))
 	if overTCP {
 		if err := writeFramed(c, q); err != nil {
 			return nil, err

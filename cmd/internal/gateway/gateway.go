@@ -152,8 +152,9 @@ type Gateway struct {
 	fwds    map[string]*forward // port forwards by spec; protected by mu
 	closed  bool                // protected by mu
 
-	logs   logLimiter
-	resolv resolvers
+	logs       logLimiter
+	dnsTimeout time.Duration // of one upstream exchange (dnsTimeout)
+	resolv     resolvers
 
 	stats struct {
 		tcp, udp, ping, refused, dialFail, busy, dns, forwarded atomic.Uint64
@@ -180,6 +181,8 @@ func New(cfg Config) *Gateway {
 		g.nsAddrs[a.Unmap()] = true
 	}
 	g.resolv.path = cfg.ResolvConf
+	g.dnsTimeout = dnsTimeout
+	g.dnsTimeout = dnsTimeout
 	return g
 }
 
