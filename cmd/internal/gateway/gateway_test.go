@@ -321,3 +321,66 @@ func TestSpoofedSourcesAreNotRelayed(t *testing.T) {
 		}
 	}
 }
+
+// TestHostFailureMidStreamResetsTheNamespace: a host side that fails with
+// anything but an end or a reset (here its reads time out, as a host
+// socket whose peer vanished would with ETIMEDOUT) resets the namespace
+// side: a stream that can go no further must not stay open. It once
+// stayed open for ever.
+func TestHostFailureMidStreamResetsTheNamespace(t *testing.T) {
+	_, ns := rig(t, Config{})
+	// The namespace side: a connection within the namespace's stack.
+	ln, err := sockets.Listen(ns, "tcp4", "10.0.9.2:7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peerc := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			peerc <- c
+		}
+	}()
+	// nsEnd is the end the splice drives, peer the namespace's program.
+	nsEnd, err := sockets.Dial(context.Background(), ns, "tcp4", "10.0.9.2:7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := <-peerc
+	defer peer.Close()
+	// The host side: a loopback pair.
+	hl, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hl.Close()
+	hostFar, err := net.Dial("tcp4", hl.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostFar.Close()
+	hc, err := hl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	start := func(f func()) bool { go f(); return true }
+	splice(nsEnd.(*sockets.Conn), hc.(*net.TCPConn), start, nil, func() { close(done) })
+	// Data flows, then the host side's reads fail.
+	hostFar.Write([]byte("hello"))
+	buf := make([]byte, 10)
+	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := peer.Read(buf); err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("through the splice: %q %v", buf[:n], err)
+	}
+	hc.SetReadDeadline(time.Now())
+	if _, err := peer.Read(buf); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("namespace side after the host side failed: %v, want ECONNRESET", err)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the splice did not end")
+	}
+}
