@@ -324,3 +324,73 @@ func TestSYNFloodWithSpoofedSources(t *testing.T) {
 	}
 	d.backToBaseline(base)
 }
+
+// TestPingFloodToABlackHole: pings to an address that never answers each
+// hold a host ICMP socket for 5 s; beyond --max-pings they are dropped
+// (as pings lost on the way) and counted, the daemon's descriptors stay
+// bounded, and a ping to a live address works once the flood is over.
+func TestPingFloodToABlackHole(t *testing.T) {
+	o := newOuter(t)
+	o.blackHoles()
+	ns := ncNamespace(t)
+	d := o.startDaemon(ns, "--serve", "none", "--max-pings", "16")
+	base := d.usage()
+	out, _ := inNS(ns, 30*time.Second, nil, "ping", "-q", "-i", "0.005", "-c", "400", "-W", "1", "203.0.113.9")
+	during := d.usage()
+	st := d.stats()
+	t.Logf("%s; daemon: %d pings dropped; %v", strings.Join(strings.Fields(out), " "), st["pings_dropped"], during)
+	if st["pings_dropped"] == 0 {
+		t.Fatalf("no ping dropped at --max-pings 16 (stats %v)", st)
+	}
+	if during.fds > base.fds+16+4 {
+		t.Fatalf("%d fds during the flood, %d before: the ping limit does not hold", during.fds, base.fds)
+	}
+	d.backToBaseline(base)
+	if out, err := inNS(ns, 20*time.Second, nil, "ping", "-c", "1", "-W", "3", outerV4); err != nil {
+		t.Fatalf("a ping after the flood: %v %s", err, out)
+	}
+}
+
+// TestUDPForwardFlowsAreBounded: datagrams to a UDP port forward from 200
+// host source ports make 200 flows; with --max-flows 50 the others are
+// dropped and counted, and the stack's socket table stays bounded.
+func TestUDPForwardFlowsAreBounded(t *testing.T) {
+	o := newOuter(t)
+	ns := ncNamespace(t)
+	echo := exec.Command("ip", "netns", "exec", ns, "python3", "-c", `
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 8082))
+while True:
+    b, a = s.recvfrom(2048); s.sendto(b, a)
+`)
+	if err := echo.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { echo.Process.Kill(); echo.Wait() })
+	waitListening(t, ns, nil, []string{"8082"})
+	d := o.startDaemon(ns, "--serve", "none", "--max-flows", "50", "--udp-idle-timeout", "2s", "-p", "127.0.0.1:18082:8082/udp")
+	base := d.usage()
+	out, err := exec.Command("ip", "netns", "exec", o.name, "python3", "-c", `
+import socket
+import select, time
+socks = []
+for i in range(200):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"hi", ("127.0.0.1", 18082)); socks.append(s)
+got = set(); end = time.time() + 3
+while time.time() < end and len(got) < 200:
+    r, _, _ = select.select(socks, [], [], 0.2)
+    for s in r:
+        s.recv(100); got.add(s)
+print("answered", len(got))
+`).CombinedOutput()
+	st := d.stats()
+	t.Logf("%s; daemon: forwarded %d, dropped at the limit %d, sockets %d", strings.TrimSpace(string(out)), st["forwarded"], st["dropped_busy"], st["sockets_in_use"])
+	if err != nil || st["dropped_busy"] == 0 || st["forwarded"] > 50 || !strings.Contains(string(out), "answered 50") {
+		t.Fatalf("200 sources at --max-flows 50: %v %s; stats %v", err, out, st)
+	}
+	if st["sockets_in_use"] > base.sockets+50 {
+		t.Fatalf("%d sockets in use, %d before: the flow limit does not hold", st["sockets_in_use"], base.sockets)
+	}
+	d.backToBaseline(base)
+}
