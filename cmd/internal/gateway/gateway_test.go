@@ -384,3 +384,53 @@ func TestHostFailureMidStreamResetsTheNamespace(t *testing.T) {
 		t.Fatal("the splice did not end")
 	}
 }
+
+// TestMaxFlowsRefusesTheNextConnection: at MaxFlows relayed connections
+// the next one is refused (RST: ECONNREFUSED) and counted; once one ends
+// a new one gets in.
+func TestMaxFlowsRefusesTheNextConnection(t *testing.T) {
+	g, ns := rig(t, Config{MaxFlows: 2})
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	addr := netip.AddrPortFrom(netip.MustParseAddr("10.0.9.1"), uint16(ln.Addr().(*net.TCPAddr).Port)).String()
+	var open []net.Conn
+	for i := 0; i < 2; i++ {
+		c, err := sockets.Dial(context.Background(), ns, "tcp4", addr)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		open = append(open, c)
+	}
+	if _, err := sockets.Dial(context.Background(), ns, "tcp4", addr); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("a third connection at MaxFlows 2: %v, want ECONNREFUSED", err)
+	}
+	if g.Stats().DroppedBusy == 0 {
+		t.Fatal("the refusal was not counted")
+	}
+	open[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := sockets.Dial(context.Background(), ns, "tcp4", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new connection after one ended: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	open[1].Close()
+}
