@@ -189,8 +189,8 @@ func TestUpEndsWhenItsTAPIsDeleted(t *testing.T) {
 	}
 }
 
-// pyTagServer answers every TCP connection and every UDP datagram on
-// argv[1]:argv[2] with argv[3].
+// pyTagServer answers every TCP connection (once the client has sent
+// all) and every UDP datagram on argv[1]:argv[2] with argv[3].
 const pyTagServer = `
 import socket, sys, threading
 host, port, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
@@ -206,6 +206,7 @@ def udp():
 threading.Thread(target=udp, daemon=True).start()
 while True:
     c, a = t.accept()
+    while c.recv(100): pass  # read all: closing with unread data would reset
     c.sendall(tag); c.close()
 `
 
