@@ -139,21 +139,7 @@ func TestSIGTERMDuring100Flows(t *testing.T) {
 // (as NetworkManager does) is followed.
 func TestUpstreamDNSGoesAndComesBack(t *testing.T) {
 	o := newOuter(t)
-	bin, err := exec.LookPath("dnsmasq")
-	if err != nil {
-		cienv.Skip(t, "needs dnsmasq")
-	}
-	hf := dnsmasqHosts(t)
-	dnsmasq := func(addr string) *exec.Cmd {
-		c := exec.Command("ip", "netns", "exec", o.name, bin, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-			"--addn-hosts="+hf, "--local=/test/", "--listen-address="+addr, "--bind-interfaces", "--port=53", "--user=root",
-			"--pid-file="+filepath.Join(o.dir, "dnsmasq-"+addr+".pid"))
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
-		return c
-	}
+	dnsmasq := o.dnsmasq
 	resolv := filepath.Join(o.dir, "resolv.conf")
 	os.WriteFile(resolv, []byte("nameserver "+outerV4+"\n"), 0o644)
 	first := dnsmasq(outerV4)
@@ -195,4 +181,22 @@ func TestUpstreamDNSGoesAndComesBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	answered("after resolv.conf was replaced")
+}
+
+// dnsmasq runs dnsmasq in the outer namespace on addr:53, serving the
+// names of dnsmasqHosts, until the test ends (or the caller kills it).
+func (o *outer) dnsmasq(addr string) *exec.Cmd {
+	o.t.Helper()
+	bin, err := exec.LookPath("dnsmasq")
+	if err != nil {
+		cienv.Skip(o.t, "needs dnsmasq")
+	}
+	c := exec.Command("ip", "netns", "exec", o.name, bin, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+		"--addn-hosts="+dnsmasqHosts(o.t), "--local=/test/", "--listen-address="+addr, "--bind-interfaces", "--port=53", "--user=root",
+		"--pid-file="+filepath.Join(o.dir, "dnsmasq-"+addr+".pid"))
+	if err := c.Start(); err != nil {
+		o.t.Fatal(err)
+	}
+	o.t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+	return c
 }

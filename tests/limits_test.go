@@ -216,14 +216,7 @@ func TestBlackHolesDoNotStarveLiveDials(t *testing.T) {
 // and once the upstream is one that answers a normal query is answered.
 func TestDNSFloodWithASilentUpstream(t *testing.T) {
 	o := newOuter(t)
-	bin, err := exec.LookPath("dnsmasq")
-	if err != nil {
-		cienv.Skip(t, "needs dnsmasq")
-	}
-	hf := dnsmasqHosts(t)
-	o.bg(bin, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--addn-hosts="+hf,
-		"--local=/test/", "--listen-address="+outerV6, "--bind-interfaces", "--port=53", "--user=root",
-		"--pid-file="+filepath.Join(o.dir, "dnsmasq.pid"))
+	o.dnsmasq(outerV6)
 	// A silent upstream: a socket that never reads.
 	o.bg("python3", "-c", `import socket, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("`+outerV4+`", 53))

@@ -606,14 +606,7 @@ print(proto, " ".join(out) if out else "none", "rcode=%d" % (flags & 15))
 
 func TestDNSForwarderUDPTCPAndResolvConfChanges(t *testing.T) {
 	o := newOuter(t)
-	bin, err := exec.LookPath("dnsmasq")
-	if err != nil {
-		cienv.Skip(t, "needs dnsmasq")
-	}
-	hf := dnsmasqHosts(t)
-	o.bg(bin, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--addn-hosts="+hf,
-		"--local=/test/", "--listen-address="+outerV4, "--bind-interfaces", "--port=53", "--user=root",
-		"--pid-file="+filepath.Join(o.dir, "dnsmasq.pid"))
+	o.dnsmasq(outerV4)
 	// The daemon's resolv.conf first names a server that is not there.
 	resolv := filepath.Join(o.dir, "resolv.conf")
 	os.WriteFile(resolv, []byte("nameserver 198.51.100.9\n"), 0o644)
