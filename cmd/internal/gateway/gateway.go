@@ -122,6 +122,7 @@ type Stats struct {
 	DNSDropped                           uint64 // DNS queries dropped at MaxDNSQueries
 	PingsDropped                         uint64 // pings dropped at MaxPings
 	SYNsDropped                          uint64 // SYNs dropped at the forwarder's in-flight limit
+	TableFull                            uint64 // flows refused because the socket table was full
 }
 
 // Gateway relays a namespace's flows. Its methods are safe for concurrent
@@ -158,7 +159,7 @@ type Gateway struct {
 
 	stats struct {
 		tcp, udp, ping, refused, dialFail, busy, dns, forwarded atomic.Uint64
-		udpErrors, dnsDropped, pingsDropped                     atomic.Uint64
+		udpErrors, dnsDropped, pingsDropped, tableFull          atomic.Uint64
 		active                                                  atomic.Int64
 	}
 }
@@ -330,6 +331,7 @@ func (g *Gateway) Stats() Stats {
 	return Stats{
 		Spoofed: g.spoofedCount(), PendingDials: pending, DialsEvicted: evicted,
 		DNSDropped: g.stats.dnsDropped.Load(), PingsDropped: g.stats.pingsDropped.Load(), SYNsDropped: synDrops,
+		TableFull:  g.stats.tableFull.Load(),
 		TCPRelayed: g.stats.tcp.Load(), UDPRelayed: g.stats.udp.Load(), PingsRelayed: g.stats.ping.Load(),
 		ActiveFlows: g.stats.active.Load(), Refused: g.stats.refused.Load(), DialFailures: g.stats.dialFail.Load(),
 		DroppedBusy: g.stats.busy.Load(), DNSQueries: g.stats.dns.Load(), Forwarded: g.stats.forwarded.Load(),
@@ -409,6 +411,7 @@ func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
 	if err != nil {
 		// The namespace side is gone (reset during the handshake, or the
 		// socket table is full): reset the host side too.
+		g.tableFull(err)
 		_ = hc.(*net.TCPConn).SetLinger(0)
 		hc.Close()
 		release(g.flows)
@@ -435,6 +438,15 @@ func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
 	})
 }
 
+// tableFull counts and logs a flow refused because the stack's socket
+// table is full (the namespace sees a RST, or silence for UDP).
+func (g *Gateway) tableFull(err error) {
+	if errors.Is(err, syscall.EMFILE) {
+		g.stats.tableFull.Add(1)
+		g.limitLog("sockets", "the socket table is full: refusing new flows (--max-sockets): %v", err)
+	}
+}
+
 // handleUDP runs synchronously in the packet path: it must not block.
 func (g *Gateway) handleUDP(r *sockets.UDPRequest) bool {
 	if g.draining.Load() {
@@ -452,6 +464,7 @@ func (g *Gateway) handleUDP(r *sockets.UDPRequest) bool {
 	}
 	s, err := r.Accept()
 	if err != nil {
+		g.tableFull(err)
 		release(g.flows)
 		return true
 	}

@@ -23,6 +23,12 @@ import (
 // relay is exercised end to end without root and without leaving loopback.
 func rig(t testing.TB, cfg Config) (*Gateway, *stack.Stack) {
 	t.Helper()
+	return rigSized(t, cfg, 0)
+}
+
+// rigSized is rig with a socket table of maxSockets on the gateway stack.
+func rigSized(t testing.TB, cfg Config, maxSockets int) (*Gateway, *stack.Stack) {
+	t.Helper()
 	da, db := link.Pipe()
 	la, _ := link.New(link.Options{Devices: []link.Device{da}})
 	lb, _ := link.New(link.Options{Devices: []link.Device{db}})
@@ -32,7 +38,7 @@ func rig(t testing.TB, cfg Config) (*Gateway, *stack.Stack) {
 		cfg.NSAddrs = []netip.Addr{netip.MustParseAddr("10.0.9.2")}
 	}
 	g := New(cfg)
-	gw, err := stack.New(stack.Config{Init: g.Install, Links: []stack.LinkConfig{{
+	gw, err := stack.New(stack.Config{Init: g.Install, MaxSockets: maxSockets, Links: []stack.LinkConfig{{
 		Name: "eth0", Endpoint: la, Gateway: true, TxQueues: 1, Addrs: []netip.Prefix{netip.MustParsePrefix("10.0.9.1/24")},
 	}}})
 	if err != nil {
@@ -417,6 +423,56 @@ func TestMaxFlowsRefusesTheNextConnection(t *testing.T) {
 		t.Fatalf("a third connection at MaxFlows 2: %v, want ECONNREFUSED", err)
 	}
 	if g.Stats().DroppedBusy == 0 {
+		t.Fatal("the refusal was not counted")
+	}
+	open[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := sockets.Dial(context.Background(), ns, "tcp4", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new connection after one ended: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	open[1].Close()
+}
+
+// TestFullSocketTableRefusesFlows: with the gateway's socket table full,
+// a new relayed connection is refused (RST) and counted; once a flow
+// ends, the next one gets in.
+func TestFullSocketTableRefusesFlows(t *testing.T) {
+	g, ns := rigSized(t, Config{}, 2)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	addr := netip.AddrPortFrom(netip.MustParseAddr("10.0.9.1"), uint16(ln.Addr().(*net.TCPAddr).Port)).String()
+	var open []net.Conn
+	for i := 0; i < 2; i++ {
+		c, err := sockets.Dial(context.Background(), ns, "tcp4", addr)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		open = append(open, c)
+	}
+	if _, err := sockets.Dial(context.Background(), ns, "tcp4", addr); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("a connection with the table full: %v, want ECONNREFUSED", err)
+	}
+	if g.Stats().TableFull == 0 {
 		t.Fatal("the refusal was not counted")
 	}
 	open[0].Close()

@@ -336,7 +336,7 @@ func (c ControlHandler) Stats() map[string]uint64 {
 		"udp_errors": st.UDPErrors, "spoofed": st.Spoofed, "pending_dials": uint64(st.PendingDials),
 		"dials_evicted": st.DialsEvicted, "dns_dropped": st.DNSDropped, "pings_dropped": st.PingsDropped,
 		"syns_dropped": st.SYNsDropped, "goroutines": uint64(runtime.NumGoroutine()),
-		"sockets_in_use": uint64(sockets.Table(c.G.st).InUse),
+		"sockets_in_use": uint64(sockets.Table(c.G.st).InUse), "socket_table_full": st.TableFull,
 	}
 	if c.Extra != nil {
 		for k, v := range c.Extra() {
