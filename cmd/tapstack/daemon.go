@@ -16,6 +16,7 @@ import (
 	"github.com/tapstack/tapstack/cmd/internal/control"
 	"github.com/tapstack/tapstack/cmd/internal/gateway"
 	"github.com/tapstack/tapstack/cmd/internal/services"
+	"github.com/tapstack/tapstack/link"
 	"github.com/tapstack/tapstack/stack"
 	"github.com/tapstack/tapstack/stack/nshost"
 )
@@ -104,6 +105,8 @@ type session struct {
 	netns  string
 	resolv string // resolv.conf file this session wrote, removed on Close
 	trim   *memoryTrimmer
+	// stopSpoofLog stops the goroutine that reports spoofed frames.
+	stopSpoofLog func()
 }
 
 // defaultDrainTimeout bounds the drain of run (after the command exits)
@@ -126,6 +129,9 @@ func (s *session) drain(timeout time.Duration, stderr io.Writer) {
 }
 
 func (s *session) Close() {
+	if s.stopSpoofLog != nil {
+		s.stopSpoofLog()
+	}
 	if s.trim != nil {
 		s.trim.Stop()
 	}
@@ -275,6 +281,7 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 		return nil, err
 	}
 	s.trim = startTrimmer(trimPeriod, trimThreshold)
+	s.stopSpoofLog = logSpoofed(h.Link, spoofLogPeriod, logger.Printf)
 	return s, nil
 }
 
@@ -283,5 +290,37 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 func maxSocketsFor(hf *hostFlags, rf *relayFlags) {
 	if hf.maxSockets == stack.DefaultMaxSockets && rf.maxFlows+64 > hf.maxSockets {
 		hf.maxSockets = rf.maxFlows + 64
+	}
+}
+
+// spoofLogPeriod is how often the daemon says how many frames from
+// sources that are not the namespace's it dropped, if any.
+const spoofLogPeriod = time.Minute
+
+// logSpoofed logs, once per period in which there were any, how many
+// spoofed frames the link dropped. The returned function stops it.
+func logSpoofed(l *link.Endpoint, period time.Duration, logf func(format string, args ...any)) func() {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(period)
+		defer t.Stop()
+		var last uint64
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			if n := l.Stats().RxFiltered; n > last {
+				logf("dropped %d frames from sources that are not the namespace's in the last %v (spoofed)", n-last, period)
+				last = n
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
 	}
 }
