@@ -75,6 +75,9 @@ type relayFlags struct {
 	verbose        bool
 	control        string
 	drainTimeout   time.Duration
+	// dnsAddrs, when not nil, are the DNS forwarder's addresses (empty:
+	// no forwarder); nil is the default plan's 10.0.2.3 and fd00::3.
+	dnsAddrs []netip.Prefix
 }
 
 func (r *relayFlags) register(fs *flag.FlagSet) {
@@ -87,8 +90,8 @@ func (r *relayFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&r.maxDials, "max-pending-dials", 256, "most host dials in progress at once (32 per address; a less busy address takes a slot from the busiest)")
 	fs.IntVar(&r.maxDNS, "max-dns-queries", 256, "most DNS queries forwarded at once (more are dropped; resolvers retry)")
 	fs.IntVar(&r.maxPings, "max-pings", 64, "most relayed pings waiting for a reply at once (more are dropped)")
-	fs.DurationVar(&r.connectTimeout, "connect-timeout", 30*time.Second, "timeout of a host dial")
-	fs.DurationVar(&r.udpIdle, "udp-idle-timeout", 60*time.Second, "a UDP flow ends after this long without traffic")
+	fs.DurationVar(&r.connectTimeout, "connect-timeout", defaultConnectTimeout, "timeout of a host dial")
+	fs.DurationVar(&r.udpIdle, "udp-idle-timeout", defaultUDPIdle, "a UDP flow ends after this long without traffic")
 	fs.BoolVar(&r.noPing, "no-ping", false, "do not relay ICMP echo")
 	fs.StringVar(&r.resolvConf, "resolv-conf", "/etc/resolv.conf", "`FILE` naming the upstream DNS servers (followed when it changes)")
 	fs.BoolVar(&r.verbose, "v", false, "log relay events on stderr")
@@ -108,6 +111,12 @@ type session struct {
 	// stopSpoofLog stops the goroutine that reports spoofed frames.
 	stopSpoofLog func()
 }
+
+// Defaults of the relay's timeouts.
+const (
+	defaultConnectTimeout = 30 * time.Second
+	defaultUDPIdle        = 60 * time.Second
+)
 
 // defaultDrainTimeout bounds the drain of run (after the command exits)
 // and of up (on SIGTERM): long enough for a command's last megabytes to
@@ -196,7 +205,11 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 			}
 		}
 	}
-	for _, p := range defaultDNSAddrs {
+	dnsPrefixes := defaultDNSAddrs
+	if rf.dnsAddrs != nil {
+		dnsPrefixes = rf.dnsAddrs
+	}
+	for _, p := range dnsPrefixes {
 		dns = append(dns, p.Addr())
 	}
 	for _, p := range nsAddrs {
@@ -215,7 +228,7 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 	}
 	gw := gateway.New(gcfg)
 	cfg.Gateway = true
-	cfg.ExtraStackAddrs = defaultDNSAddrs
+	cfg.ExtraStackAddrs = dnsPrefixes
 	cfg.Init = gw.Install
 	cfg.Logf = logger.Printf
 	cfg.FilterSources = true
@@ -256,6 +269,8 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 		switch {
 		case cfg.PID != 0:
 			name = fmt.Sprintf("pid-%d", cfg.PID)
+		case cfg.NetnsPath != "":
+			name = "path-" + strings.ReplaceAll(strings.Trim(cfg.NetnsPath, "/"), "/", "-")
 		case hf.userns != "":
 			name = hf.userns
 		}

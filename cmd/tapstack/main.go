@@ -4,6 +4,7 @@
 //	tapstack up [flags]       give a namespace a tapstack host (daemon)
 //	tapstack run [flags] -- CMD  run CMD in a namespace networked through tapstack
 //	tapstack nc [flags] [HOST] PORT  netcat through a tapstack host
+//	tapstack slirp4netns [OPTION]... PID|PATH [TAPNAME]  slirp4netns's command line
 //	tapstack version          print the version
 //	tapstack help [command]   show help
 //
@@ -16,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -33,6 +35,7 @@ func commands() []command {
 		{"run", "run a command in a new namespace whose network goes through a tapstack host", runRun},
 		{"forward", "add, remove or list port forwards of a running daemon", runForward},
 		{"nc", "netcat on a fresh tapstack host in a namespace: connect or listen, TCP or UDP", runNC},
+		{"slirp4netns", "slirp4netns's command line and API on a tapstack host (also as a symlink named slirp4netns)", runSlirpCommand},
 		{"bench", "measure tapstack against the kernel, slirp4netns and pasta in one run", runBench},
 		{"version", "print the version", runVersion},
 		{"help", "show help for tapstack or a command", runHelp},
@@ -43,6 +46,10 @@ func commands() []command {
 var errUsage = errors.New("usage")
 
 func main() {
+	// Invoked as slirp4netns (a symlink), it is slirp4netns.
+	if filepath.Base(os.Args[0]) == "slirp4netns" {
+		os.Exit(runSlirp("slirp4netns", os.Args[1:], os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -60,6 +61,10 @@ type hostFlags struct {
 	procs      int
 	pid        int
 	userns     string // set for a rootless run: the name of its session
+	// Set by tapstack slirp4netns only:
+	netnsPath   string           // the namespace of this file
+	noConfigure bool             // leave the kernel side to the caller
+	mac         net.HardwareAddr // the kernel side's MAC
 }
 
 func (h *hostFlags) register(fs *flag.FlagSet, defaultNetns string) {
@@ -86,11 +91,12 @@ func (h *hostFlags) config() (nshost.Config, error) {
 		return nshost.Config{}, fmt.Errorf("--tx-queues %d: must be 0..%d", h.txQueues, stack.MaxTxQueues)
 	}
 	netnsName := h.netns
-	if h.pid != 0 {
+	if h.pid != 0 || h.netnsPath != "" {
 		netnsName = ""
 	}
 	return nshost.Config{
-		Netns: netnsName, PID: h.pid, TAP: h.tap, MTU: h.mtu, Offload: h.offload, TxQueues: h.txQueues,
+		Netns: netnsName, PID: h.pid, NetnsPath: h.netnsPath, NoConfigure: h.noConfigure, MAC: h.mac,
+		TAP: h.tap, MTU: h.mtu, Offload: h.offload, TxQueues: h.txQueues,
 		StackAddrs: h.addrs, NSAddrs: h.nsAddrs, MaxSockets: h.maxSockets,
 	}, nil
 }

@@ -32,6 +32,7 @@ type Namespace struct {
 	Created bool
 
 	handle netns.NsHandle
+	path   string // the file it was opened by, if any
 }
 
 // ErrNotPermitted is wrapped when the caller lacks CAP_SYS_ADMIN/NET_ADMIN.
@@ -121,6 +122,16 @@ func OpenPID(pid int) (*Namespace, error) {
 	return &Namespace{handle: h}, nil
 }
 
+// OpenPath opens the namespace of a file (a /proc/PID/ns/net, or a bind
+// mount of one such as podman's).
+func OpenPath(path string) (*Namespace, error) {
+	h, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", path, err)
+	}
+	return &Namespace{handle: h, path: path}, nil
+}
+
 // Fd returns the namespace's file descriptor, valid until Close.
 func (n *Namespace) Fd() int { return int(n.handle) }
 
@@ -128,6 +139,9 @@ func (n *Namespace) Fd() int { return int(n.handle) }
 func (n *Namespace) String() string {
 	if n.Name != "" {
 		return n.Name
+	}
+	if n.path != "" {
+		return n.path
 	}
 	return fmt.Sprintf("netns fd %d", n.handle)
 }

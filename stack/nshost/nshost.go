@@ -41,6 +41,14 @@ type Config struct {
 	// PID, when not 0, uses the network namespace of that process instead
 	// of a named one.
 	PID int
+	// NetnsPath, when set, uses the namespace of that file (a
+	// /proc/PID/ns/net or a bind mount of one) instead of a named one.
+	NetnsPath string
+	// NoConfigure leaves the kernel side as the TAP comes (down, no
+	// addresses): the caller configures it, as slirp4netns without -c.
+	NoConfigure bool
+	// MAC is the kernel side's MAC address (nil: the kernel's random one).
+	MAC net.HardwareAddr
 	// TAP is the interface's name inside the namespace (DefaultTAP).
 	TAP string
 	// MTU is the IP MTU of both sides (link.DefaultMTU).
@@ -101,6 +109,8 @@ type Host struct {
 	StackAddrs []netip.Prefix
 	NSAddrs    []netip.Prefix
 	MTU        int
+
+	unconfigured bool // Config.NoConfigure
 }
 
 // UniqueName returns prefix followed by random hex, short enough for an
@@ -112,7 +122,7 @@ func UniqueName(prefix string) string {
 }
 
 func (c *Config) fill() error {
-	if c.PID != 0 {
+	if c.PID != 0 || c.NetnsPath != "" {
 		if c.PID < 0 {
 			return fmt.Errorf("PID %d is not a process ID", c.PID)
 		}
@@ -172,9 +182,12 @@ func New(cfg Config) (h *Host, err error) {
 	}()
 
 	var ns *netns.Namespace
-	if cfg.PID != 0 {
+	switch {
+	case cfg.NetnsPath != "":
+		ns, err = netns.OpenPath(cfg.NetnsPath)
+	case cfg.PID != 0:
 		ns, err = netns.OpenPID(cfg.PID)
-	} else {
+	default:
 		ns, err = netns.OpenOrCreate(cfg.Netns)
 	}
 	if err != nil {
@@ -186,7 +199,7 @@ func New(cfg Config) (h *Host, err error) {
 	}
 
 	tmp := UniqueName("tst")
-	tap, err := link.OpenTAP(link.TAPConfig{Name: tmp, Queues: cfg.Queues, MTU: cfg.MTU, Offload: cfg.Offload})
+	tap, err := link.OpenTAP(link.TAPConfig{Name: tmp, Queues: cfg.Queues, MTU: cfg.MTU, Offload: cfg.Offload, MAC: cfg.MAC})
 	if err != nil {
 		return nil, err
 	}
@@ -199,15 +212,18 @@ func New(cfg Config) (h *Host, err error) {
 		return nil, err
 	}
 	gw4, gw6 := Gateways(cfg.StackAddrs)
-	if err := ns.Configure(netns.LinkConfig{Name: cfg.TAP, Addrs: cfg.NSAddrs, Gateway4: gw4, Gateway6: gw6}); err != nil {
-		ep.Close()
-		return nil, err
+	if !cfg.NoConfigure {
+		if err := ns.Configure(netns.LinkConfig{Name: cfg.TAP, Addrs: cfg.NSAddrs, Gateway4: gw4, Gateway6: gw6}); err != nil {
+			ep.Close()
+			return nil, err
+		}
 	}
 	h, err = newHost(cfg, ep)
 	if err != nil {
 		return nil, err
 	}
 	h.NS = ns
+	h.unconfigured = cfg.NoConfigure
 	return h, nil
 }
 
@@ -263,10 +279,10 @@ func Gateways(stackAddrs []netip.Prefix) (gw4, gw6 netip.Addr) {
 }
 
 // WaitReady returns once the namespace reaches the stack at each of its
-// addresses: a TCP connection attempt from inside the namespace to port 9
+// addresses (at once for a namespace this host did not configure): a TCP connection attempt from inside the namespace to port 9
 // gets an answer (accepted or refused: either crossed the TAP both ways).
 func (h *Host) WaitReady(ctx context.Context) error {
-	if h.NS == nil {
+	if h.NS == nil || h.unconfigured {
 		return nil
 	}
 	for _, p := range h.StackAddrs {

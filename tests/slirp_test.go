@@ -1,0 +1,198 @@
+package tests
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// slirpAPI sends one request to a slirp4netns API socket in the outer
+// namespace's view (the socket is a file: no namespace needed).
+func slirpAPI(t *testing.T, path, req string) string {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("api socket: %v", err)
+	}
+	defer c.Close()
+	c.Write([]byte(req))
+	c.(*net.UnixConn).CloseWrite()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b, _ := bufio.NewReader(c).ReadString(0)
+	return b
+}
+
+// TestSlirp4netnsCommandLine: tapstack as slirp4netns (a symlink) for the
+// namespace of a process, as rootlesskit and podman start it: -c, -6,
+// --mtu, -r, -e, --api-socket. The ready FD gets "1", the namespace
+// reaches a server outside and the host's loopback at 10.0.2.2, a
+// forward added through the API serves into the namespace and shows in
+// tapstack forward ls, and closing the exit FD ends the daemon with 0.
+func TestSlirp4netnsCommandLine(t *testing.T) {
+	o := newOuter(t)
+	o.bg("python3", "-c", pyLiveServer, outerV4, "8000")
+	o.waitTCP(outerV4, 8000)
+	o.bg("python3", "-c", pyLiveServer, "127.0.0.1", "8001")
+	o.waitTCP("127.0.0.1", 8001)
+	// The target: a process in a network namespace of its own.
+	target := exec.Command("ip", "netns", "exec", o.name, "unshare", "--net", "sleep", "300")
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
+	pid := target.Process.Pid
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+		b, _ := os.Readlink("/proc/self/ns/net")
+		if a != "" && a != b && strings.Contains(string(must(os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)))), "sleep") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the target process did not get a namespace of its own")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	link := filepath.Join(o.dir, "slirp4netns")
+	if err := os.Symlink(tapstackBin, link); err != nil {
+		t.Fatal(err)
+	}
+	readyR, readyW, _ := os.Pipe()
+	exitR, exitW, _ := os.Pipe()
+	api := filepath.Join(o.dir, "api.sock")
+	cmd := exec.Command("ip", "netns", "exec", o.name, link, "--configure", "--mtu=65520", "-6", "--api-socket", api,
+		"-r", "3", "-e", "4", fmt.Sprint(pid), "tap0")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.ExtraFiles = []*os.File{readyW, exitR}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	readyW.Close()
+	exitR.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		exitW.Close()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+		}
+	})
+	ready := make(chan string, 1)
+	go func() {
+		b := make([]byte, 8)
+		n, _ := readyR.Read(b)
+		ready <- string(b[:n])
+	}()
+	select {
+	case r := <-ready:
+		if r != "1" {
+			t.Fatalf("ready FD got %q, want 1; output: %s", r, out.String())
+		}
+	case err := <-done:
+		t.Fatalf("slirp4netns exited: %v; %s", err, out.String())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no ready signal in 20 s; %s", out.String())
+	}
+	inTarget := func(args ...string) (string, error) {
+		b, err := exec.Command("nsenter", append([]string{"-t", fmt.Sprint(pid), "-n"}, args...)...).CombinedOutput()
+		return string(b), err
+	}
+	if got, err := inTarget("python3", "-c", pyTimedConnects, outerV4, "8000", "3", "1", "5"); err != nil || !strings.HasPrefix(got, "ok=3 ") {
+		t.Fatalf("from the namespace to a server outside: %v %q", err, got)
+	}
+	if got, err := inTarget("python3", "-c", pyTimedConnects, "10.0.2.2", "8001", "1", "1", "5"); err != nil || !strings.HasPrefix(got, "ok=1 ") {
+		t.Fatalf("from the namespace to the host's loopback at 10.0.2.2 (slirp4netns's default): %v %q", err, got)
+	}
+	if got, _ := inTarget("ip", "-o", "addr", "show", "tap0"); !strings.Contains(got, "10.0.2.100/24") || !strings.Contains(got, "fd00::100/64") {
+		t.Fatalf("tap0 in the namespace: %s", got)
+	}
+	// A forward through the API into the namespace.
+	srv := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-n", "python3", "-c", pyLiveServer, "0.0.0.0", "80")
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	if got := slirpAPI(t, api, `{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", "host_port": 18080, "guest_port": 80}}`); got != `{"return":{"id":1}}` {
+		t.Fatalf("add_hostfwd: %q", got)
+	}
+	var got string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		b, _ := exec.Command("ip", "netns", "exec", o.name, "python3", "-c", pyTimedConnects, "127.0.0.1", "18080", "1", "1", "5").CombinedOutput()
+		if got = string(b); strings.HasPrefix(got, "ok=1 ") {
+			break
+		}
+	}
+	if !strings.HasPrefix(got, "ok=1 ") {
+		t.Fatalf("through the forward: %q", got)
+	}
+	if got := slirpAPI(t, api, `{"execute": "list_hostfwd"}`); got != `{"entries":[{"id":1,"proto":"tcp","host_addr":"127.0.0.1","host_port":18080,"guest_addr":"10.0.2.100","guest_port":80}]}` {
+		t.Fatalf("list_hostfwd: %q", got)
+	}
+	ls, err := exec.Command("ip", "netns", "exec", o.name, tapstackBin, "forward", "--control", fmt.Sprintf("/run/tapstack/pid-%d.sock", pid), "ls").CombinedOutput()
+	if err != nil || !strings.Contains(string(ls), "127.0.0.1:18080:80/tcp") {
+		t.Fatalf("tapstack forward ls: %v %s", err, ls)
+	}
+	if got := slirpAPI(t, api, `{"execute": "remove_hostfwd", "arguments": {"id": 1}}`); got != `{"return":{}}` {
+		t.Fatalf("remove_hostfwd: %q", got)
+	}
+	// Closing the exit FD ends it.
+	exitW.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("after the exit FD closed: %v; %s", err, out.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("still running 10 s after the exit FD closed; %s", out.String())
+	}
+}
+
+func must[T any](v T, _ error) T { return v }
+
+// TestSlirp4netnsBadArguments: bad arguments and a namespace that cannot
+// be joined exit 1 with a message, as slirp4netns.
+func TestSlirp4netnsBadArguments(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--mtu=99", "1"}, "MTU"},
+		{[]string{"--bogus", "1"}, "unrecognized option"},
+		{[]string{"--target-type=bess", "1"}, "only netns"},
+		{[]string{"--macaddress=02:00:00:00:00:01", "1"}, "--configure"},
+		{[]string{"--cidr=10.0.2.0/28", "1"}, "--cidr"},
+		{[]string{}, "PID|PATH"},
+		{[]string{"abc", "tap0"}, "not a process ID"},
+		{[]string{"--netns-type=path", "/nonexistent/netns", "tap0"}, "/nonexistent/netns"},
+		{[]string{"999999", "tap0"}, "pid 999999"},
+	} {
+		b, err := exec.Command(tapstackBin, append([]string{"slirp4netns"}, c.args...)...).CombinedOutput()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 1 || !strings.Contains(string(b), c.want) {
+			t.Errorf("slirp4netns %v: %v, %q; want exit 1 saying %q", c.args, err, firstLine(string(b)), c.want)
+		}
+	}
+	b, err := exec.Command(tapstackBin, "slirp4netns", "--help").CombinedOutput()
+	for _, opt := range []string{"--configure", "--exit-fd", "--ready-fd", "--mtu", "--cidr", "--disable-host-loopback", "--netns-type",
+		"--userns-path", "--api-socket", "--enable-ipv6", "--disable-dns", "--outbound-addr", "--outbound-addr6", "--macaddress",
+		"--enable-sandbox", "--enable-seccomp", "--target-type", "--help", "--version"} {
+		if err != nil || !strings.Contains(string(b), opt) {
+			t.Errorf("--help does not list %s (%v)", opt, err)
+		}
+	}
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
+}
