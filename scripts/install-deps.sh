@@ -18,6 +18,9 @@ need nsenter util-linux
 need slirp4netns slirp4netns
 need pasta passt
 need hping3 hping3
+need podman podman
+need runc runc
+need busybox busybox-static
 # scapy for Debian's python3 (the injection test crafts malformed frames)
 /usr/bin/python3 -c 'import scapy' >/dev/null 2>&1 || pkgs+=(python3-scapy)
 

@@ -19,13 +19,14 @@ import (
 )
 
 // dnsmasqHosts writes the test zone: name.test (both families), v4only.test,
-// alias.test (a CNAME) and many.test (40 addresses: too many for UDP).
+// alias.test (a CNAME), many.test (40 addresses: too many for UDP) and
+// files.test (the outer namespace of the relay tests).
 func dnsmasqHosts(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	var hosts strings.Builder
-	hosts.WriteString("10.0.2.50 name.test\nfd00::50 name.test\n10.0.2.51 v4only.test\n10.0.2.100 ns.test\n")
+	hosts.WriteString("10.0.2.50 name.test\nfd00::50 name.test\n10.0.2.51 v4only.test\n10.0.2.100 ns.test\n198.51.100.1 files.test\n")
 	for i := 1; i <= 40; i++ {
 		fmt.Fprintf(&hosts, "10.0.3.%d many.test\n", i)
 	}

@@ -1,0 +1,122 @@
+package tests
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tapstack/tapstack/internal/cienv"
+)
+
+// busyboxRootfs makes a root filesystem of Debian's busybox-static for
+// podman run --rootfs: no image, no registry.
+func busyboxRootfs(t *testing.T) string {
+	t.Helper()
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		cienv.Skip(t, "skipped: needs busybox-static")
+	}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	for _, d := range []string{"bin", "etc", "tmp", "www", "proc", "sys", "dev"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o755)
+	}
+	b, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "busybox"), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"sh", "wget", "httpd", "sha256sum", "cat", "nslookup", "sleep"} {
+		os.Symlink("busybox", filepath.Join(dir, "bin", c))
+	}
+	os.WriteFile(filepath.Join(dir, "www", "index.html"), []byte("served from the container\n"), 0o644)
+	return dir
+}
+
+// podmanIn runs podman in the outer namespace (nsenter, not ip netns
+// exec: that remounts /sys and hides the cgroups from runc), in a mount
+// namespace of its own whose /etc/resolv.conf names the outer dnsmasq,
+// with the flags this machine needs (runc, cgroupfs, explicit limits).
+func (o *outer) podmanIn(timeout time.Duration, netCmd string, args ...string) (string, error) {
+	o.t.Helper()
+	resolv := filepath.Join(o.dir, "podman-resolv.conf")
+	os.WriteFile(resolv, []byte("nameserver "+outerV4+"\n"), 0o644)
+	podman := append([]string{"podman", "--runtime", "runc", "--cgroup-manager=cgroupfs", "--network-cmd-path=" + netCmd}, args...)
+	script := fmt.Sprintf("mount --bind %s /etc/resolv.conf && exec \"$@\"", resolv)
+	cmd := exec.Command("nsenter", append([]string{"--net=/var/run/netns/" + o.name, "unshare", "--mount", "--propagation", "private",
+		"sh", "-c", script, "sh"}, podman...)...)
+	done := make(chan struct{})
+	var out []byte
+	var err error
+	go func() { out, err = cmd.CombinedOutput(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		cmd.Process.Kill()
+		<-done
+		return string(out), fmt.Errorf("podman %v: timed out after %v", args, timeout)
+	}
+	return string(out), err
+}
+
+// TestPodmanWithTapstackAsSlirp4netns: podman (Debian's) runs a container
+// with --network slirp4netns and tapstack as its network command: the
+// container resolves a name through 10.0.2.3, fetches a file from a
+// server outside with its SHA-256 intact, and serves on a published
+// port, with podman's slirp4netns port handler (the API socket) and with
+// its own rootlessport.
+func TestPodmanWithTapstackAsSlirp4netns(t *testing.T) {
+	cienv.RequireTool(t, "podman", "runc", "nsenter", "unshare")
+	o := newOuter(t)
+	rootfs := busyboxRootfs(t)
+	o.dnsmasq(outerV4)
+	blob := make([]byte, 1<<20)
+	rand.Read(blob)
+	sum := sha256.Sum256(blob)
+	www := filepath.Join(o.dir, "files")
+	os.MkdirAll(www, 0o755)
+	os.WriteFile(filepath.Join(www, "blob"), blob, 0o644)
+	o.bg("python3", "-m", "http.server", "--bind", outerV4, "--directory", www, "8000")
+	o.waitTCP(outerV4, 8000)
+	netCmd := filepath.Join(o.dir, "slirp4netns")
+	if err := os.Symlink(tapstackBin, netCmd); err != nil {
+		t.Fatal(err)
+	}
+	limits := []string{"--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"}
+	out, err := o.podmanIn(120*time.Second, netCmd, append(append([]string{"run", "--rm", "--network", "slirp4netns"}, limits...),
+		"--rootfs", rootfs, "/bin/sh", "-c", "nslookup files.test 10.0.2.3 >/dev/null && wget -q -O /tmp/blob http://files.test:8000/blob && sha256sum /tmp/blob")...)
+	if err != nil || !strings.Contains(out, hex.EncodeToString(sum[:])) {
+		t.Fatalf("fetch through tapstack in a podman container: %v\n%s", err, out)
+	}
+	for i, handler := range []string{"slirp4netns:port_handler=slirp4netns", "slirp4netns"} {
+		name := fmt.Sprintf("tstpod%d-%d", os.Getpid(), i)
+		port := 18080 + i
+		t.Cleanup(func() { o.podmanIn(60*time.Second, netCmd, "rm", "-f", name) })
+		out, err := o.podmanIn(120*time.Second, netCmd, append(append([]string{"run", "-d", "--name", name, "--network", handler,
+			"-p", fmt.Sprintf("127.0.0.1:%d:80", port)}, limits...), "--rootfs", rootfs, "/bin/httpd", "-f", "-p", "80", "-h", "/www")...)
+		if err != nil {
+			t.Fatalf("podman run -d (%s): %v\n%s", handler, err, out)
+		}
+		var got string
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			b, _ := exec.Command("ip", "netns", "exec", o.name, "python3", "-c",
+				fmt.Sprintf("import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:%d/', timeout=3).read().decode(), end='')", port)).CombinedOutput()
+			if got = string(b); got == "served from the container\n" {
+				break
+			}
+		}
+		if got != "served from the container\n" {
+			t.Fatalf("the published port with %s: %q", handler, got)
+		}
+		o.podmanIn(60*time.Second, netCmd, "rm", "-f", name)
+	}
+}
