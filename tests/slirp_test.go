@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tapstack/tapstack/internal/cienv"
 )
 
 // slirpAPI sends one request to a slirp4netns API socket in the outer
@@ -195,4 +197,82 @@ func TestSlirp4netnsBadArguments(t *testing.T) {
 func firstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
 	return l
+}
+
+// TestSlirp4netnsWithoutRoot: as an ordinary user (uid 65534), for a
+// process in a user + network namespace of that user, as rootless podman
+// and rootlesskit start it: the TAP is opened inside the target's user
+// namespace (through nsenter) and the namespace reaches a server outside.
+func TestSlirp4netnsWithoutRoot(t *testing.T) {
+	cienv.RequireTool(t, "setpriv", "nsenter", "unshare")
+	o := newOuter(t)
+	fi, err := os.Stat("/dev/net/tun")
+	if err != nil {
+		cienv.Skip(t, "needs /dev/net/tun")
+	}
+	if mode := fi.Mode().Perm(); mode&0o006 != 0o006 {
+		if err := os.Chmod("/dev/net/tun", mode|0o006); err != nil {
+			cienv.Skip(t, fmt.Sprintf("cannot open /dev/net/tun to other users: %v", err))
+		}
+		t.Cleanup(func() { os.Chmod("/dev/net/tun", mode) })
+	}
+	o.bg("python3", "-c", pyLiveServer, outerV4, "8000")
+	o.waitTCP(outerV4, 8000)
+	drop := []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "env", "HOME=/", "XDG_RUNTIME_DIR="}
+	target := exec.Command("ip", append(append([]string{"netns", "exec", o.name}, drop...), "unshare", "--user", "--map-root-user", "--net", "sleep", "300")...)
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
+	pid := target.Process.Pid
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		cl, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if strings.HasPrefix(string(cl), "sleep") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the target did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	readyR, readyW, _ := os.Pipe()
+	cmd := exec.Command("ip", append(append([]string{"netns", "exec", o.name}, drop...), tapstackBin, "slirp4netns", "-c", "-r", "3", fmt.Sprint(pid), "tap0")...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.ExtraFiles = []*os.File{readyW}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	readyW.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+		}
+	})
+	ready := make(chan string, 1)
+	go func() {
+		b := make([]byte, 8)
+		n, _ := readyR.Read(b)
+		ready <- string(b[:n])
+	}()
+	select {
+	case r := <-ready:
+		if r != "1" {
+			t.Fatalf("ready FD got %q; output: %s", r, out.String())
+		}
+	case err := <-done:
+		t.Fatalf("slirp4netns as uid 65534 exited: %v; %s", err, out.String())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no ready signal in 20 s; %s", out.String())
+	}
+	got, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-n", "python3", "-c", pyTimedConnects, outerV4, "8000", "3", "1", "5").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(got), "ok=3 ") {
+		t.Fatalf("from the rootless namespace to a server outside: %v %q; daemon: %s", err, got, out.String())
+	}
 }

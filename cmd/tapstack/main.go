@@ -59,6 +59,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	name := args[0]
+	if name == slirpTAPCmd {
+		if err := runSlirpTAP(args[1:], stderr); err != nil {
+			fmt.Fprintf(stderr, "slirp4netns: %v\n", err)
+			return 1
+		}
+		return 0
+	}
 	if name == usernsChildCmd {
 		if err := runUsernsChild(args[1:], stderr); err != nil {
 			fmt.Fprintf(stderr, "tapstack run: %v\n", err)

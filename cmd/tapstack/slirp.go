@@ -299,8 +299,12 @@ func runSlirpCommand(args []string, stdout, stderr io.Writer) error {
 // serveSlirp runs the host until the exit FD closes, a signal comes, or
 // the namespace goes away.
 func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
-	if err := preflight(); err != nil {
-		return err
+	if os.Geteuid() == 0 {
+		if err := preflight(); err != nil {
+			return err
+		}
+	} else if why := usernsMissing(); why != "" {
+		return fmt.Errorf("cannot run without root: %s", why)
 	}
 	stackAddrs, nsAddrs, dns := o.plan()
 	hf := hostFlags{tap: o.tap, mtu: o.mtu, addrs: stackAddrs, nsAddrs: nsAddrs, maxSockets: stack.DefaultMaxSockets,
@@ -316,13 +320,18 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 	maxSocketsFor(&hf, &rf)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	s, err := startSession(ctx, &hf, &rf, nil, stderr)
+	opener := slirpTAPConfig{childConfig: childConfig{TAP: o.tap, MTU: o.mtu, NSAddrs: nsAddrs, StackAddrs: stackAddrs, Offload: hf.offload},
+		Configure: o.configure}
+	if o.mac != nil {
+		opener.MAC = o.mac.String()
+	}
+	s, err := startSessionWith(ctx, &hf, &rf, nil, stderr, slirpBuild(o, opener))
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	fmt.Fprintf(stdout, "tapstack slirp4netns: %s in %s, MTU %d, network %s, gateway %s, DNS %s, namespace %s\n",
-		o.tap, s.host.NS, o.mtu, o.cidr, stackAddrs[0].Addr(), joinPrefixes(dns), nsAddrs[0].Addr())
+	fmt.Fprintf(stdout, "tapstack slirp4netns: %s in the namespace of %s, MTU %d, network %s, gateway %s, DNS %s, namespace %s\n",
+		o.tap, o.target, o.mtu, o.cidr, stackAddrs[0].Addr(), joinPrefixes(dns), nsAddrs[0].Addr())
 	if o.apiSocket != "" {
 		api, err := slirpapi.Listen(o.apiSocket, s.gw, nsAddrs[0].Addr())
 		if err != nil {
