@@ -21,6 +21,8 @@ need hping3 hping3
 need podman podman
 need runc runc
 need busybox busybox-static
+need rootlesskit rootlesskit
+need newuidmap uidmap
 # scapy for Debian's python3 (the injection test crafts malformed frames)
 /usr/bin/python3 -c 'import scapy' >/dev/null 2>&1 || pkgs+=(python3-scapy)
 

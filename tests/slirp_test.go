@@ -3,6 +3,9 @@ package tests
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -274,5 +277,92 @@ func TestSlirp4netnsWithoutRoot(t *testing.T) {
 	got, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-n", "python3", "-c", pyTimedConnects, outerV4, "8000", "3", "1", "5").CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(got), "ok=3 ") {
 		t.Fatalf("from the rootless namespace to a server outside: %v %q; daemon: %s", err, got, out.String())
+	}
+}
+
+// TestRootlesskitWithTapstackAsSlirp4netns: rootlesskit (Debian's), as
+// an ordinary user, with --net=slirp4netns and tapstack as its
+// slirp4netns binary and port driver: the command it runs fetches a file
+// from a server outside with its SHA-256 intact and serves one through
+// the published port.
+func TestRootlesskitWithTapstackAsSlirp4netns(t *testing.T) {
+	cienv.RequireTool(t, "rootlesskit", "newuidmap", "useradd", "userdel", "setpriv")
+	o := newOuter(t)
+	fi, err := os.Stat("/dev/net/tun")
+	if err != nil {
+		cienv.Skip(t, "needs /dev/net/tun")
+	}
+	if mode := fi.Mode().Perm(); mode&0o006 != 0o006 {
+		if err := os.Chmod("/dev/net/tun", mode|0o006); err != nil {
+			cienv.Skip(t, fmt.Sprintf("cannot open /dev/net/tun to other users: %v", err))
+		}
+		t.Cleanup(func() { os.Chmod("/dev/net/tun", mode) })
+	}
+	// An ordinary user with subordinate ids (useradd gives them).
+	user := fmt.Sprintf("tsrk%d", os.Getpid()%100000)
+	if out, err := exec.Command("useradd", "-M", "-s", "/bin/sh", user).CombinedOutput(); err != nil {
+		t.Fatalf("useradd: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("userdel", user).Run() })
+	// A folder the user can reach (t.TempDir's parent is private).
+	dir, err := os.MkdirTemp("", "tapstack-rk-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.MkdirAll(filepath.Join(dir, "www"), 0o755)
+	os.Chmod(dir, 0o1777)
+	blob := make([]byte, 1<<20)
+	rand.Read(blob)
+	sum := sha256.Sum256(blob)
+	os.WriteFile(filepath.Join(dir, "blob"), blob, 0o644)
+	os.WriteFile(filepath.Join(dir, "www", "index.html"), []byte("served through rootlesskit\n"), 0o644)
+	o.bg("python3", "-m", "http.server", "--bind", outerV4, "--directory", dir, "8000")
+	o.waitTCP(outerV4, 8000)
+	bin := filepath.Join(dir, "tapstack")
+	b, _ := os.ReadFile(tapstackBin)
+	os.WriteFile(bin, b, 0o755)
+	os.Symlink(bin, filepath.Join(dir, "slirp4netns"))
+	inner := fmt.Sprintf(`python3 -c "import hashlib, urllib.request; print(hashlib.sha256(urllib.request.urlopen('http://%s:8000/blob').read()).hexdigest())" > %s/fetched && exec python3 -m http.server --bind 0.0.0.0 --directory %s/www 80`,
+		outerV4, dir, dir)
+	cmd := exec.Command("ip", "netns", "exec", o.name, "setpriv", "--reuid="+user, "--regid="+user, "--init-groups",
+		"env", "HOME="+dir, "XDG_RUNTIME_DIR="+filepath.Join(dir, "run"),
+		"rootlesskit", "--state-dir="+filepath.Join(dir, "state"), "--net=slirp4netns", "--slirp4netns-binary="+filepath.Join(dir, "slirp4netns"),
+		"--disable-host-loopback", "--port-driver=slirp4netns", "-p", "127.0.0.1:18080:80/tcp", "sh", "-c", inner)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	var got string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		select {
+		case <-done:
+			t.Fatalf("rootlesskit exited: %v\n%s", waitErr, out.String())
+		default:
+		}
+		b, _ := exec.Command("ip", "netns", "exec", o.name, "python3", "-c",
+			"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:18080/', timeout=3).read().decode(), end='')").CombinedOutput()
+		if got = string(b); got == "served through rootlesskit\n" {
+			break
+		}
+	}
+	if got != "served through rootlesskit\n" {
+		t.Fatalf("through rootlesskit's published port: %q\n%s", got, out.String())
+	}
+	if f, _ := os.ReadFile(filepath.Join(dir, "fetched")); strings.TrimSpace(string(f)) != hex.EncodeToString(sum[:]) {
+		t.Fatalf("the file fetched inside rootlesskit: %q, want %x\n%s", f, sum, out.String())
 	}
 }
