@@ -39,10 +39,35 @@ func TestDialerSharesSlotsWithNewAddresses(t *testing.T) {
 	if dl.start(ctx, e) != nil {
 		t.Fatal("e took a slot although no address holds more than one")
 	}
-	if !dl.end(held[0]) || !dl.end(held[1]) || dl.end(held[2]) {
+	if !dl.end(held[0], false) || !dl.end(held[1], false) || dl.end(held[2], false) {
 		t.Fatal("end does not report which dials were evicted")
 	}
 	if pending, evicted := dl.stats(); pending != 3 || evicted != 2 {
 		t.Fatalf("stats: %d pending, %d evicted; want 3 and 2", pending, evicted)
+	}
+}
+
+// TestDialerPrefersAddressesThatAnswer: a dial to an address that
+// answered recently takes a slot from an address that never has, even
+// when that one holds no more dials than it.
+func TestDialerPrefersAddressesThatAnswer(t *testing.T) {
+	hole, good := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("198.51.100.1")
+	dl := newDialer(4, 4)
+	ctx := context.Background()
+	dl.end(dl.start(ctx, good), true) // it answered once
+	h1, h2 := dl.start(ctx, hole), dl.start(ctx, hole)
+	g1, g2 := dl.start(ctx, good), dl.start(ctx, good)
+	if h1 == nil || h2 == nil || g1 == nil || g2 == nil {
+		t.Fatal("four dials did not fit four slots")
+	}
+	g3 := dl.start(ctx, good)
+	if g3 == nil || h1.ctx.Err() == nil || h2.ctx.Err() != nil {
+		t.Fatal("a third dial to the good address did not take the black hole's oldest slot")
+	}
+	// The black hole cannot take the good address's slots back, however
+	// many it holds.
+	dl.end(h1, false)
+	if dl.start(ctx, hole) != nil || g1.ctx.Err() != nil {
+		t.Fatal("a black hole took a slot from an address that answers")
 	}
 }

@@ -30,9 +30,9 @@ type Config struct {
 	// MaxFlows bounds relayed TCP connections plus UDP flows (4096).
 	MaxFlows int
 	// MaxPendingDials bounds host dials in progress (256). When all are
-	// taken, a dial to a less busy address takes one from the busiest
-	// (whose oldest dial is dropped and retried by the namespace), so
-	// black holes cannot starve good destinations; when none is busier,
+	// taken, a new dial may take the slot of one in progress (whose SYN
+	// is dropped and retried by the namespace): see dialer. Black holes
+	// cannot starve destinations that answer; when no slot can be taken,
 	// the SYN is dropped and the namespace retries.
 	MaxPendingDials int
 	// MaxPendingPerDest bounds dials in progress to one address (32).
@@ -382,7 +382,7 @@ func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
 	}
 	d := net.Dialer{Timeout: g.cfg.ConnectTimeout}
 	hc, err := d.DialContext(slot.ctx, "tcp", v.dial.String())
-	if g.dials.end(slot) && err != nil {
+	if g.dials.end(slot, err == nil) && err != nil {
 		r.Ignore() // evicted for a less busy address: the peer retries
 		return
 	}
