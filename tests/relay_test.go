@@ -542,17 +542,7 @@ func TestRunWithoutRoot(t *testing.T) {
 	if err != nil {
 		cienv.Skip(t, "needs setpriv (util-linux) to drop privileges")
 	}
-	// Debian makes /dev/net/tun world read-write; some containers do not.
-	fi, err := os.Stat("/dev/net/tun")
-	if err != nil {
-		cienv.Skip(t, "needs /dev/net/tun")
-	}
-	if mode := fi.Mode().Perm(); mode&0o006 != 0o006 {
-		if err := os.Chmod("/dev/net/tun", mode|0o006); err != nil {
-			cienv.Skip(t, fmt.Sprintf("cannot open /dev/net/tun to other users: %v", err))
-		}
-		t.Cleanup(func() { os.Chmod("/dev/net/tun", mode) })
-	}
+	tunForEveryone(t)
 	o.httpServer(8000, "rootless")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -656,5 +646,22 @@ func waitListening(t *testing.T, ns string, tcp, udp []string) {
 			t.Fatalf("nothing listens on port(s)%s in %s after 15 s", missing, ns)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// tunForEveryone makes /dev/net/tun readable and writable by every user
+// until the test ends (Debian makes it so; some containers and this
+// machine do not), for the tests that drop root.
+func tunForEveryone(t *testing.T) {
+	t.Helper()
+	fi, err := os.Stat("/dev/net/tun")
+	if err != nil {
+		cienv.Skip(t, "needs /dev/net/tun")
+	}
+	if mode := fi.Mode().Perm(); mode&0o006 != 0o006 {
+		if err := os.Chmod("/dev/net/tun", mode|0o006); err != nil {
+			cienv.Skip(t, fmt.Sprintf("cannot open /dev/net/tun to other users: %v", err))
+		}
+		t.Cleanup(func() { os.Chmod("/dev/net/tun", mode) })
 	}
 }

@@ -209,16 +209,7 @@ func firstLine(s string) string {
 func TestSlirp4netnsWithoutRoot(t *testing.T) {
 	cienv.RequireTool(t, "setpriv", "nsenter", "unshare")
 	o := newOuter(t)
-	fi, err := os.Stat("/dev/net/tun")
-	if err != nil {
-		cienv.Skip(t, "needs /dev/net/tun")
-	}
-	if mode := fi.Mode().Perm(); mode&0o006 != 0o006 {
-		if err := os.Chmod("/dev/net/tun", mode|0o006); err != nil {
-			cienv.Skip(t, fmt.Sprintf("cannot open /dev/net/tun to other users: %v", err))
-		}
-		t.Cleanup(func() { os.Chmod("/dev/net/tun", mode) })
-	}
+	tunForEveryone(t)
 	o.bg("python3", "-c", pyLiveServer, outerV4, "8000")
 	o.waitTCP(outerV4, 8000)
 	drop := []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "env", "HOME=/", "XDG_RUNTIME_DIR="}
@@ -288,16 +279,7 @@ func TestSlirp4netnsWithoutRoot(t *testing.T) {
 func TestRootlesskitWithTapstackAsSlirp4netns(t *testing.T) {
 	cienv.RequireTool(t, "rootlesskit", "newuidmap", "useradd", "userdel", "setpriv")
 	o := newOuter(t)
-	fi, err := os.Stat("/dev/net/tun")
-	if err != nil {
-		cienv.Skip(t, "needs /dev/net/tun")
-	}
-	if mode := fi.Mode().Perm(); mode&0o006 != 0o006 {
-		if err := os.Chmod("/dev/net/tun", mode|0o006); err != nil {
-			cienv.Skip(t, fmt.Sprintf("cannot open /dev/net/tun to other users: %v", err))
-		}
-		t.Cleanup(func() { os.Chmod("/dev/net/tun", mode) })
-	}
+	tunForEveryone(t)
 	// An ordinary user with subordinate ids (useradd gives them).
 	user := fmt.Sprintf("tsrk%d", os.Getpid()%100000)
 	if out, err := exec.Command("useradd", "-M", "-s", "/bin/sh", user).CombinedOutput(); err != nil {
