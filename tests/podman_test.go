@@ -12,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tapstack/tapstack/internal/cienv"
+	"github.com/tapstack/tapstack/stack/netns"
 )
 
 // busyboxRootfs makes a root filesystem of Debian's busybox-static for
@@ -77,6 +80,7 @@ func (o *outer) podmanIn(timeout time.Duration, netCmd string, args ...string) (
 func TestPodmanWithTapstackAsSlirp4netns(t *testing.T) {
 	cienv.RequireTool(t, "podman", "runc", "nsenter", "unshare")
 	o := newOuter(t)
+	forgetPodmanNetns(t)
 	rootfs := busyboxRootfs(t)
 	o.dnsmasq(outerV4)
 	blob := make([]byte, 1<<20)
@@ -119,4 +123,27 @@ func TestPodmanWithTapstackAsSlirp4netns(t *testing.T) {
 		}
 		o.podmanIn(60*time.Second, netCmd, "rm", "-f", name)
 	}
+}
+
+// forgetPodmanNetns removes, when the test ends, the netns-* entries of
+// /run/netns that appeared during it: podman makes one per container and
+// binds it in the private mount namespace podmanIn runs it in, so its
+// cleanup, from another mount namespace, leaves the empty file behind.
+func forgetPodmanNetns(t *testing.T) {
+	t.Helper()
+	before := map[string]bool{}
+	ents, _ := os.ReadDir(netns.Dir)
+	for _, e := range ents {
+		before[e.Name()] = true
+	}
+	t.Cleanup(func() {
+		ents, _ := os.ReadDir(netns.Dir)
+		for _, e := range ents {
+			if n := e.Name(); strings.HasPrefix(n, "netns-") && !before[n] {
+				p := filepath.Join(netns.Dir, n)
+				_ = unix.Unmount(p, unix.MNT_DETACH)
+				_ = os.Remove(p)
+			}
+		}
+	})
 }
