@@ -460,4 +460,3 @@ func refusesThenRecovers(t *testing.T, ns *stack.Stack, counted func() uint64) {
 	}
 	open[1].Close()
 }
-
