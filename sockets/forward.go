@@ -132,7 +132,7 @@ func (r *TCPRequest) Unreachable(net bool) {
 		if net {
 			why = UnreachNet
 		}
-		err := errNoSYN
+		err := errNoCopy
 		if r.syn != nil {
 			err = sendUnreachable(r.st, r.ID, r.syn, why)
 		}
@@ -141,7 +141,7 @@ func (r *TCPRequest) Unreachable(net bool) {
 	})
 }
 
-var errNoSYN = errors.New("no copy of the SYN to quote")
+var errNoCopy = errors.New("no copy of the packet to quote")
 
 // Unreach is the reason an ICMP destination unreachable gives.
 type Unreach int
@@ -355,7 +355,7 @@ type UDPRequest struct {
 // called at any time while the flow lives.
 func (r *UDPRequest) Unreachable(why Unreach) error {
 	if r.first == nil {
-		return errNoSYN
+		return errNoCopy
 	}
 	return sendUnreachable(r.st, r.ID, r.first, why)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -17,7 +18,6 @@ import (
 
 	"github.com/tapstack/tapstack/cmd/internal/slirpapi"
 	"github.com/tapstack/tapstack/link"
-	"github.com/tapstack/tapstack/stack"
 )
 
 // slirpVersion is what -v reports as the slirp4netns version spoken: the
@@ -307,16 +307,21 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 		return fmt.Errorf("cannot run without root: %s", why)
 	}
 	stackAddrs, nsAddrs, dns := o.plan()
-	hf := hostFlags{tap: o.tap, mtu: o.mtu, addrs: stackAddrs, nsAddrs: nsAddrs, maxSockets: stack.DefaultMaxSockets,
-		offload: true, txQueues: 1, noConfigure: !o.configure, mac: o.mac}
+	// The defaults of up and run (registering the flags sets them), then
+	// what slirp4netns's command line says.
+	var hf hostFlags
+	var rf relayFlags
+	defaults := flag.NewFlagSet("slirp4netns", flag.ContinueOnError)
+	hf.register(defaults, "")
+	rf.register(defaults)
+	hf.tap, hf.mtu, hf.addrs, hf.nsAddrs = o.tap, o.mtu, stackAddrs, nsAddrs
+	hf.noConfigure, hf.mac = !o.configure, o.mac
 	if o.netnsType == "pid" {
 		hf.pid, _ = strconv.Atoi(o.target)
 	} else {
 		hf.netnsPath = o.target
 	}
-	rf := relayFlags{hostLoopback: !o.noHostLoopback, maxFlows: 4096, maxDials: 256, maxDNS: 256, maxPings: 64,
-		connectTimeout: defaultConnectTimeout, udpIdle: defaultUDPIdle, resolvConf: "/etc/resolv.conf",
-		drainTimeout: defaultDrainTimeout, dnsAddrs: dns}
+	rf.hostLoopback, rf.dnsAddrs = !o.noHostLoopback, dns
 	maxSocketsFor(&hf, &rf)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -351,12 +356,18 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 	if o.exitFD >= 0 {
 		go watchExitFD(ctx, o.exitFD, exited)
 	}
-	wctx, wcancel := context.WithCancel(context.Background())
-	defer wcancel()
+	// A process's namespace ends with it; one opened by path has no
+	// process to watch (nil: never ready).
+	var gone <-chan string
+	if hf.pid != 0 {
+		wctx, wcancel := context.WithCancel(context.Background())
+		defer wcancel()
+		gone = watchGone(wctx, "", hf.pid)
+	}
 	select {
 	case <-ctx.Done():
 	case <-exited:
-	case why := <-watchGone(wctx, "", hf.pid):
+	case why := <-gone:
 		fmt.Fprintf(stderr, "tapstack slirp4netns: %s; stopping\n", why)
 		return nil
 	case <-s.host.Link.Failed():

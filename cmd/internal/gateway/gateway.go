@@ -183,7 +183,6 @@ func New(cfg Config) *Gateway {
 	}
 	g.resolv.path = cfg.ResolvConf
 	g.dnsTimeout = dnsTimeout
-	g.dnsTimeout = dnsTimeout
 	return g
 }
 
