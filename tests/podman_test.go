@@ -121,6 +121,9 @@ func TestPodmanWithTapstackAsSlirp4netns(t *testing.T) {
 		if got != "served from the container\n" {
 			t.Fatalf("the published port with %s: %q", handler, got)
 		}
+		// podman asks for the sandbox and the filter (it finds them in
+		// --help), and the daemon serving the container runs under both.
+		checkSandboxedSlirp(t)
 		o.podmanIn(60*time.Second, netCmd, "rm", "-f", name)
 	}
 }
@@ -146,4 +149,36 @@ func forgetPodmanNetns(t *testing.T) {
 			}
 		}
 	})
+}
+
+// checkSandboxedSlirp finds the running tapstack slirp4netns processes and
+// checks that they were asked for --enable-sandbox and --enable-seccomp
+// and run with no_new_privs, the seccomp filter and no capability but
+// CAP_NET_BIND_SERVICE.
+func checkSandboxedSlirp(t *testing.T) {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	found := 0
+	for _, p := range procs {
+		if exe, _ := os.Readlink(p + "/exe"); exe != tapstackBin {
+			continue
+		}
+		cmdline := strings.ReplaceAll(string(must(os.ReadFile(p+"/cmdline"))), "\x00", " ")
+		if !strings.Contains(cmdline, "slirp4netns") || strings.Contains(cmdline, "__slirp-tap") {
+			continue
+		}
+		found++
+		if !strings.Contains(cmdline, "--enable-sandbox") || !strings.Contains(cmdline, "--enable-seccomp") {
+			t.Errorf("podman started %q without the sandbox", cmdline)
+		}
+		status := string(must(os.ReadFile(p + "/status")))
+		for _, want := range []string{"NoNewPrivs:\t1", "Seccomp:\t2", "CapEff:\t0000000000000400"} {
+			if !strings.Contains(status, want) {
+				t.Errorf("%s (%s) lacks %q in its status", p, cmdline, want)
+			}
+		}
+	}
+	if found == 0 {
+		t.Error("no tapstack slirp4netns process is running beside the container")
+	}
 }

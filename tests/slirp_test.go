@@ -46,68 +46,14 @@ func TestSlirp4netnsCommandLine(t *testing.T) {
 	o.waitTCP(outerV4, 8000)
 	o.bg("python3", "-c", pyLiveServer, "127.0.0.1", "8001")
 	o.waitTCP("127.0.0.1", 8001)
-	// The target: a process in a network namespace of its own.
-	target := exec.Command("ip", "netns", "exec", o.name, "unshare", "--net", "sleep", "300")
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
-	pid := target.Process.Pid
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		a, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
-		b, _ := os.Readlink("/proc/self/ns/net")
-		if a != "" && a != b && strings.Contains(string(must(os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)))), "sleep") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the target process did not get a namespace of its own")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	pid := slirpTarget(t, o)
 	link := filepath.Join(o.dir, "slirp4netns")
 	if err := os.Symlink(tapstackBin, link); err != nil {
 		t.Fatal(err)
 	}
-	readyR, readyW, _ := os.Pipe()
-	exitR, exitW, _ := os.Pipe()
 	api := filepath.Join(o.dir, "api.sock")
-	cmd := exec.Command("ip", "netns", "exec", o.name, link, "--configure", "--mtu=65520", "-6", "--api-socket", api,
-		"-r", "3", "-e", "4", fmt.Sprint(pid), "tap0")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.ExtraFiles = []*os.File{readyW, exitR}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	readyW.Close()
-	exitR.Close()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		exitW.Close()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-		}
-	})
-	ready := make(chan string, 1)
-	go func() {
-		b := make([]byte, 8)
-		n, _ := readyR.Read(b)
-		ready <- string(b[:n])
-	}()
-	select {
-	case r := <-ready:
-		if r != "1" {
-			t.Fatalf("ready FD got %q, want 1; output: %s", r, out.String())
-		}
-	case err := <-done:
-		t.Fatalf("slirp4netns exited: %v; %s", err, out.String())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("no ready signal in 20 s; %s", out.String())
-	}
+	d := startSlirp(t, o, link, "--configure", "--mtu=65520", "-6", "--api-socket", api, "-r", "3", "-e", "4", fmt.Sprint(pid), "tap0")
+	exitW, done, out := d.exitW, d.done, d.out
 	inTarget := func(args ...string) (string, error) {
 		b, err := exec.Command("nsenter", append([]string{"-t", fmt.Sprint(pid), "-n"}, args...)...).CombinedOutput()
 		return string(b), err
@@ -163,6 +109,82 @@ func TestSlirp4netnsCommandLine(t *testing.T) {
 }
 
 func must[T any](v T, _ error) T { return v }
+
+// slirpTarget starts a process with a network namespace of its own in
+// o, as rootlesskit and podman have one, and returns its PID.
+func slirpTarget(t *testing.T, o *outer) int {
+	t.Helper()
+	target := exec.Command("ip", "netns", "exec", o.name, "unshare", "--net", "sleep", "300")
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
+	pid := target.Process.Pid
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+		b, _ := os.Readlink("/proc/self/ns/net")
+		if a != "" && a != b && strings.Contains(string(must(os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)))), "sleep") {
+			return pid
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the target process did not get a namespace of its own")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// slirpDaemon is a running tapstack slirp4netns.
+type slirpDaemon struct {
+	cmd   *exec.Cmd
+	exitW *os.File      // its exit FD: closing it ends the daemon
+	done  chan error    // its exit
+	out   *bytes.Buffer // its stdout and stderr
+}
+
+// startSlirp runs bin (tapstack as slirp4netns) in o with args, which
+// must name -r 3 and -e 4, and waits for its ready FD to say 1. The
+// daemon is ended when the test ends.
+func startSlirp(t *testing.T, o *outer, bin string, args ...string) *slirpDaemon {
+	t.Helper()
+	readyR, readyW, _ := os.Pipe()
+	exitR, exitW, _ := os.Pipe()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", o.name, bin}, args...)...)
+	d := &slirpDaemon{cmd: cmd, exitW: exitW, done: make(chan error, 1), out: &bytes.Buffer{}}
+	cmd.Stdout, cmd.Stderr = d.out, d.out
+	cmd.ExtraFiles = []*os.File{readyW, exitR}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	readyW.Close()
+	exitR.Close()
+	go func() { d.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		exitW.Close()
+		select {
+		case <-d.done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+		}
+	})
+	ready := make(chan string, 1)
+	go func() {
+		b := make([]byte, 8)
+		n, _ := readyR.Read(b)
+		ready <- string(b[:n])
+	}()
+	select {
+	case r := <-ready:
+		if r != "1" {
+			t.Fatalf("ready FD got %q, want 1; output: %s", r, d.out.String())
+		}
+	case err := <-d.done:
+		t.Fatalf("slirp4netns exited: %v; %s", err, d.out.String())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no ready signal in 20 s; %s", d.out.String())
+	}
+	return d
+}
 
 // TestSlirp4netnsBadArguments: bad arguments and a namespace that cannot
 // be joined exit 1 with a message, as slirp4netns.
@@ -346,5 +368,101 @@ func TestRootlesskitWithTapstackAsSlirp4netns(t *testing.T) {
 	}
 	if f, _ := os.ReadFile(filepath.Join(dir, "fetched")); strings.TrimSpace(string(f)) != hex.EncodeToString(sum[:]) {
 		t.Fatalf("the file fetched inside rootlesskit: %q, want %x\n%s", f, sum, out.String())
+	}
+}
+
+// pyPeerServer answers each connection with the address it came from.
+const pyPeerServer = `
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(16)
+while True:
+    c, a = s.accept()
+    c.sendall(a[0].encode())
+    c.close()
+`
+
+// pyReadFrom connects and prints what the server says.
+const pyReadFrom = `
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+print(c.recv(100).decode())
+`
+
+// TestSlirp4netnsSandboxSeccompOutbound: with --enable-sandbox and
+// --enable-seccomp the daemon runs with no_new_privs, a seccomp filter
+// and only CAP_NET_BIND_SERVICE, and still relays, serves its API and
+// forwards, and exits 0; --outbound-addr is the source the outside sees;
+// a forward's guest_addr may be another address of the namespace.
+func TestSlirp4netnsSandboxSeccompOutbound(t *testing.T) {
+	o := newOuter(t)
+	const outbound = "198.51.100.77"
+	if out, err := exec.Command("ip", "-n", o.name, "addr", "add", outbound+"/32", "dev", "lo").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add: %v %s", err, out)
+	}
+	o.bg("python3", "-c", pyPeerServer, outerV4, "8002")
+	o.waitTCP(outerV4, 8002)
+	pid := slirpTarget(t, o)
+	api := filepath.Join(o.dir, "api.sock")
+	d := startSlirp(t, o, tapstackBin, "slirp4netns", "-c", "--enable-sandbox", "--enable-seccomp", "--outbound-addr="+outbound,
+		"--api-socket", api, "-r", "3", "-e", "4", fmt.Sprint(pid), "tap0")
+	for _, want := range []string{"sandbox: no_new_privs set", "sandbox: file system (Landlock", "seccomp: killed on execve"} {
+		if !strings.Contains(d.out.String(), want) {
+			t.Errorf("the daemon did not say %q:\n%s", want, d.out.String())
+		}
+	}
+	status := string(must(os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))))
+	for _, want := range []string{"NoNewPrivs:\t1", "Seccomp:\t2", "CapEff:\t0000000000000400", "CapPrm:\t0000000000000400", "CapBnd:\t0000000000000400"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("the daemon's /proc status lacks %q:\n%s", want, status)
+		}
+	}
+	inTarget := func(args ...string) (string, error) {
+		b, err := exec.Command("nsenter", append([]string{"-t", fmt.Sprint(pid), "-n"}, args...)...).CombinedOutput()
+		return strings.TrimSpace(string(b)), err
+	}
+	if got, err := inTarget("python3", "-c", pyReadFrom, outerV4, "8002"); err != nil || got != outbound {
+		t.Fatalf("the server outside saw the namespace's connection come from %q (%v), want --outbound-addr %s", got, err, outbound)
+	}
+	// A second address in the namespace, served through a forward that
+	// names it as guest_addr.
+	if got, err := inTarget("ip", "addr", "add", "10.0.2.101/24", "dev", "tap0"); err != nil {
+		t.Fatalf("ip addr add: %v %s", err, got)
+	}
+	srv := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-n", "python3", "-c", pyPeerServer, "10.0.2.101", "80")
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	if got := slirpAPI(t, api, `{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", "host_port": 18081, "guest_addr": "10.0.2.2", "guest_port": 80}}`); got != `{"error":{"desc":"bad request: add_hostfwd: slirp_add_hostfwd failed"}}` {
+		t.Fatalf("add_hostfwd to the gateway's own address: %q", got)
+	}
+	if got := slirpAPI(t, api, `{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", "host_port": 18081, "guest_addr": "10.0.2.101", "guest_port": 80}}`); got != `{"return":{"id":1}}` {
+		t.Fatalf("add_hostfwd to 10.0.2.101: %q", got)
+	}
+	var got string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		b, _ := exec.Command("ip", "netns", "exec", o.name, "python3", "-c", pyReadFrom, "127.0.0.1", "18081").CombinedOutput()
+		if got = strings.TrimSpace(string(b)); got == "10.0.2.2" {
+			break
+		}
+	}
+	if got != "10.0.2.2" {
+		t.Fatalf("through the forward to 10.0.2.101 (the server should see the gateway 10.0.2.2): %q", got)
+	}
+	if got := slirpAPI(t, api, `{"execute": "list_hostfwd"}`); got != `{"entries":[{"id":1,"proto":"tcp","host_addr":"127.0.0.1","host_port":18081,"guest_addr":"10.0.2.101","guest_port":80}]}` {
+		t.Fatalf("list_hostfwd: %q", got)
+	}
+	// Shutting down under the filter: a clean exit, not SIGSYS.
+	d.exitW.Close()
+	select {
+	case err := <-d.done:
+		if err != nil {
+			t.Fatalf("after the exit FD closed: %v; %s", err, d.out.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("still running 10 s after the exit FD closed; %s", d.out.String())
 	}
 }

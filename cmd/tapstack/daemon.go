@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -75,6 +76,8 @@ type relayFlags struct {
 	verbose        bool
 	control        string
 	drainTimeout   time.Duration
+	outbound4      string
+	outbound6      string
 	// dnsAddrs, when not nil, are the DNS forwarder's addresses (empty:
 	// no forwarder); nil is the default plan's 10.0.2.3 and fd00::3.
 	dnsAddrs []netip.Prefix
@@ -96,6 +99,8 @@ func (r *relayFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&r.resolvConf, "resolv-conf", "/etc/resolv.conf", "`FILE` naming the upstream DNS servers (followed when it changes)")
 	fs.BoolVar(&r.verbose, "v", false, "log relay events on stderr")
 	fs.DurationVar(&r.drainTimeout, "drain-timeout", defaultDrainTimeout, "on exit, wait at most this long for relayed connections to deliver what the namespace sent (0: do not wait)")
+	fs.StringVar(&r.outbound4, "outbound-addr", "", "relayed IPv4 flows leave the host from this `ADDRESS` (or the first IPv4 address of this interface)")
+	fs.StringVar(&r.outbound6, "outbound-addr6", "", "relayed IPv6 flows leave the host from this `ADDRESS` (or the first global IPv6 address of this interface)")
 	fs.StringVar(&r.control, "control", "", "control socket `PATH` for tapstack forward (default "+control.Dir+"/NETNS.sock)")
 }
 
@@ -215,9 +220,24 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 	for _, p := range nsAddrs {
 		nsIPs = append(nsIPs, p.Addr())
 	}
+	var outbound []netip.Addr
+	for _, o := range []struct {
+		flag, val string
+		v4        bool
+	}{{"--outbound-addr", rf.outbound4, true}, {"--outbound-addr6", rf.outbound6, false}} {
+		if o.val == "" {
+			continue
+		}
+		a, err := outboundAddr(o.val, o.v4)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", o.flag, o.val, err)
+		}
+		outbound = append(outbound, a)
+	}
 	logger := log.New(stderr, "tapstack: ", 0)
 	gcfg := gateway.Config{
-		MaxFlows: rf.maxFlows, MaxPendingDials: rf.maxDials, MaxDNSQueries: rf.maxDNS, MaxPings: rf.maxPings,
+		OutboundAddrs: outbound,
+		MaxFlows:      rf.maxFlows, MaxPendingDials: rf.maxDials, MaxDNSQueries: rf.maxDNS, MaxPings: rf.maxPings,
 		ConnectTimeout: rf.connectTimeout, UDPIdleTimeout: rf.udpIdle,
 		HostLoopback: rf.hostLoopback, LoopbackAddrs: loop, AllowLinkLocal: rf.allowLinkLocal,
 		Allow: rf.allow, Deny: rf.deny, DNSAddrs: dns, ResolvConf: rf.resolvConf, NoPing: rf.noPing,
@@ -225,6 +245,15 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 	}
 	if rf.verbose {
 		gcfg.Logf = logger.Printf
+	}
+	// Forwards to other addresses of the namespace are checked and let
+	// through the source filter by the host, once it exists.
+	var host *nshost.Host
+	gcfg.AddGuest = func(a netip.Addr) error {
+		if host == nil {
+			return errors.New("the host is not up yet")
+		}
+		return host.AddGuest(a)
 	}
 	gw := gateway.New(gcfg)
 	cfg.Gateway = true
@@ -250,7 +279,7 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 		s.Close()
 		return nil, err
 	}
-	s.host = h
+	s.host, host = h, h
 	if err := gw.Start(); err != nil {
 		s.Close()
 		return nil, err
@@ -338,4 +367,42 @@ func logSpoofed(l *link.Endpoint, period time.Duration, logf func(format string,
 		close(done)
 		<-stopped
 	}
+}
+
+// outboundAddr resolves an --outbound-addr value: an address of the
+// family (v4 or not), or an interface whose first such address is taken
+// (for IPv6 a global one). The host must have it: a socket is bound to it.
+func outboundAddr(val string, v4 bool) (netip.Addr, error) {
+	family := "IPv6"
+	if v4 {
+		family = "IPv4"
+	}
+	a, err := netip.ParseAddr(val)
+	if err != nil {
+		ifi, ierr := net.InterfaceByName(val)
+		if ierr != nil {
+			return netip.Addr{}, fmt.Errorf("neither an %s address nor an interface: %w", family, ierr)
+		}
+		addrs, _ := ifi.Addrs()
+		for _, ia := range addrs {
+			p, perr := netip.ParsePrefix(ia.String())
+			if perr == nil && p.Addr().Is4() == v4 && (v4 || p.Addr().IsGlobalUnicast()) {
+				a = p.Addr()
+				break
+			}
+		}
+		if !a.IsValid() {
+			return netip.Addr{}, fmt.Errorf("interface %s has no %s address", val, family)
+		}
+	}
+	a = a.Unmap()
+	if a.Is4() != v4 || a.IsUnspecified() || a.IsMulticast() {
+		return netip.Addr{}, fmt.Errorf("want a unicast %s address or an interface name", family)
+	}
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: a.AsSlice()})
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("not usable as a source on this host: %w", err)
+	}
+	c.Close()
+	return a, nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tapstack/tapstack/cmd/internal/sandbox"
 	"github.com/tapstack/tapstack/cmd/internal/slirpapi"
 	"github.com/tapstack/tapstack/link"
 )
@@ -69,10 +70,10 @@ command line and API).
 --disable-host-loopback  prohibit connecting to 127.0.0.1:* on the host namespace
 --netns-type=TYPE        specify network namespace type ([path|pid], default=pid)
 --userns-path=PATH       specify user namespace path
---enable-sandbox         accepted; see README (not enforced yet)
---enable-seccomp         accepted; see README (not enforced yet)
---outbound-addr=IPv4     accepted; ignored with a warning
---outbound-addr6=IPv6    accepted; ignored with a warning
+--enable-sandbox         drop capabilities, restrict the file system to /etc and /run (read-only)
+--enable-seccomp         kill the process on execve, ptrace, mount, setns and other dangerous syscalls
+--outbound-addr=IPv4     relayed IPv4 flows leave from this address or interface
+--outbound-addr6=IPv6    relayed IPv6 flows leave from this address or interface
 --disable-dns            disables 10.0.2.3 (or the --cidr equivalent) to host DNS
 --macaddress=MAC         specify the MAC address of the TAP (only valid with -c)
 --target-type=TYPE       specify the target type ([netns], default=netns)
@@ -137,16 +138,12 @@ func parseSlirpArgs(args []string) (*slirpOptions, error) {
 			o.ipv6 = true
 		case "enable-sandbox", "create-sandbox":
 			o.sandbox = true
-			o.warnings = append(o.warnings, "--enable-sandbox is accepted but not enforced yet")
 		case "enable-seccomp":
 			o.seccomp = true
-			o.warnings = append(o.warnings, "--enable-seccomp is accepted but not enforced yet")
 		case "outbound-addr":
 			o.outbound4 = val
-			o.warnings = append(o.warnings, "--outbound-addr is not supported: outbound connections use the host's routing")
 		case "outbound-addr6":
 			o.outbound6 = val
-			o.warnings = append(o.warnings, "--outbound-addr6 is not supported: outbound connections use the host's routing")
 		case "disable-dns":
 			o.noDNS = true
 		case "macaddress":
@@ -322,6 +319,7 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 		hf.netnsPath = o.target
 	}
 	rf.hostLoopback, rf.dnsAddrs = !o.noHostLoopback, dns
+	rf.outbound4, rf.outbound6 = o.outbound4, o.outbound6
 	maxSocketsFor(&hf, &rf)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -344,14 +342,6 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 		}
 		defer api.Close()
 	}
-	if o.readyFD >= 0 {
-		f := os.NewFile(uintptr(o.readyFD), "ready-fd")
-		if _, err := f.Write([]byte("1")); err != nil {
-			f.Close()
-			return fmt.Errorf("write to ready-fd %d: %w", o.readyFD, err)
-		}
-		f.Close()
-	}
 	exited := make(chan struct{})
 	if o.exitFD >= 0 {
 		go watchExitFD(ctx, o.exitFD, exited)
@@ -363,6 +353,34 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 		wctx, wcancel := context.WithCancel(context.Background())
 		defer wcancel()
 		gone = watchGone(wctx, "", hf.pid)
+	}
+	// Restricted once set up, before it says it is ready: from here on
+	// the daemon only moves packets and sockets.
+	if o.sandbox {
+		rep, err := sandbox.Restrict("/etc", "/run")
+		if err != nil {
+			return fmt.Errorf("--enable-sandbox: %w", err)
+		}
+		for _, l := range rep {
+			fmt.Fprintf(stdout, "sandbox: %s\n", l)
+		}
+	}
+	if o.seccomp {
+		rep, err := sandbox.Seccomp()
+		if err != nil {
+			return fmt.Errorf("--enable-seccomp: %w", err)
+		}
+		for _, l := range rep {
+			fmt.Fprintln(stdout, l)
+		}
+	}
+	if o.readyFD >= 0 {
+		f := os.NewFile(uintptr(o.readyFD), "ready-fd")
+		if _, err := f.Write([]byte("1")); err != nil {
+			f.Close()
+			return fmt.Errorf("write to ready-fd %d: %w", o.readyFD, err)
+		}
+		f.Close()
 	}
 	select {
 	case <-ctx.Done():

@@ -51,3 +51,36 @@ func TestSourceFilter(t *testing.T) {
 		}
 	}
 }
+
+func TestAddGuestWidensTheFilter(t *testing.T) {
+	set := NewSourceSet([]netip.Addr{netip.MustParseAddr("10.0.2.100")})
+	h := &Host{
+		StackAddrs: []netip.Prefix{netip.MustParsePrefix("10.0.2.2/24"), netip.MustParsePrefix("fd00::2/64")},
+		NSAddrs:    []netip.Prefix{netip.MustParsePrefix("10.0.2.100/24"), netip.MustParsePrefix("fd00::100/64")},
+		extra:      []netip.Prefix{netip.MustParsePrefix("10.0.2.3/24")},
+		sources:    set,
+	}
+	for _, bad := range []string{"10.0.2.2", "10.0.2.3", "fd00::2", "10.0.2.0", "10.0.2.255", "10.0.3.7", "192.0.2.1"} {
+		if err := h.AddGuest(netip.MustParseAddr(bad)); err == nil {
+			t.Errorf("AddGuest(%s) accepted", bad)
+		}
+	}
+	if set.Allows(frame(0x0800, ipv4From("10.0.2.101"))) {
+		t.Fatal("10.0.2.101 passes before AddGuest")
+	}
+	for _, good := range []string{"10.0.2.101", "fd00::101"} {
+		if err := h.AddGuest(netip.MustParseAddr(good)); err != nil {
+			t.Fatalf("AddGuest(%s): %v", good, err)
+		}
+	}
+	h.AddGuest(netip.MustParseAddr("10.0.2.101")) // twice: stored once
+	if !set.Allows(frame(0x0800, ipv4From("10.0.2.101"))) || !set.Allows(frame(0x86dd, ipv6From("fd00::101"))) {
+		t.Fatal("the added addresses do not pass the filter")
+	}
+	if l := set.set.Load(); len(l.v4) != 2 || len(l.v6) != 1 {
+		t.Fatalf("the set holds %d IPv4 and %d IPv6 addresses, want 2 and 1", len(l.v4), len(l.v6))
+	}
+	if set.Allows(frame(0x0800, ipv4From("10.0.2.102"))) {
+		t.Fatal("other sources pass")
+	}
+}

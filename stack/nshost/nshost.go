@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"syscall"
 	"time"
 
@@ -86,17 +87,20 @@ type Config struct {
 	FilterSources bool
 }
 
-// linkOptions are the endpoint options cfg asks for.
-func (c *Config) linkOptions(devs []link.Device, vnet bool) link.Options {
+// linkOptions are the endpoint options cfg asks for, and the source set
+// of its filter (nil: none).
+func (c *Config) linkOptions(devs []link.Device, vnet bool) (link.Options, *SourceSet) {
 	o := link.Options{Devices: devs, MTU: uint32(c.MTU), Observer: c.Observer, VnetHdr: vnet, Logf: c.Logf}
+	var set *SourceSet
 	if c.FilterSources {
 		var addrs []netip.Addr
 		for _, p := range c.NSAddrs {
 			addrs = append(addrs, p.Addr())
 		}
-		o.Filter = SourceFilter(addrs)
+		set = NewSourceSet(addrs)
+		o.Filter = set.Allows
 	}
-	return o
+	return o, set
 }
 
 // Host is a running tapstack host in a namespace.
@@ -110,7 +114,51 @@ type Host struct {
 	NSAddrs    []netip.Prefix
 	MTU        int
 
-	unconfigured bool // Config.NoConfigure
+	unconfigured bool           // Config.NoConfigure
+	extra        []netip.Prefix // Config.ExtraStackAddrs
+	sources      *SourceSet     // the link's source filter, if any
+}
+
+// AddGuest accepts another address of the namespace as the target of a port
+// forward: it must lie in one of the namespace's networks and be none of
+// the stack's addresses nor a network or broadcast address. The link's
+// source filter, if any, lets its packets through from then on.
+func (h *Host) AddGuest(a netip.Addr) error {
+	a = a.Unmap()
+	for _, p := range append(append([]netip.Prefix{}, h.StackAddrs...), h.extra...) {
+		if p.Addr() == a {
+			return fmt.Errorf("%s is the stack's own address", a)
+		}
+	}
+	for _, p := range h.NSAddrs {
+		if !p.Contains(a) {
+			continue
+		}
+		if a.Is4() && p.Bits() < 31 && (a == p.Masked().Addr() || a == lastAddr(p)) {
+			return fmt.Errorf("%s is the network or broadcast address of %s", a, p.Masked())
+		}
+		if h.sources != nil {
+			h.sources.Add(a)
+		}
+		return nil
+	}
+	return fmt.Errorf("%s is outside the namespace's networks (%s)", a, joinPrefixes(h.NSAddrs))
+}
+
+// lastAddr is the highest address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	var s []string
+	for _, p := range ps {
+		s = append(s, p.Masked().String())
+	}
+	return strings.Join(s, ", ")
 }
 
 // UniqueName returns prefix followed by random hex, short enough for an
@@ -207,7 +255,8 @@ func New(cfg Config) (h *Host, err error) {
 	if err := ns.MoveLink(tmp, cfg.TAP); err != nil {
 		return nil, err
 	}
-	ep, err := link.New(cfg.linkOptions(tap.Devices(), tap.Offload()))
+	lo, sources := cfg.linkOptions(tap.Devices(), tap.Offload())
+	ep, err := link.New(lo)
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +267,7 @@ func New(cfg Config) (h *Host, err error) {
 			return nil, err
 		}
 	}
-	h, err = newHost(cfg, ep)
+	h, err = newHost(cfg, ep, sources)
 	if err != nil {
 		return nil, err
 	}
@@ -228,7 +277,7 @@ func New(cfg Config) (h *Host, err error) {
 }
 
 // newHost builds the stack on ep (which it owns from then on).
-func newHost(cfg Config, ep *link.Endpoint) (*Host, error) {
+func newHost(cfg Config, ep *link.Endpoint, sources *SourceSet) (*Host, error) {
 	st, err := stack.New(stack.Config{
 		MaxSockets: cfg.MaxSockets,
 		Init:       cfg.Init,
@@ -240,7 +289,8 @@ func newHost(cfg Config, ep *link.Endpoint) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Host{Stack: st, Link: ep, TAP: cfg.TAP, StackAddrs: cfg.StackAddrs, NSAddrs: cfg.NSAddrs, MTU: cfg.MTU}, nil
+	return &Host{Stack: st, Link: ep, TAP: cfg.TAP, StackAddrs: cfg.StackAddrs, NSAddrs: cfg.NSAddrs, MTU: cfg.MTU,
+		extra: cfg.ExtraStackAddrs, sources: sources}, nil
 }
 
 // NewOnDevices builds the stack on TAP queues that already exist in a
@@ -254,14 +304,15 @@ func NewOnDevices(cfg Config, devs []link.Device) (*Host, error) {
 		}
 		return nil, err
 	}
-	ep, err := link.New(cfg.linkOptions(devs, cfg.Offload))
+	lo, sources := cfg.linkOptions(devs, cfg.Offload)
+	ep, err := link.New(lo)
 	if err != nil {
 		for _, d := range devs {
 			d.Close()
 		}
 		return nil, err
 	}
-	return newHost(cfg, ep)
+	return newHost(cfg, ep, sources)
 }
 
 // Gateways returns the first stack address of each family, the

@@ -181,7 +181,7 @@ func (g *Gateway) forwardDNS(q []byte, overTCP bool) []byte {
 		id := binary.BigEndian.Uint16(idb[:])
 		out := append([]byte{}, q...)
 		binary.BigEndian.PutUint16(out, id)
-		resp, err := exchange(srv, out, id, overTCP, g.dnsTimeout)
+		resp, err := exchange(srv, g.outboundFor, out, id, overTCP, g.dnsTimeout)
 		if err != nil {
 			continue
 		}
@@ -198,12 +198,21 @@ var dnsBufs = sync.Pool{New: func() any {
 	return &b
 }}
 
-func exchange(srv netip.AddrPort, q []byte, id uint16, overTCP bool, timeout time.Duration) ([]byte, error) {
+// exchange sends query q to srv and returns its answer; source picks the
+// local address for srv, if any.
+func exchange(srv netip.AddrPort, source func(netip.Addr) (netip.Addr, bool), q []byte, id uint16, overTCP bool, timeout time.Duration) ([]byte, error) {
 	network := "udp"
+	d := net.Dialer{Timeout: timeout}
+	src, bind := source(srv.Addr())
 	if overTCP {
 		network = "tcp"
+		if bind {
+			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+		}
+	} else if bind {
+		d.LocalAddr = &net.UDPAddr{IP: src.AsSlice()}
 	}
-	c, err := net.DialTimeout(network, srv.String(), timeout)
+	c, err := d.Dial(network, srv.String())
 	if err != nil {
 		return nil, err
 	}

@@ -74,6 +74,16 @@ type Config struct {
 	// ones): a packet from any other source is spoofed and dropped. Empty
 	// relays every source.
 	NSAddrs []netip.Addr
+	// AddGuest, if set, accepts another namespace address as the target
+	// of a forward (Forward.NSAddr), or says why not. Without it forwards
+	// go to NSAddrs only.
+	AddGuest func(netip.Addr) error
+
+	// OutboundAddrs are the host addresses relayed flows, pings and DNS
+	// queries leave from (at most one per family; none: the kernel picks
+	// by route), as slirp4netns's --outbound-addr. Flows to the host's
+	// loopback leave from loopback whatever these say.
+	OutboundAddrs []netip.Addr
 
 	// Logf, if set, receives one line per notable event.
 	Logf func(format string, args ...any)
@@ -380,6 +390,9 @@ func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
 		return
 	}
 	d := net.Dialer{Timeout: g.cfg.ConnectTimeout}
+	if src, ok := g.outboundFor(v.dial.Addr()); ok {
+		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+	}
 	hc, err := d.DialContext(slot.ctx, "tcp", v.dial.String())
 	if g.dials.end(slot, err == nil) && err != nil {
 		r.Ignore() // evicted for a less busy address: the peer retries
@@ -530,7 +543,11 @@ func drainErrQueue(hc *net.UDPConn) {
 // (port, host or network unreachable) reach the namespace as the ICMP
 // errors Linux would send.
 func (g *Gateway) relayUDP(r *sockets.UDPRequest, s *sockets.Socket, dst netip.AddrPort) {
-	hc, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+	var laddr *net.UDPAddr
+	if src, ok := g.outboundFor(dst.Addr()); ok {
+		laddr = &net.UDPAddr{IP: src.AsSlice()}
+	}
+	hc, err := net.DialUDP("udp", laddr, net.UDPAddrFromAddrPort(dst))
 	if err != nil {
 		g.stats.dialFail.Add(1)
 		if why, ok := unreachFor(err); ok {
@@ -631,4 +648,19 @@ func (g *Gateway) Flows() int64 { return g.stats.active.Load() }
 func (g *Gateway) String() string {
 	return fmt.Sprintf("relay: max %d flows, %d pending dials (%d per address), %d DNS queries, %d pings, connect timeout %v, UDP idle %v",
 		g.cfg.MaxFlows, g.cfg.MaxPendingDials, g.cfg.MaxPendingPerDest, g.cfg.MaxDNSQueries, g.cfg.MaxPings, g.cfg.ConnectTimeout, g.cfg.UDPIdleTimeout)
+}
+
+// outboundFor is the source address for a host socket towards dst, if
+// Config.OutboundAddrs names one of its family and dst is not loopback.
+func (g *Gateway) outboundFor(dst netip.Addr) (netip.Addr, bool) {
+	dst = dst.Unmap()
+	if dst.IsLoopback() {
+		return netip.Addr{}, false
+	}
+	for _, a := range g.cfg.OutboundAddrs {
+		if a.Is4() == dst.Is4() {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
 }

@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/tapstack/tapstack/link"
 	"github.com/tapstack/tapstack/sockets"
 	"github.com/tapstack/tapstack/stack"
+	"github.com/tapstack/tapstack/stack/nshost"
 )
 
 // rig is a gateway stack (10.0.9.1, the relay) joined by an in-memory
@@ -156,13 +159,16 @@ func TestParseForward(t *testing.T) {
 		{"8080:80", "127.0.0.1:8080:80/tcp"},
 		{"0.0.0.0:53:53/udp", "0.0.0.0:53:53/udp"},
 		{"[::1]:8443:443", "[::1]:8443:443/tcp"},
+		{"127.0.0.1:8080:10.0.2.101:80", "127.0.0.1:8080:10.0.2.101:80/tcp"},
+		{"[::1]:8080:[fd00::101]:80/udp", "[::1]:8080:[fd00::101]:80/udp"},
 	} {
 		f, err := ParseForward(c.in)
 		if err != nil || f.String() != c.want {
 			t.Errorf("ParseForward(%q) = %v, %v; want %s", c.in, f, err, c.want)
 		}
 	}
-	for _, bad := range []string{"80", "a:b", "1:2/sctp", "[::1:80:80", "70000:80", "80:0", "1.2.3:80:80"} {
+	for _, bad := range []string{"80", "a:b", "1:2/sctp", "[::1:80:80", "70000:80", "80:0", "1.2.3:80:80",
+		"1:2:3:4:5", "127.0.0.1:80:x:80", "127.0.0.1:80:[fe80::1%eth0]:80", "[::1]x:80:80", "80:80:", ":80:80"} {
 		if _, err := ParseForward(bad); err == nil {
 			t.Errorf("ParseForward(%q) accepted", bad)
 		}
@@ -459,4 +465,82 @@ func refusesThenRecovers(t *testing.T, ns *stack.Stack, counted func() uint64) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	open[1].Close()
+}
+
+// TestPortForwardToAnotherNamespaceAddress: a forward may name another
+// address of the namespace; Config.AddGuest decides, and widens the
+// link's source filter, without which the answers would be dropped.
+func TestPortForwardToAnotherNamespaceAddress(t *testing.T) {
+	da, db := link.Pipe()
+	sources := nshost.NewSourceSet([]netip.Addr{netip.MustParseAddr("10.0.9.2")})
+	la, _ := link.New(link.Options{Devices: []link.Device{da}, Filter: sources.Allows})
+	lb, _ := link.New(link.Options{Devices: []link.Device{db}})
+	network := netip.MustParsePrefix("10.0.9.0/24")
+	var asked []netip.Addr
+	g := New(Config{NSAddrs: []netip.Addr{netip.MustParseAddr("10.0.9.2")}, AddGuest: func(a netip.Addr) error {
+		asked = append(asked, a)
+		if !network.Contains(a) {
+			return fmt.Errorf("%s is outside %s", a, network)
+		}
+		sources.Add(a)
+		return nil
+	}})
+	gw, err := stack.New(stack.Config{Init: g.Install, Links: []stack.LinkConfig{{
+		Name: "eth0", Endpoint: la, Gateway: true, TxQueues: 1, Addrs: []netip.Prefix{netip.MustParsePrefix("10.0.9.1/24")},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := stack.New(stack.Config{Links: []stack.LinkConfig{{
+		Name: "eth0", Endpoint: lb, TxQueues: 1,
+		Addrs: []netip.Prefix{netip.MustParsePrefix("10.0.9.2/24"), netip.MustParsePrefix("10.0.9.7/24")},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close(); gw.Close(); ns.Close() })
+	srv, err := sockets.Listen(ns, "tcp4", "10.0.9.7:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		for {
+			c, err := srv.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	if err := g.AddForward(Forward{Proto: "tcp", Host: netip.MustParseAddrPort("127.0.0.1:0"),
+		NSAddr: netip.MustParseAddr("192.0.2.7"), NSPort: 8080}); err == nil || !strings.Contains(err.Error(), "outside") {
+		t.Fatalf("a forward to an address outside the namespace's network: %v", err)
+	}
+	if err := g.AddForward(Forward{Proto: "tcp", Host: netip.MustParseAddrPort("127.0.0.1:0"),
+		NSAddr: netip.MustParseAddr("10.0.9.7"), NSPort: 8080}); err != nil {
+		t.Fatal(err)
+	}
+	fs := g.Forwards()
+	if len(fs) != 1 || !strings.HasSuffix(fs[0].String(), ":10.0.9.7:8080/tcp") {
+		t.Fatalf("Forwards = %v", fs)
+	}
+	c, err := net.DialTimeout("tcp", fs[0].Host.String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("to the second address"))
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	c.Close()
+	if string(got) != "to the second address" {
+		t.Fatalf("through the forward: %q, %v", got, err)
+	}
+	if len(asked) != 2 {
+		t.Fatalf("AddGuest asked %v", asked)
+	}
 }

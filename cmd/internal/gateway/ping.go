@@ -47,16 +47,20 @@ func (g *Gateway) ping(dst netip.Addr, e *sockets.EchoRequest) ([]byte, bool) {
 	var c *icmp.PacketConn
 	var err error
 	var raw bool
+	local4, local6 := "0.0.0.0", "::"
+	if src, ok := g.outboundFor(dst); ok {
+		local4, local6 = src.String(), src.String()
+	}
 	if v6 {
-		c, err = icmp.ListenPacket("udp6", "::")
+		c, err = icmp.ListenPacket("udp6", local6)
 		if err != nil {
-			c, err = icmp.ListenPacket("ip6:ipv6-icmp", "::")
+			c, err = icmp.ListenPacket("ip6:ipv6-icmp", local6)
 			raw = true
 		}
 	} else {
-		c, err = icmp.ListenPacket("udp4", "0.0.0.0")
+		c, err = icmp.ListenPacket("udp4", local4)
 		if err != nil {
-			c, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+			c, err = icmp.ListenPacket("ip4:icmp", local4)
 			raw = true
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,25 +18,31 @@ import (
 )
 
 // Forward is a port forward from the host into the namespace: connections
-// (or datagrams) to Host on the host go to NSPort on the namespace's
-// address of the same family. The namespace sees them come from the
-// stack's address (10.0.2.2 or fd00::2 by default).
+// (or datagrams) to Host on the host go to NSPort on NSAddr, or on the
+// namespace's address of the same family when NSAddr is not set. The
+// namespace sees them come from the stack's address (10.0.2.2 or fd00::2
+// by default).
 type Forward struct {
 	Proto  string // "tcp" or "udp"
 	Host   netip.AddrPort
+	NSAddr netip.Addr // optional
 	NSPort uint16
 }
 
-// String is the forward's spec: HOSTADDR:HOSTPORT:NSPORT/PROTO.
+// String is the forward's spec: HOSTADDR:HOSTPORT:[NSADDR:]NSPORT/PROTO.
 func (f Forward) String() string {
+	if f.NSAddr.IsValid() {
+		return fmt.Sprintf("%s:%s/%s", f.Host, netip.AddrPortFrom(f.NSAddr, f.NSPort), f.Proto)
+	}
 	return fmt.Sprintf("%s:%d/%s", f.Host, f.NSPort, f.Proto)
 }
 
-// ParseForward parses [HOSTADDR:]HOSTPORT:NSPORT[/tcp|/udp]; HOSTADDR is
-// an IPv4 address or a bracketed IPv6 one and defaults to 127.0.0.1.
+// ParseForward parses [HOSTADDR:]HOSTPORT:[NSADDR:]NSPORT[/tcp|/udp].
+// HOSTADDR is an IPv4 address or a bracketed IPv6 one and defaults to
+// 127.0.0.1; NSADDR likewise, and defaults to the namespace's address.
 func ParseForward(spec string) (Forward, error) {
 	bad := func(why string) (Forward, error) {
-		return Forward{}, fmt.Errorf("port forward %q: %s (want [HOSTADDR:]HOSTPORT:NSPORT[/tcp|/udp])", spec, why)
+		return Forward{}, fmt.Errorf("port forward %q: %s (want [HOSTADDR:]HOSTPORT:[NSADDR:]NSPORT[/tcp|/udp])", spec, why)
 	}
 	f := Forward{Proto: "tcp"}
 	s := spec
@@ -46,36 +53,70 @@ func ParseForward(spec string) (Forward, error) {
 			return bad("protocol must be tcp or udp")
 		}
 	}
-	host := netip.MustParseAddr("127.0.0.1")
-	if strings.HasPrefix(s, "[") {
-		end := strings.Index(s, "]")
-		if end < 0 || len(s) < end+2 || s[end+1] != ':' {
-			return bad("unclosed [")
+	// Fields split at colons outside brackets.
+	var fields []string
+	for s != "" {
+		if s[0] == '[' {
+			end := strings.Index(s, "]")
+			if end < 0 {
+				return bad("unclosed [")
+			}
+			fields = append(fields, s[:end+1])
+			s = s[end+1:]
+			if s != "" && s[0] != ':' {
+				return bad("want : after ]")
+			}
+		} else {
+			i := strings.IndexByte(s, ':')
+			if i < 0 {
+				i = len(s)
+			}
+			fields = append(fields, s[:i])
+			s = s[i:]
 		}
-		a, err := netip.ParseAddr(s[1:end])
-		if err != nil {
-			return bad("bad IPv6 address")
+		if s != "" {
+			s = s[1:]
+			if s == "" {
+				fields = append(fields, "")
+			}
 		}
-		host, s = a, s[end+2:]
 	}
-	parts := strings.Split(s, ":")
-	switch len(parts) {
+	addr := func(field string) (netip.Addr, bool) {
+		if strings.HasPrefix(field, "[") {
+			a, err := netip.ParseAddr(strings.TrimSuffix(field[1:], "]"))
+			return a, err == nil && a.Is6() && a.Zone() == ""
+		}
+		a, err := netip.ParseAddr(field)
+		return a, err == nil && a.Is4()
+	}
+	host := netip.MustParseAddr("127.0.0.1")
+	var nsAddr netip.Addr
+	var ok bool
+	switch len(fields) {
 	case 2:
 	case 3:
-		a, err := netip.ParseAddr(parts[0])
-		if err != nil || !a.Is4() {
+		if host, ok = addr(fields[0]); !ok {
 			return bad("bad host address (bracket IPv6 addresses)")
 		}
-		host, parts = a, parts[1:]
+		fields = fields[1:]
+	case 4:
+		if host, ok = addr(fields[0]); !ok {
+			return bad("bad host address (bracket IPv6 addresses)")
+		}
+		if nsAddr, ok = addr(fields[2]); !ok {
+			return bad("bad namespace address (bracket IPv6 addresses)")
+		}
+		fields = []string{fields[1], fields[3]}
 	default:
 		return bad("wrong number of fields")
 	}
-	hp, err1 := strconv.Atoi(parts[0])
-	np, err2 := strconv.Atoi(parts[1])
+	hp, err1 := strconv.Atoi(fields[0])
+	np, err2 := strconv.Atoi(fields[1])
 	if err1 != nil || err2 != nil || hp < 0 || hp > 65535 || np < 1 || np > 65535 {
 		return bad("ports must be numbers (host 0-65535, namespace 1-65535)")
 	}
 	f.Host = netip.AddrPortFrom(host, uint16(hp))
+	f.NSAddr = nsAddr
 	f.NSPort = uint16(np)
 	return f, nil
 }
@@ -95,8 +136,20 @@ func (f *forward) Close() error {
 	return f.pc.Close()
 }
 
-// target picks the namespace address of the forward's family.
+// target is the forward's NSAddr, accepted by Config.AddGuest, or the
+// namespace address of the forward's family.
 func (g *Gateway) target(f Forward) (netip.AddrPort, error) {
+	if f.NSAddr.IsValid() {
+		if !slices.Contains(g.cfg.NSAddrs, f.NSAddr) {
+			if g.cfg.AddGuest == nil {
+				return netip.AddrPort{}, fmt.Errorf("port forward %s: forwards go to the namespace's own addresses only", f)
+			}
+			if err := g.cfg.AddGuest(f.NSAddr); err != nil {
+				return netip.AddrPort{}, fmt.Errorf("port forward %s: %w", f, err)
+			}
+		}
+		return netip.AddrPortFrom(f.NSAddr, f.NSPort), nil
+	}
 	want4 := f.Host.Addr().Is4() || f.Host.Addr().Is4In6()
 	for _, a := range g.cfg.NSAddrs {
 		if a.Is4() == want4 {

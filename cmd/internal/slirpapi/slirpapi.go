@@ -54,8 +54,8 @@ type hostfwd struct {
 }
 
 // Listen makes the socket at path (replacing a stale file) and serves
-// fwd on it; guest is the namespace's address, the only guest_addr a
-// forward may name.
+// fwd on it; guest is the namespace's address, the guest_addr of a
+// forward that names none (another one is the gateway's to accept).
 func Listen(path string, fwd Forwarder, guest netip.Addr) (*Server, error) {
 	os.Remove(path)
 	ln, err := net.Listen("unix", path)
@@ -189,9 +189,6 @@ func (s *Server) add(req request) []byte {
 		if err != nil || !g.Is4() {
 			return bad("guest_addr")
 		}
-		if g != s.guest {
-			return errResp(fmt.Sprintf("bad request: add_hostfwd: guest_addr must be the namespace's address %s", s.guest))
-		}
 		guest = g
 	}
 	gp := port(a.GuestPort)
@@ -199,6 +196,9 @@ func (s *Server) add(req request) []byte {
 		return bad("guest_port")
 	}
 	f := gateway.Forward{Proto: *a.Proto, Host: netip.AddrPortFrom(ha, uint16(hp)), NSPort: uint16(gp)}
+	if guest != s.guest {
+		f.NSAddr = guest
+	}
 	if err := s.fwd.AddForward(f); err != nil {
 		return errResp("bad request: add_hostfwd: slirp_add_hostfwd failed")
 	}
