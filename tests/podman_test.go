@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,9 +53,16 @@ func busyboxRootfs(t *testing.T) string {
 // with the flags this machine needs (runc, cgroupfs, explicit limits).
 func (o *outer) podmanIn(timeout time.Duration, netCmd string, args ...string) (string, error) {
 	o.t.Helper()
+	return o.podmanAs(timeout, netCmd, nil, args...)
+}
+
+// podmanAs is podmanIn with podman started through asUser (a setpriv
+// command line), for rootless podman.
+func (o *outer) podmanAs(timeout time.Duration, netCmd string, asUser []string, args ...string) (string, error) {
+	o.t.Helper()
 	resolv := filepath.Join(o.dir, "podman-resolv.conf")
 	os.WriteFile(resolv, []byte("nameserver "+outerV4+"\n"), 0o644)
-	podman := append([]string{"podman", "--runtime", "runc", "--cgroup-manager=cgroupfs", "--network-cmd-path=" + netCmd}, args...)
+	podman := append(append(append([]string{}, asUser...), "podman", "--runtime", "runc", "--cgroup-manager=cgroupfs", "--network-cmd-path="+netCmd), args...)
 	script := fmt.Sprintf("mount --bind %s /etc/resolv.conf && exec \"$@\"", resolv)
 	cmd := exec.Command("nsenter", append([]string{"--net=/var/run/netns/" + o.name, "unshare", "--mount", "--propagation", "private",
 		"sh", "-c", script, "sh"}, podman...)...)
@@ -180,5 +189,105 @@ func checkSandboxedSlirp(t *testing.T) {
 	}
 	if found == 0 {
 		t.Error("no tapstack slirp4netns process is running beside the container")
+	}
+}
+
+// TestRootlessPodmanWithTapstackAsSlirp4netns: an ordinary user's podman
+// (rootless: its own user namespace, where it starts the network command
+// as that namespace's root) runs a container with tapstack as
+// slirp4netns: the container resolves a name through 10.0.2.3, fetches a
+// file from outside with its SHA-256 intact, and serves on a published
+// port (podman's rootlessport). On this machine's hybrid cgroups rootless
+// podman needs runc (crun refuses hybrid mode) and a /dev/net/tun the
+// user may open.
+func TestRootlessPodmanWithTapstackAsSlirp4netns(t *testing.T) {
+	cienv.RequireTool(t, "podman", "runc", "nsenter", "unshare", "newuidmap", "useradd", "userdel", "setpriv")
+	o := newOuter(t)
+	forgetPodmanNetns(t)
+	tunForEveryone(t)
+	user := fmt.Sprintf("tspm%d", os.Getpid()%100000)
+	if out, err := exec.Command("useradd", "-M", "-s", "/bin/sh", user).CombinedOutput(); err != nil {
+		t.Fatalf("useradd: %v %s", err, out)
+	}
+	uid := must(strconv.Atoi(strings.TrimSpace(string(must(exec.Command("id", "-u", user).Output())))))
+	t.Cleanup(func() {
+		endProcessesOf(uid) // podman's pause process and conmon stay behind
+		exec.Command("userdel", user).Run()
+	})
+	home, err := os.MkdirTemp("", "tapstack-pm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(home) })
+	os.Chmod(home, 0o755)
+	rootfs := busyboxRootfs(t)
+	os.Chmod(filepath.Dir(rootfs), 0o755)
+	bin := filepath.Join(home, "tapstack")
+	os.WriteFile(bin, must(os.ReadFile(tapstackBin)), 0o755)
+	netCmd := filepath.Join(home, "slirp4netns")
+	os.Symlink(bin, netCmd)
+	if out, err := exec.Command("chown", "-R", user+":", home, rootfs).CombinedOutput(); err != nil {
+		t.Fatalf("chown: %v %s", err, out)
+	}
+	asUser := []string{"setpriv", "--reuid=" + user, "--regid=" + user, "--init-groups",
+		"env", "HOME=" + home, "XDG_RUNTIME_DIR=" + filepath.Join(home, "run")}
+	os.Mkdir(filepath.Join(home, "run"), 0o700)
+	exec.Command("chown", user+":", filepath.Join(home, "run")).Run()
+
+	o.dnsmasq(outerV4)
+	blob := make([]byte, 1<<20)
+	rand.Read(blob)
+	sum := sha256.Sum256(blob)
+	www := filepath.Join(o.dir, "files")
+	os.MkdirAll(www, 0o755)
+	os.WriteFile(filepath.Join(www, "blob"), blob, 0o644)
+	o.bg("python3", "-m", "http.server", "--bind", outerV4, "--directory", www, "8000")
+	o.waitTCP(outerV4, 8000)
+	out, err := o.podmanAs(120*time.Second, netCmd, asUser, "run", "--rm", "--network", "slirp4netns", "--rootfs", rootfs,
+		"/bin/sh", "-c", "nslookup files.test 10.0.2.3 >/dev/null && wget -q -O /tmp/blob http://files.test:8000/blob && sha256sum /tmp/blob")
+	if err != nil || !strings.Contains(out, hex.EncodeToString(sum[:])) {
+		t.Fatalf("fetch through tapstack in a rootless podman container: %v\n%s", err, out)
+	}
+	name := fmt.Sprintf("tstpodrl%d", os.Getpid())
+	t.Cleanup(func() { o.podmanAs(60*time.Second, netCmd, asUser, "rm", "-f", name) })
+	out, err = o.podmanAs(120*time.Second, netCmd, asUser, "run", "-d", "--name", name, "--network", "slirp4netns",
+		"-p", "127.0.0.1:18090:80", "--rootfs", rootfs, "/bin/httpd", "-f", "-p", "80", "-h", "/www")
+	if err != nil {
+		t.Fatalf("rootless podman run -d: %v\n%s", err, out)
+	}
+	var got string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		b, _ := exec.Command("ip", "netns", "exec", o.name, "python3", "-c",
+			"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:18090/', timeout=3).read().decode(), end='')").CombinedOutput()
+		if got = string(b); got == "served from the container\n" {
+			break
+		}
+	}
+	if got != "served from the container\n" {
+		t.Fatalf("the published port of a rootless container: %q", got)
+	}
+	o.podmanAs(60*time.Second, netCmd, asUser, "rm", "-f", name)
+}
+
+// endProcessesOf kills the processes running as uid (a user the test
+// made), by PID.
+func endProcessesOf(uid int) {
+	for range 3 {
+		procs, _ := filepath.Glob("/proc/[0-9]*")
+		n := 0
+		for _, p := range procs {
+			var st syscall.Stat_t
+			if syscall.Stat(p, &st) != nil || int(st.Uid) != uid {
+				continue
+			}
+			if pid, err := strconv.Atoi(filepath.Base(p)); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+				n++
+			}
+		}
+		if n == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

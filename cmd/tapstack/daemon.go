@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -304,6 +306,10 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 			name = hf.userns
 		}
 		ctlPath = control.PathFor(name)
+		if len(ctlPath) > 100 { // a unix socket path holds 107 bytes
+			sum := sha256.Sum256([]byte(name))
+			ctlPath = control.PathFor("ns-" + hex.EncodeToString(sum[:8]))
+		}
 	}
 	ctl, err := control.Listen(ctlPath, gateway.ControlHandler{G: gw, Extra: func() map[string]uint64 {
 		ls := h.Link.Stats()

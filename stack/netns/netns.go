@@ -199,8 +199,12 @@ func onThread(fn func() error) error {
 			}()
 			return fn()
 		}()
-		if rerr := backTo(orig); rerr != nil {
-			done <- errors.Join(err, rerr) // the thread stays locked and dies
+		if backTo(orig) != nil {
+			// The thread stays locked and dies with the goroutine, so
+			// nothing else runs in the namespace: fn's result stands.
+			// (Root of a user namespace may enter a namespace that user
+			// namespace owns but not go back to the host's.)
+			done <- err
 			return
 		}
 		runtime.UnlockOSThread()

@@ -247,12 +247,27 @@ func New(cfg Config) (h *Host, err error) {
 	}
 
 	tmp := UniqueName("tst")
-	tap, err := link.OpenTAP(link.TAPConfig{Name: tmp, Queues: cfg.Queues, MTU: cfg.MTU, Offload: cfg.Offload, MAC: cfg.MAC})
-	if err != nil {
-		return nil, err
-	}
-	undo = append(undo, func() { tap.Close() })
-	if err := ns.MoveLink(tmp, cfg.TAP); err != nil {
+	tc := link.TAPConfig{Name: tmp, Queues: cfg.Queues, MTU: cfg.MTU, Offload: cfg.Offload, MAC: cfg.MAC}
+	tap, err := link.OpenTAP(tc)
+	switch {
+	case err == nil:
+		undo = append(undo, func() { tap.Close() })
+		if err := ns.MoveLink(tmp, cfg.TAP); err != nil {
+			return nil, err
+		}
+	case errors.Is(err, syscall.EPERM) && !ns.Created:
+		// Root of a user namespace (rootless podman starts its network
+		// command so) may not make links in the host's network namespace
+		// but may in the target's, which its user namespace owns.
+		tc.Name = cfg.TAP
+		if ierr := ns.Do(func() error {
+			tap, err = link.OpenTAP(tc)
+			return err
+		}); ierr != nil {
+			return nil, ierr
+		}
+		undo = append(undo, func() { tap.Close() })
+	default:
 		return nil, err
 	}
 	lo, sources := cfg.linkOptions(tap.Devices(), tap.Offload())

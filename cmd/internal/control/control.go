@@ -21,11 +21,14 @@ import (
 // Dir holds the sockets of root's daemons.
 const Dir = "/run/tapstack"
 
-// DefaultDir is where a daemon puts its socket: Dir for root, else
+// DefaultDir is where a daemon puts its socket: Dir for root (the real
+// one: root of a user namespace may not write there), else
 // $XDG_RUNTIME_DIR/tapstack, else a per-user folder in the temp dir.
 func DefaultDir() string {
 	if os.Geteuid() == 0 {
-		return Dir
+		if unix.Access(Dir, unix.W_OK) == nil || unix.Access(filepath.Dir(Dir), unix.W_OK) == nil {
+			return Dir
+		}
 	}
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
 		return filepath.Join(d, "tapstack")
