@@ -91,15 +91,7 @@ func TestPodmanWithTapstackAsSlirp4netns(t *testing.T) {
 	o := newOuter(t)
 	forgetPodmanNetns(t)
 	rootfs := busyboxRootfs(t)
-	o.dnsmasq(outerV4)
-	blob := make([]byte, 1<<20)
-	rand.Read(blob)
-	sum := sha256.Sum256(blob)
-	www := filepath.Join(o.dir, "files")
-	os.MkdirAll(www, 0o755)
-	os.WriteFile(filepath.Join(www, "blob"), blob, 0o644)
-	o.bg("python3", "-m", "http.server", "--bind", outerV4, "--directory", www, "8000")
-	o.waitTCP(outerV4, 8000)
+	sum := o.serveBlob()
 	netCmd := filepath.Join(o.dir, "slirp4netns")
 	if err := os.Symlink(tapstackBin, netCmd); err != nil {
 		t.Fatal(err)
@@ -107,7 +99,7 @@ func TestPodmanWithTapstackAsSlirp4netns(t *testing.T) {
 	limits := []string{"--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"}
 	out, err := o.podmanIn(120*time.Second, netCmd, append(append([]string{"run", "--rm", "--network", "slirp4netns"}, limits...),
 		"--rootfs", rootfs, "/bin/sh", "-c", "nslookup files.test 10.0.2.3 >/dev/null && wget -q -O /tmp/blob http://files.test:8000/blob && sha256sum /tmp/blob")...)
-	if err != nil || !strings.Contains(out, hex.EncodeToString(sum[:])) {
+	if err != nil || !strings.Contains(out, sum) {
 		t.Fatalf("fetch through tapstack in a podman container: %v\n%s", err, out)
 	}
 	for i, handler := range []string{"slirp4netns:port_handler=slirp4netns", "slirp4netns"} {
@@ -234,18 +226,10 @@ func TestRootlessPodmanWithTapstackAsSlirp4netns(t *testing.T) {
 	os.Mkdir(filepath.Join(home, "run"), 0o700)
 	exec.Command("chown", user+":", filepath.Join(home, "run")).Run()
 
-	o.dnsmasq(outerV4)
-	blob := make([]byte, 1<<20)
-	rand.Read(blob)
-	sum := sha256.Sum256(blob)
-	www := filepath.Join(o.dir, "files")
-	os.MkdirAll(www, 0o755)
-	os.WriteFile(filepath.Join(www, "blob"), blob, 0o644)
-	o.bg("python3", "-m", "http.server", "--bind", outerV4, "--directory", www, "8000")
-	o.waitTCP(outerV4, 8000)
+	sum := o.serveBlob()
 	out, err := o.podmanAs(120*time.Second, netCmd, asUser, "run", "--rm", "--network", "slirp4netns", "--rootfs", rootfs,
 		"/bin/sh", "-c", "nslookup files.test 10.0.2.3 >/dev/null && wget -q -O /tmp/blob http://files.test:8000/blob && sha256sum /tmp/blob")
-	if err != nil || !strings.Contains(out, hex.EncodeToString(sum[:])) {
+	if err != nil || !strings.Contains(out, sum) {
 		t.Fatalf("fetch through tapstack in a rootless podman container: %v\n%s", err, out)
 	}
 	name := fmt.Sprintf("tstpodrl%d", os.Getpid())
@@ -290,4 +274,20 @@ func endProcessesOf(uid int) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// serveBlob serves a random 1 MiB file as http://files.test:8000/blob
+// (dnsmasq on outerV4 names files.test) and returns its SHA-256 in hex.
+func (o *outer) serveBlob() string {
+	o.t.Helper()
+	o.dnsmasq(outerV4)
+	blob := make([]byte, 1<<20)
+	rand.Read(blob)
+	sum := sha256.Sum256(blob)
+	www := filepath.Join(o.dir, "files")
+	os.MkdirAll(www, 0o755)
+	os.WriteFile(filepath.Join(www, "blob"), blob, 0o644)
+	o.bg("python3", "-m", "http.server", "--bind", outerV4, "--directory", www, "8000")
+	o.waitTCP(outerV4, 8000)
+	return hex.EncodeToString(sum[:])
 }

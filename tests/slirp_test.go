@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,7 +53,7 @@ func TestSlirp4netnsCommandLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	api := filepath.Join(o.dir, "api.sock")
-	d := startSlirp(t, o, link, "--configure", "--mtu=65520", "-6", "--api-socket", api, "-r", "3", "-e", "4", fmt.Sprint(pid), "tap0")
+	d := startSlirp(t, o, nil, link, "--configure", "--mtu=65520", "-6", "--api-socket", api, "-r", "3", "-e", "4", fmt.Sprint(pid), "tap0")
 	exitW, done, out := d.exitW, d.done, d.out
 	inTarget := func(args ...string) (string, error) {
 		b, err := exec.Command("nsenter", append([]string{"-t", fmt.Sprint(pid), "-n"}, args...)...).CombinedOutput()
@@ -137,20 +138,40 @@ func slirpTarget(t *testing.T, o *outer) int {
 // slirpDaemon is a running tapstack slirp4netns.
 type slirpDaemon struct {
 	cmd   *exec.Cmd
-	exitW *os.File      // its exit FD: closing it ends the daemon
-	done  chan error    // its exit
-	out   *bytes.Buffer // its stdout and stderr
+	exitW *os.File    // its exit FD: closing it ends the daemon
+	done  chan error  // its exit
+	out   *syncBuffer // its stdout and stderr
 }
 
-// startSlirp runs bin (tapstack as slirp4netns) in o with args, which
-// must name -r 3 and -e 4, and waits for its ready FD to say 1. The
-// daemon is ended when the test ends.
-func startSlirp(t *testing.T, o *outer, bin string, args ...string) *slirpDaemon {
+// syncBuffer is a bytes.Buffer that a running command may write while
+// the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// startSlirp runs bin (tapstack as slirp4netns) in o, through prefix (a
+// setpriv command line, or nothing), with args, which must name -r 3 and
+// may name -e 4, and waits for its ready FD to say 1. The daemon is ended
+// when the test ends.
+func startSlirp(t *testing.T, o *outer, prefix []string, bin string, args ...string) *slirpDaemon {
 	t.Helper()
 	readyR, readyW, _ := os.Pipe()
 	exitR, exitW, _ := os.Pipe()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", o.name, bin}, args...)...)
-	d := &slirpDaemon{cmd: cmd, exitW: exitW, done: make(chan error, 1), out: &bytes.Buffer{}}
+	cmd := exec.Command("ip", append(append(append([]string{"netns", "exec", o.name}, prefix...), bin), args...)...)
+	d := &slirpDaemon{cmd: cmd, exitW: exitW, done: make(chan error, 1), out: &syncBuffer{}}
 	cmd.Stdout, cmd.Stderr = d.out, d.out
 	cmd.ExtraFiles = []*os.File{readyW, exitR}
 	if err := cmd.Start(); err != nil {
@@ -161,6 +182,7 @@ func startSlirp(t *testing.T, o *outer, bin string, args ...string) *slirpDaemon
 	go func() { d.done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		exitW.Close()
+		cmd.Process.Signal(os.Interrupt)
 		select {
 		case <-d.done:
 		case <-time.After(10 * time.Second):
@@ -252,41 +274,8 @@ func TestSlirp4netnsWithoutRoot(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	readyR, readyW, _ := os.Pipe()
-	cmd := exec.Command("ip", append(append([]string{"netns", "exec", o.name}, drop...), tapstackBin, "slirp4netns", "-c", "-r", "3", fmt.Sprint(pid), "tap0")...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.ExtraFiles = []*os.File{readyW}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	readyW.Close()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-		}
-	})
-	ready := make(chan string, 1)
-	go func() {
-		b := make([]byte, 8)
-		n, _ := readyR.Read(b)
-		ready <- string(b[:n])
-	}()
-	select {
-	case r := <-ready:
-		if r != "1" {
-			t.Fatalf("ready FD got %q; output: %s", r, out.String())
-		}
-	case err := <-done:
-		t.Fatalf("slirp4netns as uid 65534 exited: %v; %s", err, out.String())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("no ready signal in 20 s; %s", out.String())
-	}
+	d := startSlirp(t, o, drop, tapstackBin, "slirp4netns", "-c", "-r", "3", fmt.Sprint(pid), "tap0")
+	out := d.out
 	got, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-n", "python3", "-c", pyTimedConnects, outerV4, "8000", "3", "1", "5").CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(got), "ok=3 ") {
 		t.Fatalf("from the rootless namespace to a server outside: %v %q; daemon: %s", err, got, out.String())
@@ -406,7 +395,7 @@ func TestSlirp4netnsSandboxSeccompOutbound(t *testing.T) {
 	o.waitTCP(outerV4, 8002)
 	pid := slirpTarget(t, o)
 	api := filepath.Join(o.dir, "api.sock")
-	d := startSlirp(t, o, tapstackBin, "slirp4netns", "-c", "--enable-sandbox", "--enable-seccomp", "--outbound-addr="+outbound,
+	d := startSlirp(t, o, nil, tapstackBin, "slirp4netns", "-c", "--enable-sandbox", "--enable-seccomp", "--outbound-addr="+outbound,
 		"--api-socket", api, "-r", "3", "-e", "4", fmt.Sprint(pid), "tap0")
 	for _, want := range []string{"sandbox: no_new_privs set", "sandbox: file system (Landlock", "seccomp: killed on execve"} {
 		if !strings.Contains(d.out.String(), want) {
