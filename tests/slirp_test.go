@@ -143,6 +143,20 @@ type slirpDaemon struct {
 	out   *syncBuffer // its stdout and stderr
 }
 
+// said reports whether the daemon's output holds want within wait. Its
+// output is copied from a pipe by os/exec, so what it wrote before it
+// signalled ready may still be on its way.
+func (d *slirpDaemon) said(want string, wait time.Duration) bool {
+	for deadline := time.Now().Add(wait); ; time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(d.out.String(), want) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
 // syncBuffer is a bytes.Buffer that a running command may write while
 // the test reads it.
 type syncBuffer struct {
@@ -398,7 +412,7 @@ func TestSlirp4netnsSandboxSeccompOutbound(t *testing.T) {
 	d := startSlirp(t, o, nil, tapstackBin, "slirp4netns", "-c", "--enable-sandbox", "--enable-seccomp", "--outbound-addr="+outbound,
 		"--api-socket", api, "-r", "3", "-e", "4", fmt.Sprint(pid), "tap0")
 	for _, want := range []string{"sandbox: no_new_privs set", "sandbox: file system (Landlock", "seccomp: killed on execve"} {
-		if !strings.Contains(d.out.String(), want) {
+		if !d.said(want, 5*time.Second) {
 			t.Errorf("the daemon did not say %q:\n%s", want, d.out.String())
 		}
 	}
