@@ -118,16 +118,18 @@ func New(opts Options) (*Endpoint, error) {
 		return nil, fmt.Errorf("link: %v is not a unicast Ethernet address", mac)
 	}
 	r := &rawEndpoint{
-		devices:  opts.Devices,
-		observer: opts.Observer,
-		addr:     tcpip.LinkAddress(mac),
-		vnet:     opts.VnetHdr,
-		logf:     opts.Logf,
-		filter:   opts.Filter,
-		failed:   make(chan struct{}),
-		closing:  make(chan struct{}),
+		devices: opts.Devices,
+		addr:    tcpip.LinkAddress(mac),
+		vnet:    opts.VnetHdr,
+		logf:    opts.Logf,
+		filter:  opts.Filter,
+		failed:  make(chan struct{}),
+		closing: make(chan struct{}),
 	}
 	r.mtu.Store(mtu + header.EthernetMinimumSize)
+	if opts.Observer != nil {
+		r.observers.add(opts.Observer)
+	}
 	return &Endpoint{Endpoint: ethernet.New(r), raw: r}, nil
 }
 
@@ -137,6 +139,14 @@ func RandomMAC() net.HardwareAddr {
 	_, _ = rand.Read(mac)
 	mac[0] = (mac[0] | 0x02) &^ 0x01
 	return mac
+}
+
+// AddObserver makes o see every frame from now on, beside the others,
+// until remove is called (remove waits for no frame; o may see a frame
+// that was on its way). It is safe while frames flow.
+func (e *Endpoint) AddObserver(o Observer) (remove func()) {
+	id := e.raw.observers.add(o)
+	return sync.OnceFunc(func() { e.raw.observers.remove(id) })
 }
 
 // Stats returns the frame counters.
@@ -162,11 +172,11 @@ func (e *Endpoint) Err() error {
 // rawEndpoint moves frames that include the Ethernet header; the
 // ethernet.Endpoint around it parses and adds that header.
 type rawEndpoint struct {
-	devices  []Device
-	observer Observer
-	addr     tcpip.LinkAddress
-	vnet     bool          // frames carry a virtio_net_hdr
-	mtu      atomic.Uint32 // frame MTU: IP MTU + 14
+	devices   []Device
+	observers observers
+	addr      tcpip.LinkAddress
+	vnet      bool          // frames carry a virtio_net_hdr
+	mtu       atomic.Uint32 // frame MTU: IP MTU + 14
 
 	logf    func(format string, args ...any)
 	filter  func([]byte) bool
@@ -368,8 +378,10 @@ func (e *rawEndpoint) routineReadFromDevice(i int, dev Device) {
 		v := buffer.NewViewWithData(frame)
 		e.rxFrames.Add(1)
 		e.rxBytes.Add(uint64(n))
-		if e.observer != nil {
-			e.observer.ObserveFrame(Inbound, v.AsSlice())
+		if obs := e.observers.list(); obs != nil {
+			for _, o := range *obs {
+				o.ObserveFrame(Inbound, v.AsSlice())
+			}
 		}
 		e.mu.RLock()
 		d := e.dispatcher
@@ -432,9 +444,11 @@ func (e *rawEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Erro
 		}
 		bufs = appendSlices(bufs, pkt)
 		scratch.bufs = bufs
-		if e.observer != nil {
+		if obs := e.observers.list(); obs != nil {
 			v := pkt.ToView()
-			e.observer.ObserveFrame(Outbound, v.AsSlice())
+			for _, o := range *obs {
+				o.ObserveFrame(Outbound, v.AsSlice())
+			}
 			v.Release()
 		}
 		if err := dev.WriteFrame(bufs); err != nil {
@@ -470,4 +484,54 @@ func (e *rawEndpoint) stats() Stats {
 		RxDropped:  e.rxDropped.Load(),
 		RxFiltered: e.rxFiltered.Load(),
 	}
+}
+
+// observers is a set of Observers that the frame paths read without a
+// lock: a copy-on-write list. Each addition has its own id, so that the
+// same Observer (or one of a type that == cannot compare) may be added
+// more than once.
+type observers struct {
+	mu   sync.Mutex
+	ids  []int                      // of cur's entries; protected by mu
+	next int                        // protected by mu
+	cur  atomic.Pointer[[]Observer] // nil when empty
+}
+
+func (s *observers) list() *[]Observer { return s.cur.Load() }
+
+func (s *observers) add(o Observer) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var next []Observer
+	if cur := s.cur.Load(); cur != nil {
+		next = append(next, *cur...)
+	}
+	next = append(next, o)
+	s.next++
+	s.ids = append(s.ids, s.next)
+	s.cur.Store(&next)
+	return s.next
+}
+
+func (s *observers) remove(id int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.cur.Load()
+	if cur == nil {
+		return
+	}
+	var next []Observer
+	var ids []int
+	for i, x := range *cur {
+		if s.ids[i] != id {
+			next = append(next, x)
+			ids = append(ids, s.ids[i])
+		}
+	}
+	s.ids = ids
+	if len(next) == 0 {
+		s.cur.Store(nil)
+		return
+	}
+	s.cur.Store(&next)
 }

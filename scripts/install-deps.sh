@@ -18,6 +18,8 @@ need nsenter util-linux
 need slirp4netns slirp4netns
 need pasta passt
 need hping3 hping3
+need tcpdump tcpdump
+need tshark tshark
 need podman podman
 need runc runc
 need busybox busybox-static

@@ -44,6 +44,7 @@ type Socket struct {
 	ep      tcpip.Endpoint
 	wq      *waiter.Queue
 	created time.Time
+	site    site // where it was made, if its table records sites
 
 	timeout atomic.Int64 // nanoseconds; Blocking for none
 	rdl     atomic.Int64 // read deadline, unix nanoseconds; 0 for none
@@ -101,6 +102,9 @@ func newSocket(st *stack.Stack, tbl *table, fd int, family Family, typ Type, pro
 	s := &Socket{
 		st: st, tbl: tbl, fd: fd, family: family, typ: typ, proto: proto,
 		ep: ep, wq: wq, created: time.Now(), closing: make(chan struct{}),
+	}
+	if tbl.sites {
+		s.site = callerSite()
 	}
 	s.timeout.Store(int64(Blocking))
 	if !tbl.fill(fd, s) {

@@ -42,6 +42,13 @@ type Config struct {
 	// keeps for this stack. Zero means DefaultMaxSockets.
 	MaxSockets int
 
+	// SocketSites makes package sockets record where each socket was made
+	// (the first caller outside package sockets, and a short stack), for
+	// sockets.Table and for the EMFILE error of a full table, which then
+	// names the places that hold the most sockets. It costs a stack walk
+	// per socket.
+	SocketSites bool
+
 	// Init, if set, runs once the protocols are set up and before any NIC
 	// exists: the place to install protocol handlers (such as the relay's
 	// forwarders) that must be in place before the first packet.
@@ -96,6 +103,7 @@ const txQueueLen = 1000
 type Stack struct {
 	gv         *gvstack.Stack
 	maxSockets int
+	sites      bool // Config.SocketSites
 	nics       []NIC
 
 	mu         sync.Mutex
@@ -173,7 +181,7 @@ func build(cfg Config) (*Stack, error) {
 		TransportProtocols: []gvstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		HandleLocal:        handleLocal,
 	})
-	s := &Stack{gv: gv, maxSockets: cfg.MaxSockets, done: make(chan struct{})}
+	s := &Stack{gv: gv, maxSockets: cfg.MaxSockets, sites: cfg.SocketSites, done: make(chan struct{})}
 	if s.maxSockets == 0 {
 		s.maxSockets = DefaultMaxSockets
 	}
@@ -345,6 +353,10 @@ func (s *Stack) GV() *gvstack.Stack { return s.gv }
 
 // MaxSockets is the capacity of this stack's socket table.
 func (s *Stack) MaxSockets() int { return s.maxSockets }
+
+// SocketSites says whether sockets record where they were made
+// (Config.SocketSites).
+func (s *Stack) SocketSites() bool { return s.sites }
 
 // NICs lists the NICs, loopback first.
 func (s *Stack) NICs() []NIC {

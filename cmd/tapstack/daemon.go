@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tapstack/tapstack/cmd/internal/capture"
 	"github.com/tapstack/tapstack/cmd/internal/control"
 	"github.com/tapstack/tapstack/cmd/internal/gateway"
 	"github.com/tapstack/tapstack/cmd/internal/services"
@@ -77,6 +78,7 @@ type relayFlags struct {
 	resolvConf     string
 	verbose        bool
 	control        string
+	metrics        string // --metrics: where /metrics is served
 	drainTimeout   time.Duration
 	outbound4      string
 	outbound6      string
@@ -100,6 +102,7 @@ func (r *relayFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&r.noPing, "no-ping", false, "do not relay ICMP echo")
 	fs.StringVar(&r.resolvConf, "resolv-conf", "/etc/resolv.conf", "`FILE` naming the upstream DNS servers (followed when it changes)")
 	fs.BoolVar(&r.verbose, "v", false, "log relay events on stderr")
+	fs.StringVar(&r.metrics, "metrics", "", "serve Prometheus metrics on http://`ADDR`/metrics (e.g. 127.0.0.1:9464; off by default)")
 	fs.DurationVar(&r.drainTimeout, "drain-timeout", defaultDrainTimeout, "on exit, wait at most this long for relayed connections to deliver what the namespace sent (0: do not wait)")
 	fs.StringVar(&r.outbound4, "outbound-addr", "", "relayed IPv4 flows leave the host from this `ADDRESS` (or the first IPv4 address of this interface)")
 	fs.StringVar(&r.outbound6, "outbound-addr6", "", "relayed IPv6 flows leave the host from this `ADDRESS` (or the first global IPv6 address of this interface)")
@@ -115,6 +118,13 @@ type session struct {
 	netns  string
 	resolv string // resolv.conf file this session wrote, removed on Close
 	trim   *memoryTrimmer
+	pcap   *link.Pcap // --pcap, closed after the host
+	// pcapPath is --pcap's file.
+	pcapPath string
+	caps     *capture.Set // captures started through the control socket
+	metrics  *metricsServer
+	offload  bool
+	started  time.Time
 	// stopSpoofLog stops the goroutine that reports spoofed frames.
 	stopSpoofLog func()
 }
@@ -154,6 +164,12 @@ func (s *session) Close() {
 	if s.ctl != nil {
 		s.ctl.Close()
 	}
+	if s.caps != nil {
+		s.caps.Close()
+	}
+	if s.metrics != nil {
+		s.metrics.Close()
+	}
 	if s.srv != nil {
 		s.srv.Close()
 	}
@@ -162,6 +178,9 @@ func (s *session) Close() {
 	}
 	if s.host != nil {
 		s.host.Close()
+	}
+	if s.pcap != nil {
+		s.pcap.Close()
 	}
 	if s.resolv != "" {
 		os.Remove(s.resolv)
@@ -263,7 +282,7 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 	cfg.Init = gw.Install
 	cfg.Logf = logger.Printf
 	cfg.FilterSources = true
-	s := &session{gw: gw, netns: cfg.Netns}
+	s := &session{gw: gw, netns: cfg.Netns, offload: cfg.Offload, started: time.Now(), pcapPath: hf.pcap}
 	if cfg.PID == 0 && cfg.Netns != "" && hf.userns == "" {
 		// The namespace's resolver, as ip netns exec shows it.
 		dir := filepath.Join("/etc/netns", cfg.Netns)
@@ -276,12 +295,17 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 			}
 		}
 	}
+	if s.pcap, err = hf.capture(&cfg); err != nil {
+		s.Close()
+		return nil, err
+	}
 	h, err := build(cfg)
 	if err != nil {
 		s.Close()
 		return nil, err
 	}
 	s.host, host = h, h
+	s.caps = capture.New(h.Link)
 	if err := gw.Start(); err != nil {
 		s.Close()
 		return nil, err
@@ -294,35 +318,44 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 		}
 		s.srv = srv
 	}
+	// The session's name: its namespace's, or one made of what names it.
+	name := cfg.Netns
+	switch {
+	case cfg.PID != 0:
+		name = fmt.Sprintf("pid-%d", cfg.PID)
+	case cfg.NetnsPath != "":
+		name = "path-" + strings.ReplaceAll(strings.Trim(cfg.NetnsPath, "/"), "/", "-")
+	case hf.userns != "":
+		name = hf.userns
+	}
+	s.netns = name
 	ctlPath := rf.control
 	if ctlPath == "" {
-		name := cfg.Netns
-		switch {
-		case cfg.PID != 0:
-			name = fmt.Sprintf("pid-%d", cfg.PID)
-		case cfg.NetnsPath != "":
-			name = "path-" + strings.ReplaceAll(strings.Trim(cfg.NetnsPath, "/"), "/", "-")
-		case hf.userns != "":
-			name = hf.userns
-		}
 		ctlPath = control.PathFor(name)
 		if len(ctlPath) > 100 { // a unix socket path holds 107 bytes
 			sum := sha256.Sum256([]byte(name))
 			ctlPath = control.PathFor("ns-" + hex.EncodeToString(sum[:8]))
 		}
 	}
-	ctl, err := control.Listen(ctlPath, gateway.ControlHandler{G: gw, Extra: func() map[string]uint64 {
+	ctl, err := control.Listen(ctlPath, daemonControl{s: s, ControlHandler: gateway.ControlHandler{G: gw, Extra: func() map[string]uint64 {
 		ls := h.Link.Stats()
+		up, down := gw.Bytes()
 		return map[string]uint64{
 			"rx_frames": ls.RxFrames, "tx_frames": ls.TxFrames, "rx_errors": ls.RxErrors, "tx_errors": ls.TxErrors,
-			"rx_spoofed": ls.RxFiltered,
+			"rx_spoofed": ls.RxFiltered, "bytes_up": up, "bytes_down": down,
 		}
-	}}, logger.Printf)
+	}}}, logger.Printf)
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	s.ctl = ctl
+	if rf.metrics != "" {
+		if s.metrics, err = startMetrics(rf.metrics, name, h, gw); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err = h.WaitReady(rctx)
 	cancel()

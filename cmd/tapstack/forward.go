@@ -9,8 +9,8 @@ import (
 
 func runForward(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("forward", "add SPEC | rm SPEC | ls", stderr)
-	netnsName := fs.String("netns", "tapstack", "the daemon serving namespace `NAME`")
-	path := fs.String("control", "", "the daemon's control socket `PATH` (default "+control.Dir+"/NETNS.sock)")
+	var cf controlFlags
+	cf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -25,11 +25,7 @@ func runForward(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "tapstack forward: want add SPEC, rm SPEC or ls (SPEC is [HOSTADDR:]HOSTPORT:NSPORT[/tcp|/udp]; see -h)")
 		return errUsage
 	}
-	p := *path
-	if p == "" {
-		p = control.PathFor(*netnsName)
-	}
-	resp, err := control.Call(p, req)
+	resp, err := control.Call(cf.socket(), req)
 	if err != nil {
 		return err
 	}

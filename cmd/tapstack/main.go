@@ -4,6 +4,7 @@
 //	tapstack up [flags]       give a namespace a tapstack host (daemon)
 //	tapstack run [flags] -- CMD  run CMD in a namespace networked through tapstack
 //	tapstack nc [flags] [HOST] PORT  netcat through a tapstack host
+//	tapstack forward|capture|ss|status [flags]  act on or look into a running daemon
 //	tapstack slirp4netns [OPTION]... PID|PATH [TAPNAME]  slirp4netns's command line
 //	tapstack version          print the version
 //	tapstack help [command]   show help
@@ -34,6 +35,9 @@ func commands() []command {
 		{"up", "give a network namespace a tapstack host until SIGINT/SIGTERM", runUp},
 		{"run", "run a command in a new namespace whose network goes through a tapstack host", runRun},
 		{"forward", "add, remove or list port forwards of a running daemon", runForward},
+		{"capture", "capture a running daemon's frames to a pcap file or stream (- for stdout)", runCapture},
+		{"ss", "list a running daemon's flows, port forwards, pending dials and sockets", runSS},
+		{"status", "one screen about a running daemon: addresses, MTU, flows, drops, memory", runStatus},
 		{"nc", "netcat on a fresh tapstack host in a namespace: connect or listen, TCP or UDP", runNC},
 		{"slirp4netns", "slirp4netns's command line and API on a tapstack host (also as a symlink named slirp4netns)", runSlirpCommand},
 		{"bench", "measure tapstack against the kernel, slirp4netns and pasta in one run", runBench},

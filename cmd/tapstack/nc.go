@@ -63,6 +63,13 @@ func runNCWith(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	pcap, err := hf.capture(&cfg)
+	if err != nil {
+		return err
+	}
+	if pcap != nil {
+		defer pcap.Close()
+	}
 	h, err := nshost.New(cfg)
 	if err != nil {
 		return err

@@ -65,6 +65,12 @@ type hostFlags struct {
 	netnsPath   string           // the namespace of this file
 	noConfigure bool             // leave the kernel side to the caller
 	mac         net.HardwareAddr // the kernel side's MAC
+	// Packet capture (--pcap and friends).
+	pcap        string
+	pcapSnaplen int
+	pcapSize    int
+	pcapFiles   int
+	socketSites bool
 }
 
 func (h *hostFlags) register(fs *flag.FlagSet, defaultNetns string) {
@@ -76,6 +82,11 @@ func (h *hostFlags) register(fs *flag.FlagSet, defaultNetns string) {
 	fs.IntVar(&h.maxSockets, "max-sockets", stack.DefaultMaxSockets, "capacity of the stack's socket table")
 	fs.BoolVar(&h.offload, "offload", true, "open the TAP with virtio_net_hdr: TSO and checksum offload both ways (false: a plain TAP opened with water)")
 	fs.IntVar(&h.procs, "procs", 0, "CPUs the stack may use at once (GOMAXPROCS; 0: $GOMAXPROCS if set, else half the CPUs, at least 1)")
+	fs.StringVar(&h.pcap, "pcap", "", "write every frame on the TAP, both ways, to this pcap `FILE` (tcpdump -r, tshark -r, Wireshark)")
+	fs.IntVar(&h.pcapSnaplen, "pcap-snaplen", link.DefaultSnaplen, "keep at most this many `BYTES` of each captured frame (64.."+fmt.Sprint(link.DefaultSnaplen)+")")
+	fs.IntVar(&h.pcapSize, "pcap-size", 0, "start a new capture file when the current one would pass this many `MiB` (0: no limit)")
+	fs.IntVar(&h.pcapFiles, "pcap-files", 1, "with --pcap-size, keep this many full files (FILE.1, FILE.2, …) beside the current one")
+	fs.BoolVar(&h.socketSites, "socket-sites", false, "record where each socket of the stack was made (tapstack ss -a shows it; a full table's error names the top three places)")
 	fs.IntVar(&h.txQueues, "tx-queues", 1, fmt.Sprintf("transmit queues, each with a goroutine writing to the TAP (0..%d; 0: the sender writes)", stack.MaxTxQueues))
 }
 
@@ -97,7 +108,7 @@ func (h *hostFlags) config() (nshost.Config, error) {
 	return nshost.Config{
 		Netns: netnsName, PID: h.pid, NetnsPath: h.netnsPath, NoConfigure: h.noConfigure, MAC: h.mac,
 		TAP: h.tap, MTU: h.mtu, Offload: h.offload, TxQueues: h.txQueues,
-		StackAddrs: h.addrs, NSAddrs: h.nsAddrs, MaxSockets: h.maxSockets,
+		StackAddrs: h.addrs, NSAddrs: h.nsAddrs, MaxSockets: h.maxSockets, SocketSites: h.socketSites,
 	}, nil
 }
 
@@ -264,4 +275,21 @@ func joinAddrs(ps []netip.Prefix) string {
 		s = append(s, p.Addr().String())
 	}
 	return strings.Join(s, " and ")
+}
+
+// capture opens the --pcap file, if any, and sets it as cfg's observer.
+// The caller closes it once the host is closed.
+func (h *hostFlags) capture(cfg *nshost.Config) (*link.Pcap, error) {
+	if h.pcap == "" {
+		return nil, nil
+	}
+	if h.pcapSize < 0 || h.pcapFiles < 1 {
+		return nil, fmt.Errorf("--pcap-size %d, --pcap-files %d: want a size of 0 or more MiB and at least 1 file", h.pcapSize, h.pcapFiles)
+	}
+	p, err := link.CreatePcap(h.pcap, link.PcapOptions{Snaplen: h.pcapSnaplen, MaxSize: int64(h.pcapSize) << 20, Keep: h.pcapFiles})
+	if err != nil {
+		return nil, fmt.Errorf("--pcap %s: %w", h.pcap, err)
+	}
+	cfg.Observer = p
+	return p, nil
 }

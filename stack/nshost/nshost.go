@@ -69,6 +69,8 @@ type Config struct {
 	NSAddrs []netip.Prefix
 	// MaxSockets is the socket table capacity (stack.DefaultMaxSockets).
 	MaxSockets int
+	// SocketSites records where each socket was made (stack.Config).
+	SocketSites bool
 	// Observer sees every frame on the TAP.
 	Observer link.Observer
 	// Gateway makes the stack accept flows to any address (see
@@ -294,8 +296,8 @@ func New(cfg Config) (h *Host, err error) {
 // newHost builds the stack on ep (which it owns from then on).
 func newHost(cfg Config, ep *link.Endpoint, sources *SourceSet) (*Host, error) {
 	st, err := stack.New(stack.Config{
-		MaxSockets: cfg.MaxSockets,
-		Init:       cfg.Init,
+		MaxSockets: cfg.MaxSockets, SocketSites: cfg.SocketSites,
+		Init: cfg.Init,
 		Links: []stack.LinkConfig{{
 			Name: cfg.TAP, Endpoint: ep, Gateway: cfg.Gateway, TxQueues: cfg.TxQueues,
 			Addrs: append(append([]netip.Prefix{}, cfg.StackAddrs...), cfg.ExtraStackAddrs...),

@@ -6,9 +6,11 @@ package control
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -41,8 +43,15 @@ func PathFor(name string) string { return filepath.Join(DefaultDir(), name+".soc
 
 // Request is one command.
 type Request struct {
-	Op   string `json:"op"`             // "add", "rm", "ls" or "stats"
+	// Op is "add", "rm", "ls" or "stats" (port forwards and counters);
+	// "capture", "capture-stop" or "captures" (a Capturer's); or a
+	// Reporter's report, such as "ss" or "status".
+	Op   string `json:"op"`
 	Spec string `json:"spec,omitempty"` // a port forward, for add and rm
+	// File is where "capture" writes: an absolute path, or "-" for a
+	// stream on this connection, after the answer's line.
+	File    string `json:"file,omitempty"`
+	Snaplen int    `json:"snaplen,omitempty"` // for "capture"; 0: whole frames
 }
 
 // Response is the answer to one Request.
@@ -51,6 +60,9 @@ type Response struct {
 	Error    string            `json:"error,omitempty"`
 	Forwards []string          `json:"forwards,omitempty"`
 	Stats    map[string]uint64 `json:"stats,omitempty"`
+	Captures []string          `json:"captures,omitempty"` // running captures
+	Stopped  int               `json:"stopped,omitempty"`  // captures stopped
+	Report   json.RawMessage   `json:"report,omitempty"`   // a Reporter's answer
 }
 
 // Handler executes requests.
@@ -60,6 +72,27 @@ type Handler interface {
 	ListForwards() []string
 	// Stats returns the daemon's counters by name.
 	Stats() map[string]uint64
+}
+
+// Capturer is a Handler that captures frames at run time.
+type Capturer interface {
+	// StartCapture writes every frame to the file at path until
+	// StopCaptures.
+	StartCapture(path string, snaplen int) error
+	// StreamCapture writes a capture to w until ctx ends, w fails or
+	// StopCaptures, and returns then; started runs before the first byte
+	// is written, and not at all if it returns an error at once.
+	StreamCapture(ctx context.Context, w io.Writer, snaplen int, started func()) error
+	// StopCaptures ends them all and says how many there were.
+	StopCaptures() (int, error)
+	// Captures names those running: files, "-" for streams.
+	Captures() []string
+}
+
+// Reporter is a Handler that answers other ops with a JSON document.
+type Reporter interface {
+	// Report answers op; ok false means it does not know op.
+	Report(op string) (report any, ok bool, err error)
 }
 
 // Server serves a Handler on a unix socket until Close. If the socket
@@ -190,6 +223,9 @@ func (s *Server) serve(ln net.Listener) {
 				var resp Response
 				if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
 					resp = Response{Error: "bad request: " + err.Error()}
+				} else if req.Op == "capture" && req.File == "-" {
+					s.stream(c, enc, req)
+					return
 				} else {
 					resp = s.do(req)
 				}
@@ -201,8 +237,75 @@ func (s *Server) serve(ln net.Listener) {
 	}
 }
 
+// stream sends a live capture on c until the client goes or the server
+// closes.
+func (s *Server) stream(c net.Conn, enc *json.Encoder, req Request) {
+	cp, ok := s.h.(Capturer)
+	if !ok {
+		_ = enc.Encode(Response{Error: "this daemon cannot capture"})
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { // the client closing, or the server
+		done := make(chan struct{})
+		go func() {
+			_, _ = io.Copy(io.Discard, c)
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-s.stop:
+			_ = c.SetReadDeadline(time.Now())
+			<-done
+		case <-ctx.Done():
+			_ = c.SetReadDeadline(time.Now())
+			<-done
+		}
+		cancel()
+	}()
+	err := cp.StreamCapture(ctx, c, req.Snaplen, func() { _ = enc.Encode(Response{OK: true}) })
+	if err != nil {
+		_ = enc.Encode(Response{Error: err.Error()})
+	}
+}
+
 func (s *Server) do(req Request) Response {
 	var err error
+	if cp, ok := s.h.(Capturer); ok {
+		switch req.Op {
+		case "capture":
+			if req.File == "" {
+				return Response{Error: "capture: name a file (an absolute path) or - for a stream"}
+			}
+			if err := cp.StartCapture(req.File, req.Snaplen); err != nil {
+				return Response{Error: err.Error()}
+			}
+			return Response{OK: true, Captures: cp.Captures()}
+		case "capture-stop":
+			n, err := cp.StopCaptures()
+			if err != nil {
+				return Response{Error: err.Error(), Stopped: n}
+			}
+			return Response{OK: true, Stopped: n}
+		case "captures":
+			return Response{OK: true, Captures: cp.Captures()}
+		}
+	}
+	if rp, ok := s.h.(Reporter); ok {
+		rep, known, err := rp.Report(req.Op)
+		if known {
+			if err != nil {
+				return Response{Error: err.Error()}
+			}
+			b, err := json.Marshal(rep)
+			if err != nil {
+				return Response{Error: err.Error()}
+			}
+			return Response{OK: true, Report: b}
+		}
+	}
 	switch req.Op {
 	case "add":
 		err = s.h.AddForward(req.Spec)
@@ -213,7 +316,7 @@ func (s *Server) do(req Request) Response {
 	case "stats":
 		return Response{OK: true, Stats: s.h.Stats()}
 	default:
-		err = fmt.Errorf("unknown op %q (add, rm, ls, stats)", req.Op)
+		err = fmt.Errorf("unknown op %q", req.Op)
 	}
 	if err != nil {
 		return Response{Error: err.Error()}
@@ -238,6 +341,38 @@ func (s *Server) Close() error {
 	var st unix.Stat_t
 	if unix.Stat(s.path, &st) == nil && st.Ino == ino {
 		os.Remove(s.path)
+	}
+	return err
+}
+
+// Stream asks the daemon at path for a live capture and copies it to w
+// until ctx ends or the daemon stops it.
+func Stream(ctx context.Context, path string, req Request, w io.Writer) error {
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("no daemon at %s: %w", path, err)
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	if err := json.NewEncoder(c).Encode(req); err != nil {
+		return err
+	}
+	br := bufio.NewReader(c)
+	line, err := br.ReadBytes('\n')
+	if err != nil {
+		return fmt.Errorf("no answer from %s: %w", path, err)
+	}
+	var resp Response
+	if err := json.Unmarshal(line, &resp); err != nil {
+		return fmt.Errorf("answer from %s: %w", path, err)
+	}
+	if !resp.OK {
+		return errors.New(resp.Error)
+	}
+	_, err = io.Copy(w, br)
+	if ctx.Err() != nil {
+		return nil
 	}
 	return err
 }

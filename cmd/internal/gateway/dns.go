@@ -186,8 +186,10 @@ func (g *Gateway) forwardDNS(q []byte, overTCP bool) []byte {
 			continue
 		}
 		binary.BigEndian.PutUint16(resp, clientID)
+		g.stats.dnsAnswered.Add(1)
 		return resp
 	}
+	g.stats.dnsFailed.Add(1)
 	return nil
 }
 

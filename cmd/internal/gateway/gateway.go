@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -87,6 +88,9 @@ type Config struct {
 
 	// Logf, if set, receives one line per notable event.
 	Logf func(format string, args ...any)
+	// Log, if set, hears of each flow's start and end at debug level,
+	// with its five-tuple.
+	Log *slog.Logger
 }
 
 func (c *Config) fill() {
@@ -163,6 +167,10 @@ type Gateway struct {
 	fwds    map[string]*forward // port forwards by spec; protected by mu
 	closed  bool                // protected by mu
 
+	flowSet   flowSet      // flows in progress, for FlowList
+	dialStats dialStats    // outcomes and latency of host TCP dials
+	bytes     byteCounters // bytes relayed and forwarded, each way
+
 	logs       logLimiter
 	dnsTimeout time.Duration // of one upstream exchange (dnsTimeout)
 	resolv     resolvers
@@ -170,6 +178,7 @@ type Gateway struct {
 	stats struct {
 		tcp, udp, ping, refused, dialFail, busy, dns, forwarded atomic.Uint64
 		udpErrors, dnsDropped, pingsDropped, tableFull          atomic.Uint64
+		dnsAnswered, dnsFailed                                  atomic.Uint64
 		active                                                  atomic.Int64
 	}
 }
@@ -393,7 +402,9 @@ func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
 	if src, ok := g.outboundFor(v.dial.Addr()); ok {
 		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
 	}
+	began := time.Now()
 	hc, err := d.DialContext(slot.ctx, "tcp", v.dial.String())
+	g.dialStats.record(time.Since(began), err)
 	if g.dials.end(slot, err == nil) && err != nil {
 		r.Ignore() // evicted for a less busy address: the peer retries
 		return
@@ -437,10 +448,12 @@ func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
 	}
 	g.stats.active.Add(1)
 	g.uploads.Add(1)
+	f := g.newFlow("tcp", "relay", r.ID.Src, v.dial.String(), hc.LocalAddr().String(), nil)
 	// The splice runs on two fresh goroutines and this one ends: an idle
 	// connection then holds two small stacks, not this goroutine's,
 	// grown by the handshake and the dial.
-	splice(sc, hc.(*net.TCPConn), g.goTracked, func() { g.uploads.Add(-1) }, func() {
+	splice(sc, hc.(*net.TCPConn), f, g.goTracked, func() { g.uploads.Add(-1) }, func() {
+		g.endFlow(f)
 		// A reused source port must find no TIME-WAIT here (see
 		// sockets.Socket.CloseWithoutTimeWait).
 		_ = sc.Socket().CloseWithoutTimeWait(timeWaitGrace)
@@ -583,8 +596,10 @@ func (g *Gateway) relayUDP(r *sockets.UDPRequest, s *sockets.Socket, dst netip.A
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
 	idle := g.cfg.UDPIdleTimeout
+	f := g.newFlow("udp", "relay", r.ID.Src, dst.String(), hc.LocalAddr().String(), nil)
+	defer g.endFlow(f)
 	done := make(chan struct{}, 2)
-	copyDatagrams := func(dst io.Writer, src net.Conn) {
+	copyDatagrams := func(dst io.Writer, src net.Conn, up bool) {
 		defer func() { done <- struct{}{} }()
 		buf := make([]byte, 65535)
 		for {
@@ -606,11 +621,13 @@ func (g *Gateway) relayUDP(r *sockets.UDPRequest, s *sockets.Socket, dst netip.A
 			last.Store(time.Now().UnixNano())
 			if _, err := dst.Write(buf[:n]); err != nil {
 				report(err)
+			} else {
+				f.moved(up, n)
 			}
 		}
 	}
-	go copyDatagrams(hc, pc)
-	go copyDatagrams(pc, hc)
+	go copyDatagrams(hc, pc, true)
+	go copyDatagrams(pc, hc, false)
 	<-done
 	pc.Close()
 	hc.Close()

@@ -378,7 +378,7 @@ func TestHostFailureMidStreamResetsTheNamespace(t *testing.T) {
 	}
 	done := make(chan struct{})
 	start := func(f func()) bool { go f(); return true }
-	splice(nsEnd.(*sockets.Conn), hc.(*net.TCPConn), start, nil, func() { close(done) })
+	splice(nsEnd.(*sockets.Conn), hc.(*net.TCPConn), nil, start, nil, func() { close(done) })
 	// Data flows, then the host side's reads fail.
 	hostFar.Write([]byte("hello"))
 	buf := make([]byte, 10)

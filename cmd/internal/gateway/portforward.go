@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tapstack/tapstack/sockets"
@@ -127,6 +128,8 @@ type forward struct {
 	target netip.AddrPort
 	ln     net.Listener   // tcp
 	pc     net.PacketConn // udp
+
+	conns, up, down atomic.Uint64 // what went through it (ForwardList)
 }
 
 func (f *forward) Close() error {
@@ -268,7 +271,11 @@ func (g *Gateway) serveForwardTCP(fw *forward) {
 			if !g.track(sc, hc) {
 				return
 			}
-			splice(sc, hc.(*net.TCPConn), g.goTracked, nil, func() { g.untrack(sc, hc) })
+			f := g.newFlow("tcp", "forward", fw.target, hc.RemoteAddr().String(), hc.LocalAddr().String(), fw)
+			splice(sc, hc.(*net.TCPConn), f, g.goTracked, nil, func() {
+				g.endFlow(f)
+				g.untrack(sc, hc)
+			})
 		})
 	}
 }
@@ -281,15 +288,19 @@ func (g *Gateway) serveForwardUDP(fw *forward) {
 		network = "udp6"
 	}
 	var mu sync.Mutex
-	flows := map[string]net.Conn{}
+	type udpFlow struct {
+		c net.Conn
+		f *flow
+	}
+	flows := map[string]udpFlow{}
 	buf := make([]byte, 65535)
 	for {
 		n, from, err := fw.pc.ReadFrom(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				mu.Lock()
-				for _, c := range flows {
-					c.Close()
+				for _, uf := range flows {
+					uf.c.Close()
 				}
 				mu.Unlock()
 				return
@@ -297,8 +308,9 @@ func (g *Gateway) serveForwardUDP(fw *forward) {
 			continue
 		}
 		mu.Lock()
-		c, ok := flows[from.String()]
+		uf, ok := flows[from.String()]
 		mu.Unlock()
+		c, f := uf.c, uf.f
 		if !ok {
 			// Each flow (one per remote source) holds a stack socket
 			// and a goroutine: they count against --max-flows.
@@ -313,12 +325,14 @@ func (g *Gateway) serveForwardUDP(fw *forward) {
 				continue
 			}
 			g.stats.forwarded.Add(1)
-			mu.Lock()
-			flows[from.String()] = c
-			mu.Unlock()
 			peer := from
+			f = g.newFlow("udp", "forward", fw.target, peer.String(), fw.pc.LocalAddr().String(), fw)
+			mu.Lock()
+			flows[from.String()] = udpFlow{c, f}
+			mu.Unlock()
 			if !g.goTracked(func() {
 				defer func() {
+					g.endFlow(f)
 					mu.Lock()
 					delete(flows, peer.String())
 					mu.Unlock()
@@ -339,14 +353,18 @@ func (g *Gateway) serveForwardUDP(fw *forward) {
 					if _, err := fw.pc.WriteTo(rb[:n], peer); err != nil {
 						return
 					}
+					f.moved(false, n)
 				}
 			}) {
+				g.endFlow(f)
 				c.Close()
 				release(g.flows)
 				return
 			}
 		}
-		_, _ = c.Write(buf[:n])
+		if _, err := c.Write(buf[:n]); err == nil {
+			f.moved(true, n)
+		}
 	}
 }
 

@@ -30,7 +30,8 @@ var spliceBufs = sync.Pool{New: func() any {
 // runs once both directions have ended. upDone, if not nil, runs once
 // the namespace → host direction has ended: everything the namespace
 // sent is in the host socket (or the connection was reset).
-func splice(ns *sockets.Conn, host *net.TCPConn, start func(func()) bool, upDone, done func()) {
+// f, if not nil, counts the bytes.
+func splice(ns *sockets.Conn, host *net.TCPConn, f *flow, start func(func()) bool, upDone, done func()) {
 	if upDone != nil {
 		upDone = sync.OnceFunc(upDone)
 	} else {
@@ -58,6 +59,7 @@ func splice(ns *sockets.Conn, host *net.TCPConn, start func(func()) bool, upDone
 	// mid-stream) resets both too: a stream that can go no further must
 	// not stay open on the other side.
 	finish := func(dst interface{ CloseWrite() error }, readErr, writeErr error) {
+		f.halfClosed()
 		switch {
 		case writeErr == nil && (readErr == nil || readErr == io.EOF):
 			_ = dst.CloseWrite()
@@ -74,7 +76,7 @@ func splice(ns *sockets.Conn, host *net.TCPConn, start func(func()) bool, upDone
 	}
 	if !start(func() {
 		defer end()
-		r, w := hostToNS(rc, ns)
+		r, w := hostToNS(rc, ns, f)
 		finish(ns, r, w)
 	}) {
 		reset()
@@ -99,7 +101,7 @@ func splice(ns *sockets.Conn, host *net.TCPConn, start func(func()) bool, upDone
 	}
 	drain := func() {
 		for {
-			readErr, writeErr, idle := drainOnce(ns, rc)
+			readErr, writeErr, idle := drainOnce(ns, rc, f)
 			if !idle {
 				endNS(readErr, writeErr)
 				return
@@ -141,12 +143,14 @@ func readable(ns *sockets.Conn) bool {
 // straight from the stack's buffers, waiting only for room on the host.
 // idle means the namespace socket is empty for now; otherwise its stream
 // ended (readErr nil) or an error ended it.
-func drainOnce(ns *sockets.Conn, rc syscall.RawConn) (readErr, writeErr error, idle bool) {
+func drainOnce(ns *sockets.Conn, rc syscall.RawConn, f *flow) (readErr, writeErr error, idle bool) {
 	var err error
 	// RawConn.Write waits for room in the send buffer each time the
 	// callback returns false (the host socket is full).
 	if perr := rc.Write(func(fd uintptr) bool {
-		_, err = ns.DrainTo(fdWriter(fd), sockets.MSG_DONTWAIT)
+		var n int64
+		n, err = ns.DrainTo(fdWriter(fd), sockets.MSG_DONTWAIT)
+		f.moved(true, int(n))
 		return !errors.Is(err, errHostFull)
 	}); perr != nil {
 		return nil, perr, false
@@ -184,7 +188,7 @@ func (fd fdWriter) Write(b []byte) (int, error) {
 // hostToNS copies the host socket's stream into the namespace's. It
 // holds a buffer while data keeps coming and gives it back whenever the
 // host socket runs dry.
-func hostToNS(rc syscall.RawConn, ns *sockets.Conn) (readErr, writeErr error) {
+func hostToNS(rc syscall.RawConn, ns *sockets.Conn, f *flow) (readErr, writeErr error) {
 	var bp *[]byte
 	defer func() {
 		if bp != nil {
@@ -217,5 +221,6 @@ func hostToNS(rc syscall.RawConn, ns *sockets.Conn) (readErr, writeErr error) {
 		if _, werr := ns.Write((*bp)[:n]); werr != nil {
 			return nil, werr
 		}
+		f.moved(false, n)
 	}
 }

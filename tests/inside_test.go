@@ -1,0 +1,320 @@
+package tests
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/tapstack/tapstack/internal/cienv"
+)
+
+// pySlowHTTP answers every HTTP request on argv[1]:argv[2] with the file
+// argv[3], 64 KiB every 1/16 s: 1 MiB/s.
+const pySlowHTTP = `
+import socket, sys, threading, time
+data = open(sys.argv[3], "rb").read()
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(16)
+def serve(c):
+    try:
+        c.recv(4096)
+        c.sendall(b"HTTP/1.0 200 slowly\r\nContent-Length: %d\r\n\r\n" % len(data))
+        for i in range(0, len(data), 65536):
+            c.sendall(data[i:i+65536]); time.sleep(1/16)
+    except OSError:
+        pass
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+`
+
+// scrape fetches the daemon's /metrics in the outer namespace and parses
+// it with the Prometheus text parser.
+func (o *outer) scrape(addr string) map[string]*dto.MetricFamily {
+	o.t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", o.name, "curl", "-sf", "--max-time", "10", "http://"+addr+"/metrics").Output()
+	if err != nil {
+		o.t.Fatalf("curl /metrics: %v", err)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(string(out)))
+	if err != nil {
+		o.t.Fatalf("parse /metrics: %v\n%s", err, out)
+	}
+	return fams
+}
+
+// metric is the value of the family's sample whose labels include want.
+func metric(fams map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
+	f, ok := fams[name]
+	if !ok {
+		return 0, false
+	}
+next:
+	for _, m := range f.Metric {
+		labels := map[string]string{}
+		for _, l := range m.Label {
+			labels[l.GetName()] = l.GetValue()
+		}
+		for k, v := range want {
+			if labels[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount()), true
+		}
+	}
+	return 0, false
+}
+
+// tapstackCtl runs a tapstack client command against the daemon's
+// control socket.
+func tapstackCtl(t *testing.T, ctl string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(tapstackBin, append(append(args[:1:1], "--control", ctl), args[1:]...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("tapstack %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// waitPcap waits until tcpdump (or tshark) reads every one of want in
+// the capture file: it is flushed once a second.
+func waitPcap(t *testing.T, tool, file string, want ...string) string {
+	t.Helper()
+	var text string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		args := []string{"-nn", "-r", file}
+		if tool == "tshark" {
+			args = []string{"-n", "-r", file}
+		}
+		out, err := exec.Command(tool, args...).CombinedOutput()
+		text = string(out)
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(text, w) {
+				missing = w
+				break
+			}
+		}
+		if err == nil && missing == "" {
+			return text
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s -r %s (%v) lacks %q:\n%s", tool, file, err, missing, text)
+		}
+	}
+}
+
+// TestSeeingInside: a daemon with --pcap, --metrics and --socket-sites;
+// a ping, a fetch and a rate-limited download through the relay; the
+// --pcap file read back by tshark and tcpdump; a capture started and
+// stopped at run time, to a file and as a live stream; tapstack ss
+// showing the download's bytes growing; tapstack status; the metrics
+// parsed by Prometheus's parser, with the relay's byte counters moving
+// by what was fetched.
+func TestSeeingInside(t *testing.T) {
+	cienv.RequireTool(t, "tshark")
+	cienv.RequireTool(t, "tcpdump")
+	o := newOuter(t)
+	small := "seen from inside\n"
+	o.httpServer(8080, small)
+	big := make([]byte, 4<<20)
+	rand.Read(big)
+	sum := sha256.Sum256(big)
+	blob := filepath.Join(o.dir, "blob")
+	os.WriteFile(blob, big, 0o644)
+	o.bg("python3", "-c", pySlowHTTP, outerV4, "8081", blob)
+	o.waitTCP(outerV4, 8081)
+
+	ns := ncNamespace(t)
+	pcapFile := filepath.Join(o.dir, "up.pcap")
+	const metricsAddr = "127.0.0.1:9464"
+	d := o.startDaemon(ns, "--serve", "none", "--pcap", pcapFile, "--metrics", metricsAddr, "--socket-sites")
+	before := o.scrape(metricsAddr)
+	downBefore, ok := metric(before, "tapstack_relay_bytes_total", map[string]string{"direction": "down", "netns": ns})
+	if !ok {
+		t.Fatalf("no tapstack_relay_bytes_total{direction=down,netns=%s} in /metrics", ns)
+	}
+
+	// A capture at run time, to a file and as a stream.
+	rtFile := filepath.Join(o.dir, "runtime.pcap")
+	if out := tapstackCtl(t, d.ctl, "capture", rtFile); !strings.Contains(out, "capturing to "+rtFile) {
+		t.Fatalf("tapstack capture FILE: %q", out)
+	}
+	streamFile := filepath.Join(o.dir, "stream.pcap")
+	sf, err := os.Create(streamFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.Close()
+	stream := exec.Command(tapstackBin, "capture", "--control", d.ctl, "-")
+	var streamErr strings.Builder
+	stream.Stdout, stream.Stderr = sf, &streamErr
+	if err := stream.Start(); err != nil {
+		t.Fatal(err)
+	}
+	streamDone := make(chan error, 1)
+	go func() { streamDone <- stream.Wait() }()
+	t.Cleanup(func() {
+		if stream.ProcessState == nil {
+			stream.Process.Kill()
+		}
+	})
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(tapstackCtl(t, d.ctl, "capture"), "-"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stream is not listed: %q", tapstackCtl(t, d.ctl, "capture"))
+		}
+	}
+
+	if out, err := inNS(ns, 20*time.Second, nil, "ping", "-c", "2", "-W", "2", outerV4); err != nil {
+		t.Fatalf("ping through the relay: %v\n%s", err, out)
+	}
+	if out, err := inNS(ns, 20*time.Second, nil, "curl", "-sf", "--max-time", "10", fmt.Sprintf("http://%s:8080/", outerV4)); err != nil || out != small {
+		t.Fatalf("curl through the relay: %v %q", err, out)
+	}
+
+	// A download at 1 MiB/s: four seconds to watch it grow.
+	dl := filepath.Join(o.dir, "downloaded")
+	curl := exec.Command("ip", "netns", "exec", ns, "curl", "-sf", "-o", dl, fmt.Sprintf("http://%s:8081/blob", outerV4))
+	if err := curl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	curlDone := make(chan error, 1)
+	go func() { curlDone <- curl.Wait() }()
+	t.Cleanup(func() {
+		if curl.ProcessState == nil {
+			curl.Process.Kill()
+			<-curlDone
+		}
+	})
+	download := func() (uint64, string) {
+		var r struct {
+			Flows []struct {
+				Proto, Kind, Dst, State string
+				Down                    uint64 `json:"bytes_down"`
+			}
+			SocketsInUse int `json:"sockets_in_use"`
+			Sockets      []struct{ Site string }
+		}
+		out := tapstackCtl(t, d.ctl, "ss", "--json", "-a")
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("ss --json: %v\n%s", err, out)
+		}
+		for _, f := range r.Flows {
+			if f.Proto == "tcp" && f.Kind == "relay" && f.Dst == outerV4+":8081" {
+				return f.Down, out
+			}
+		}
+		return 0, out
+	}
+	var first uint64
+	var ssJSON string
+	for deadline := time.Now().Add(10 * time.Second); first == 0; time.Sleep(100 * time.Millisecond) {
+		if first, ssJSON = download(); time.Now().After(deadline) {
+			t.Fatalf("tapstack ss shows no download:\n%s", ssJSON)
+		}
+	}
+	time.Sleep(1200 * time.Millisecond)
+	second, _ := download()
+	if second <= first {
+		t.Fatalf("the download's bytes did not grow in 1.2 s: %d then %d", first, second)
+	}
+	if !strings.Contains(ssJSON, "gateway.go:") {
+		t.Errorf("ss -a --json names no socket made in the gateway:\n%s", ssJSON)
+	}
+	text := tapstackCtl(t, d.ctl, "ss")
+	if !strings.Contains(text, outerV4+":8081") || !strings.Contains(text, "established") {
+		t.Errorf("tapstack ss lacks the download:\n%s", text)
+	}
+	t.Logf("tapstack ss during the download (%d, then %d bytes down):\n%s", first, second, text)
+	status := tapstackCtl(t, d.ctl, "status")
+	for _, want := range []string{"namespace   " + ns, "MTU 65520", "10.0.2.100/24", "1 relayed now", rtFile} {
+		if !strings.Contains(status, want) {
+			t.Errorf("tapstack status lacks %q:\n%s", want, status)
+		}
+	}
+	select {
+	case err := <-curlDone:
+		if err != nil {
+			t.Fatalf("the download: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the download did not end in 60 s")
+	}
+	got, _ := os.ReadFile(dl)
+	if gs := sha256.Sum256(got); gs != sum {
+		t.Fatalf("downloaded %d bytes with SHA-256 %x, want %x", len(got), gs, sum)
+	}
+
+	after := o.scrape(metricsAddr)
+	downAfter, _ := metric(after, "tapstack_relay_bytes_total", map[string]string{"direction": "down", "netns": ns})
+	if downAfter-downBefore < float64(len(big)+len(small)) {
+		t.Errorf("tapstack_relay_bytes_total{direction=down} moved by %.0f, want at least %d", downAfter-downBefore, len(big)+len(small))
+	}
+	for _, m := range []struct {
+		name   string
+		labels map[string]string
+		min    float64
+	}{
+		{"tapstack_relay_dial_duration_seconds", nil, 2},
+		{"tapstack_relay_dials_started_total", nil, 2},
+		{"tapstack_relay_flows_total", map[string]string{"proto": "tcp"}, 2},
+		{"tapstack_relay_flows_total", map[string]string{"proto": "icmp"}, 1},
+		{"tapstack_nic_rx_packets_total", map[string]string{"nic": "tap0"}, 20},
+		{"tapstack_link_frames_total", map[string]string{"direction": "in"}, 20},
+		{"tapstack_sockets_limit", nil, 1},
+		{"go_goroutines", nil, 1},
+		{"process_resident_memory_bytes", nil, 1 << 20},
+	} {
+		v, ok := metric(after, m.name, m.labels)
+		if !ok || v < m.min {
+			t.Errorf("%s%v = %v (present %v), want at least %v", m.name, m.labels, v, ok, m.min)
+		}
+	}
+
+	// Stopping the captures ends the stream.
+	if out := tapstackCtl(t, d.ctl, "capture", "--stop"); !strings.Contains(out, "stopped 2 captures") {
+		t.Fatalf("capture --stop: %q", out)
+	}
+	select {
+	case err := <-streamDone:
+		if err != nil {
+			t.Fatalf("the capture stream exited: %v %s", err, streamErr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the capture stream did not end with --stop")
+	}
+	// The download is in the run-time captures; everything is in --pcap's.
+	for _, f := range []string{rtFile, streamFile} {
+		waitPcap(t, "tcpdump", f, "10.0.2.100.", outerV4+".8081: Flags [S]", "ICMP echo request")
+	}
+	out := waitPcap(t, "tshark", pcapFile, "ICMP", "Echo (ping) request", "Echo (ping) reply", "GET / HTTP/1.1", "GET /blob HTTP/1.1", "HTTP/1.0 200 OK", "HTTP/1.0 200 slowly")
+	if strings.Contains(out, "appears to be damaged") || strings.Contains(out, "cut short") {
+		t.Fatalf("tshark complains about %s:\n%s", pcapFile, out)
+	}
+	for deadline := time.Now().Add(10 * time.Second); d.stats()["active_flows"] != 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("flows left after the test: %v", d.stats())
+		}
+	}
+}
