@@ -149,7 +149,15 @@ func TestSeeingInside(t *testing.T) {
 	ns := ncNamespace(t)
 	pcapFile := filepath.Join(o.dir, "up.pcap")
 	const metricsAddr = "127.0.0.1:9464"
-	d := o.startDaemon(ns, "--serve", "none", "--pcap", pcapFile, "--metrics", metricsAddr, "--socket-sites")
+	logFile, err := os.Create(filepath.Join(o.dir, "daemon.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	d := &daemon{t: t, ctl: filepath.Join(o.dir, "see.sock")}
+	cmd, _ := o.upInTo(logFile, "--netns", ns, "--control", d.ctl, "--serve", "none", "--pcap", pcapFile, "--metrics", metricsAddr,
+		"--socket-sites", "--log-format", "json", "-v")
+	d.pid = cmd.Process.Pid
 	before := o.scrape(metricsAddr)
 	downBefore, ok := metric(before, "tapstack_relay_bytes_total", map[string]string{"direction": "down", "netns": ns})
 	if !ok {
@@ -316,5 +324,65 @@ func TestSeeingInside(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("flows left after the test: %v", d.stats())
 		}
+	}
+
+	// The log: JSON lines, each naming the namespace; the download's
+	// flow logged at its start and end with its five-tuple and bytes.
+	logs, _ := os.ReadFile(logFile.Name())
+	var start, end bool
+	for _, l := range strings.Split(strings.TrimSpace(string(logs)), "\n") {
+		var e struct {
+			Level, Msg, Netns, Proto, Src, Dst string
+			Down                               uint64 `json:"bytes_down"`
+		}
+		if err := json.Unmarshal([]byte(l), &e); err != nil || e.Netns != ns || e.Level == "" {
+			t.Fatalf("log line %q: %v; want JSON naming the namespace %s", l, err, ns)
+		}
+		if e.Proto == "tcp" && e.Dst == outerV4+":8081" && strings.HasPrefix(e.Src, "10.0.2.100:") {
+			start = start || e.Msg == "flow start" && e.Level == "DEBUG"
+			end = end || e.Msg == "flow end" && e.Down == uint64(len(big))+uint64(len("HTTP/1.0 200 slowly\r\nContent-Length: 4194304\r\n\r\n"))
+		}
+	}
+	if !start || !end {
+		t.Errorf("the log lacks the download's flow start (%v) or end with its bytes (%v):\n%s", start, end, logs)
+	}
+}
+
+// TestRunAndNCWritePcap: --pcap on run and nc captures their exchanges;
+// with --pcap-size the files rotate and --pcap-files of them are kept,
+// each one whole.
+func TestRunAndNCWritePcap(t *testing.T) {
+	cienv.RequireTool(t, "tcpdump")
+	o := newOuter(t)
+	o.httpServer(8000, strings.Repeat("x", 3<<20))
+	file := filepath.Join(o.dir, "run.pcap")
+	out, errs, code := o.run(60*time.Second, []string{"--pcap", file, "--pcap-size", "1", "--pcap-files", "2"},
+		"sh", "-c", fmt.Sprintf("curl -sS --max-time 20 http://%s:8000/ | wc -c", outerV4))
+	if code != 0 || strings.TrimSpace(out) != fmt.Sprint(3<<20) {
+		t.Fatalf("run curl: exit %d, %q, %s", code, out, errs)
+	}
+	for _, f := range []string{file, file + ".1", file + ".2"} {
+		st, err := os.Stat(f)
+		if err != nil || st.Size() > 1<<20 {
+			t.Fatalf("%s: %v, want a file of at most 1 MiB", f, err)
+		}
+		if out, err := exec.Command("tcpdump", "-nn", "-r", f).CombinedOutput(); err != nil || !strings.Contains(string(out), "IP ") {
+			t.Fatalf("tcpdump -r %s: %v\n%s", f, err, out)
+		}
+	}
+	if _, err := os.Stat(file + ".3"); err == nil {
+		t.Fatal("a third rotated file was kept, want --pcap-files 2")
+	}
+
+	ns := ncNamespace(t)
+	wait := kernelPeer(t, ns, pyTCPServer, "4", "5555")
+	ncFile := filepath.Join(o.dir, "nc.pcap")
+	if out, errs, err := runNC(t, "hello capture", "--netns", ns, "--pcap", ncFile, "10.0.2.100", "5555"); err != nil || out != "got:hello capture" {
+		t.Fatalf("nc: %q %v %s", out, err, errs)
+	}
+	wait()
+	waitPcap(t, "tcpdump", ncFile, "10.0.2.2.", "> 10.0.2.100.5555: Flags [S]", "length 13")
+	if _, _, err := runNC(t, "", "--netns", ns, "--pcap", ncFile, "--pcap-snaplen", "10", "10.0.2.100", "5555"); err == nil {
+		t.Fatal("--pcap-snaplen 10 accepted")
 	}
 }

@@ -351,9 +351,16 @@ func TestRelay256MiBBothWays(t *testing.T) {
 // upIn runs tapstack up inside the outer namespace for the namespace ns.
 func (o *outer) upIn(args ...string) (*exec.Cmd, *bytes.Buffer, <-chan error) {
 	o.t.Helper()
-	c := exec.Command("ip", append([]string{"netns", "exec", o.name, tapstackBin, "up"}, args...)...)
 	var errb bytes.Buffer
-	c.Stderr = &errb
+	c, done := o.upInTo(&errb, args...)
+	return c, &errb, done
+}
+
+// upInTo is upIn with the daemon's stderr going to errw.
+func (o *outer) upInTo(errw io.Writer, args ...string) (*exec.Cmd, <-chan error) {
+	o.t.Helper()
+	c := exec.Command("ip", append([]string{"netns", "exec", o.name, tapstackBin, "up"}, args...)...)
+	c.Stderr = errw
 	stdout, _ := c.StdoutPipe()
 	if err := c.Start(); err != nil {
 		o.t.Fatal(err)
@@ -388,12 +395,12 @@ func (o *outer) upIn(args ...string) (*exec.Cmd, *bytes.Buffer, <-chan error) {
 	select {
 	case ok := <-ready:
 		if !ok {
-			o.t.Fatalf("tapstack up exited: %s", errb.String())
+			o.t.Fatalf("tapstack up exited: %s", errw)
 		}
 	case <-time.After(20 * time.Second):
-		o.t.Fatalf("tapstack up not ready: %s", errb.String())
+		o.t.Fatalf("tapstack up not ready: %s", errw)
 	}
-	return c, &errb, done
+	return c, done
 }
 
 func TestUpRelaysForwardsAndNoticesDeletion(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -79,6 +79,7 @@ type relayFlags struct {
 	verbose        bool
 	control        string
 	metrics        string // --metrics: where /metrics is served
+	logs           logFlags
 	drainTimeout   time.Duration
 	outbound4      string
 	outbound6      string
@@ -101,7 +102,9 @@ func (r *relayFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&r.udpIdle, "udp-idle-timeout", defaultUDPIdle, "a UDP flow ends after this long without traffic")
 	fs.BoolVar(&r.noPing, "no-ping", false, "do not relay ICMP echo")
 	fs.StringVar(&r.resolvConf, "resolv-conf", "/etc/resolv.conf", "`FILE` naming the upstream DNS servers (followed when it changes)")
-	fs.BoolVar(&r.verbose, "v", false, "log relay events on stderr")
+	fs.BoolVar(&r.verbose, "v", false, "log relay events on stderr: refusals, forwards, each flow's start and end (--log-level debug)")
+	fs.StringVar(&r.logs.format, "log-format", "text", "log lines as `text` (key=value) or json")
+	fs.StringVar(&r.logs.level, "log-level", "", "log at this `LEVEL` and above: debug, info, warn or error (default info; debug with -v)")
 	fs.StringVar(&r.metrics, "metrics", "", "serve Prometheus metrics on http://`ADDR`/metrics (e.g. 127.0.0.1:9464; off by default)")
 	fs.DurationVar(&r.drainTimeout, "drain-timeout", defaultDrainTimeout, "on exit, wait at most this long for relayed connections to deliver what the namespace sent (0: do not wait)")
 	fs.StringVar(&r.outbound4, "outbound-addr", "", "relayed IPv4 flows leave the host from this `ADDRESS` (or the first IPv4 address of this interface)")
@@ -123,6 +126,7 @@ type session struct {
 	pcapPath string
 	caps     *capture.Set // captures started through the control socket
 	metrics  *metricsServer
+	log      *slog.Logger
 	offload  bool
 	started  time.Time
 	// stopSpoofLog stops the goroutine that reports spoofed frames.
@@ -143,14 +147,14 @@ const defaultDrainTimeout = 5 * time.Second
 
 // drain waits up to timeout for relayed connections to pass on what the
 // namespace sent, and says so if some did not.
-func (s *session) drain(timeout time.Duration, stderr io.Writer) {
+func (s *session) drain(timeout time.Duration) {
 	if timeout <= 0 || s.gw == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if n := s.gw.Drain(ctx); n > 0 {
-		fmt.Fprintf(stderr, "tapstack: %d relayed connections still sending after --drain-timeout %v; closing them\n", n, timeout)
+		s.log.Warn(fmt.Sprintf("%d relayed connections still sending after --drain-timeout %v; closing them", n, timeout))
 	}
 }
 
@@ -255,17 +259,28 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 		}
 		outbound = append(outbound, a)
 	}
-	logger := log.New(stderr, "tapstack: ", 0)
+	// The session's name: its namespace's, or one made of what names it.
+	name := cfg.Netns
+	switch {
+	case cfg.PID != 0:
+		name = fmt.Sprintf("pid-%d", cfg.PID)
+	case cfg.NetnsPath != "":
+		name = "path-" + strings.ReplaceAll(strings.Trim(cfg.NetnsPath, "/"), "/", "-")
+	case hf.userns != "":
+		name = hf.userns
+	}
+	logger, err := newLogger(stderr, rf.logs.format, rf.logs.level, rf.verbose, name)
+	if err != nil {
+		return nil, err
+	}
+	logf := printf(logger)
 	gcfg := gateway.Config{
 		OutboundAddrs: outbound,
 		MaxFlows:      rf.maxFlows, MaxPendingDials: rf.maxDials, MaxDNSQueries: rf.maxDNS, MaxPings: rf.maxPings,
 		ConnectTimeout: rf.connectTimeout, UDPIdleTimeout: rf.udpIdle,
 		HostLoopback: rf.hostLoopback, LoopbackAddrs: loop, AllowLinkLocal: rf.allowLinkLocal,
 		Allow: rf.allow, Deny: rf.deny, DNSAddrs: dns, ResolvConf: rf.resolvConf, NoPing: rf.noPing,
-		Forwards: rf.forwards, NSAddrs: nsIPs,
-	}
-	if rf.verbose {
-		gcfg.Logf = logger.Printf
+		Forwards: rf.forwards, NSAddrs: nsIPs, Log: logger,
 	}
 	// Forwards to other addresses of the namespace are checked and let
 	// through the source filter by the host, once it exists.
@@ -280,9 +295,9 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 	cfg.Gateway = true
 	cfg.ExtraStackAddrs = dnsPrefixes
 	cfg.Init = gw.Install
-	cfg.Logf = logger.Printf
+	cfg.Logf = logf
 	cfg.FilterSources = true
-	s := &session{gw: gw, netns: cfg.Netns, offload: cfg.Offload, started: time.Now(), pcapPath: hf.pcap}
+	s := &session{gw: gw, netns: name, log: logger, offload: cfg.Offload, started: time.Now(), pcapPath: hf.pcap}
 	if cfg.PID == 0 && cfg.Netns != "" && hf.userns == "" {
 		// The namespace's resolver, as ip netns exec shows it.
 		dir := filepath.Join("/etc/netns", cfg.Netns)
@@ -318,17 +333,6 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 		}
 		s.srv = srv
 	}
-	// The session's name: its namespace's, or one made of what names it.
-	name := cfg.Netns
-	switch {
-	case cfg.PID != 0:
-		name = fmt.Sprintf("pid-%d", cfg.PID)
-	case cfg.NetnsPath != "":
-		name = "path-" + strings.ReplaceAll(strings.Trim(cfg.NetnsPath, "/"), "/", "-")
-	case hf.userns != "":
-		name = hf.userns
-	}
-	s.netns = name
 	ctlPath := rf.control
 	if ctlPath == "" {
 		ctlPath = control.PathFor(name)
@@ -344,14 +348,14 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 			"rx_frames": ls.RxFrames, "tx_frames": ls.TxFrames, "rx_errors": ls.RxErrors, "tx_errors": ls.TxErrors,
 			"rx_spoofed": ls.RxFiltered, "bytes_up": up, "bytes_down": down,
 		}
-	}}}, logger.Printf)
+	}}}, logf)
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	s.ctl = ctl
 	if rf.metrics != "" {
-		if s.metrics, err = startMetrics(rf.metrics, name, h, gw); err != nil {
+		if s.metrics, err = startMetrics(rf.metrics, name, h, gw, logger); err != nil {
 			s.Close()
 			return nil, err
 		}
@@ -364,7 +368,7 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 		return nil, err
 	}
 	s.trim = startTrimmer(trimPeriod, trimThreshold)
-	s.stopSpoofLog = logSpoofed(h.Link, spoofLogPeriod, logger.Printf)
+	s.stopSpoofLog = logSpoofed(h.Link, spoofLogPeriod, logf)
 	return s, nil
 }
 

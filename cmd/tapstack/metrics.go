@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -25,7 +26,7 @@ type metricsServer struct {
 
 // startMetrics listens on addr and serves the host's, the gateway's and
 // the process's metrics on /metrics, each labelled with the namespace.
-func startMetrics(addr, netns string, h *nshost.Host, gw *gateway.Gateway) (*metricsServer, error) {
+func startMetrics(addr, netns string, h *nshost.Host, gw *gateway.Gateway, log *slog.Logger) (*metricsServer, error) {
 	reg := prometheus.NewRegistry()
 	labelled := prometheus.WrapRegistererWith(prometheus.Labels{"netns": netns}, reg)
 	labelled.MustRegister(metrics.New(h.Stack, h.Link), gw.Collector())
@@ -44,7 +45,7 @@ func startMetrics(addr, netns string, h *nshost.Host, gw *gateway.Gateway) (*met
 	go func() {
 		defer close(m.done)
 		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			fmt.Printf("tapstack: metrics server: %v\n", err)
+			log.Error("metrics server stopped", "err", err)
 		}
 	}()
 	return m, nil

@@ -91,7 +91,7 @@ func waitCommand(s *session, rf *relayFlags, sigs <-chan os.Signal, p *os.Proces
 			<-done
 			return fmt.Errorf("the namespace's TAP is gone: %w", s.host.Link.Err())
 		case err := <-done:
-			s.drain(rf.drainTimeout, stderr)
+			s.drain(rf.drainTimeout)
 			return childExit(err)
 		}
 	}

@@ -386,12 +386,12 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 	case <-ctx.Done():
 	case <-exited:
 	case why := <-gone:
-		fmt.Fprintf(stderr, "tapstack slirp4netns: %s; stopping\n", why)
+		s.log.Info(why + "; stopping")
 		return nil
 	case <-s.host.Link.Failed():
 		return fmt.Errorf("the TAP %s is gone (%v)", o.tap, s.host.Link.Err())
 	}
-	s.drain(rf.drainTimeout, stderr)
+	s.drain(rf.drainTimeout)
 	return nil
 }
 

@@ -202,14 +202,14 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	case <-ctx.Done():
 		// SIGTERM or Ctrl-C: refuse new flows, let the open ones
 		// deliver what the namespace sent, then stop.
-		fmt.Fprintln(stderr, "tapstack up: stopping")
-		s.drain(rf.drainTimeout, stderr)
+		s.log.Info("stopping")
+		s.drain(rf.drainTimeout)
 		return nil
 	case why := <-watchGone(wctx, hf.netns, *pid):
 		if *pid != 0 {
 			// The process whose namespace this is has ended: the
 			// normal end of a --pid daemon, as of slirp4netns.
-			fmt.Fprintf(stderr, "tapstack up: %s; stopping\n", why)
+			s.log.Info(why + "; stopping")
 			return nil
 		}
 		return fmt.Errorf("%s; stopping", why)

@@ -88,8 +88,9 @@ type Config struct {
 
 	// Logf, if set, receives one line per notable event.
 	Logf func(format string, args ...any)
-	// Log, if set, hears of each flow's start and end at debug level,
-	// with its five-tuple.
+	// Log, if set, takes the place of Logf: refusals and forwards at
+	// debug level, limits reached as warnings, and each flow's start and
+	// end at debug level with its five-tuple.
 	Log *slog.Logger
 }
 
@@ -206,6 +207,12 @@ func New(cfg Config) *Gateway {
 }
 
 func (g *Gateway) logf(format string, args ...any) {
+	if g.cfg.Log != nil {
+		if g.cfg.Log.Enabled(context.Background(), slog.LevelDebug) {
+			g.cfg.Log.Debug(fmt.Sprintf(format, args...))
+		}
+		return
+	}
 	if g.cfg.Logf != nil {
 		g.cfg.Logf(format, args...)
 	}

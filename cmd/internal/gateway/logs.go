@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"sync"
 	"time"
 )
@@ -56,6 +57,12 @@ func (l *logLimiter) firstRefusal(key string) (log, full bool) {
 
 // limitLog logs one line for cause at most once per limitLogEvery.
 func (g *Gateway) limitLog(cause, format string, args ...any) {
+	if g.cfg.Log != nil {
+		if g.logs.allow(cause) {
+			g.cfg.Log.Warn(fmt.Sprintf(format, args...), "cause", cause)
+		}
+		return
+	}
 	if g.cfg.Logf != nil && g.logs.allow(cause) {
 		g.cfg.Logf(format, args...)
 	}
