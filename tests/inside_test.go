@@ -156,7 +156,7 @@ func TestSeeingInside(t *testing.T) {
 	defer logFile.Close()
 	d := &daemon{t: t, ctl: filepath.Join(o.dir, "see.sock")}
 	cmd, _ := o.upInTo(logFile, "--netns", ns, "--control", d.ctl, "--serve", "none", "--pcap", pcapFile, "--metrics", metricsAddr,
-		"--socket-sites", "--log-format", "json", "-v")
+		"--socket-sites", "--log-format", "json", "-v", "-p", "127.0.0.1:18080:8080")
 	d.pid = cmd.Process.Pid
 	before := o.scrape(metricsAddr)
 	downBefore, ok := metric(before, "tapstack_relay_bytes_total", map[string]string{"direction": "down", "netns": ns})
@@ -255,8 +255,49 @@ func TestSeeingInside(t *testing.T) {
 		t.Errorf("tapstack ss lacks the download:\n%s", text)
 	}
 	t.Logf("tapstack ss during the download (%d, then %d bytes down):\n%s", first, second, text)
+	// A connection through the port forward, counted in ss.
+	waitPeer := kernelPeer(t, ns, pyTCPServer, "4", "8080")
+	fwdOut, err := exec.Command("ip", "netns", "exec", o.name, "python3", "-c",
+		`import socket; s=socket.create_connection(("127.0.0.1", 18080), timeout=5); s.sendall(b"fwd"); s.shutdown(1); print(s.recv(100).decode(), end="")`).CombinedOutput()
+	if err != nil || string(fwdOut) != "got:fwd" {
+		t.Fatalf("through the forward: %v %q", err, fwdOut)
+	}
+	waitPeer()
+	var fwds struct {
+		Forwards []struct {
+			Spec  string
+			Conns uint64 `json:"connections"`
+			Up    uint64 `json:"bytes_up"`
+			Down  uint64 `json:"bytes_down"`
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		err := json.Unmarshal([]byte(tapstackCtl(t, d.ctl, "ss", "--json")), &fwds)
+		if err == nil && len(fwds.Forwards) == 1 && fwds.Forwards[0].Conns == 1 && fwds.Forwards[0].Up == 7 && fwds.Forwards[0].Down == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ss --json: the forward's counters: %+v (%v), want 1 connection, 7 bytes up, 3 down", fwds, err)
+		}
+	}
+	// -w refreshes once a second.
+	watch := exec.Command(tapstackBin, "ss", "--control", d.ctl, "-w", "--json")
+	var watched strings.Builder
+	watch.Stdout = &watched
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	watch.Process.Signal(os.Interrupt)
+	if err := watch.Wait(); err != nil {
+		t.Errorf("ss -w ended with %v on SIGINT", err)
+	}
+	if n := strings.Count(watched.String(), `"flows"`); n < 2 || n > 4 {
+		t.Errorf("ss -w printed %d reports in 2.5 s, want 3:\n%s", n, watched.String())
+	}
+
 	status := tapstackCtl(t, d.ctl, "status")
-	for _, want := range []string{"namespace   " + ns, "MTU 65520", "10.0.2.100/24", "1 relayed now", rtFile} {
+	for _, want := range []string{"namespace   " + ns, "MTU 65520", "10.0.2.100/24", "relayed now, 1 port forwards", rtFile} {
 		if !strings.Contains(status, want) {
 			t.Errorf("tapstack status lacks %q:\n%s", want, status)
 		}
