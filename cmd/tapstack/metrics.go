@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tapstack/tapstack/cmd/internal/gateway"
-	"github.com/tapstack/tapstack/sockets/metrics"
+	"github.com/tapstack/tapstack/metrics"
 	"github.com/tapstack/tapstack/stack/nshost"
 )
 

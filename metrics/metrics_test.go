@@ -10,7 +10,7 @@ import (
 
 	"github.com/tapstack/tapstack/link"
 	"github.com/tapstack/tapstack/sockets"
-	"github.com/tapstack/tapstack/sockets/metrics"
+	"github.com/tapstack/tapstack/metrics"
 	"github.com/tapstack/tapstack/stack"
 )
 
