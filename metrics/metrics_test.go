@@ -9,8 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tapstack/tapstack/link"
-	"github.com/tapstack/tapstack/sockets"
 	"github.com/tapstack/tapstack/metrics"
+	"github.com/tapstack/tapstack/sockets"
 	"github.com/tapstack/tapstack/stack"
 )
 
