@@ -470,9 +470,6 @@ func (l *lane) set(m Impairment) {
 		l.spec.Store(nil)
 		return
 	}
-	if m.Limit == 0 {
-		m.Limit = DefaultImpairLimit
-	}
 	l.spec.Store(&m)
 }
 
@@ -555,8 +552,12 @@ func (l *lane) submit(b *[]byte) {
 		at = at.Add(ReorderGap)
 		l.reordered.Add(1)
 	}
+	limit := m.Limit
+	if limit == 0 {
+		limit = DefaultImpairLimit
+	}
 	for _, c := range copies {
-		if len(l.queue) >= m.Limit {
+		if len(l.queue) >= limit {
 			l.overflowed.Add(1)
 			putImpairBuf(c)
 			continue

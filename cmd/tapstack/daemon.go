@@ -320,6 +320,9 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 		return nil, err
 	}
 	s.host, host = h, h
+	if !cfg.Impair.IsZero() {
+		logger.Info(impairLine(cfg))
+	}
 	s.caps = capture.New(h.Link)
 	if err := gw.Start(); err != nil {
 		s.Close()

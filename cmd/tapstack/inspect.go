@@ -19,7 +19,9 @@ import (
 
 	"github.com/tapstack/tapstack/cmd/internal/control"
 	"github.com/tapstack/tapstack/cmd/internal/gateway"
+	"github.com/tapstack/tapstack/link"
 	"github.com/tapstack/tapstack/sockets"
+	"github.com/tapstack/tapstack/stack/nshost"
 )
 
 // daemonControl is what a daemon's control socket serves: the gateway's
@@ -49,6 +51,36 @@ func (d daemonControl) Captures() []string {
 		l = append([]string{d.s.pcapPath + " (--pcap)"}, l...)
 	}
 	return l
+}
+
+// Impair changes the wire's impairment (unless spec is empty) and
+// describes it.
+func (d daemonControl) Impair(spec string) (string, error) {
+	h := d.s.host
+	if spec != "" {
+		sp, err := link.ParseImpairSpec(spec)
+		if err != nil {
+			return "", err
+		}
+		if err := h.SetImpairment(sp); err != nil {
+			return "", err
+		}
+		d.s.log.Info("impairment set", "spec", sp.String())
+	}
+	return describeImpairment(h), nil
+}
+
+// describeImpairment says what impairs the host's wire and what it did.
+func describeImpairment(h *nshost.Host) string {
+	sp, seed, in, out, ok := h.Impairment()
+	if !ok {
+		return "this wire cannot be impaired"
+	}
+	line := func(dir string, st link.ImpairStats) string {
+		return fmt.Sprintf("%s: %d frames, %d lost, %d overflowed, %d duplicated, %d corrupted, %d reordered, %d delayed",
+			dir, st.Frames, st.Dropped, st.Overflowed, st.Duplicated, st.Corrupted, st.Reordered, st.Delayed)
+	}
+	return fmt.Sprintf("%v (seed %d)\n%s\n%s", sp, seed, line("in (to the stack)", in), line("out (to the namespace)", out))
 }
 
 // Report answers "ss" and "status".
@@ -384,5 +416,32 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "captures    %s\n", caps)
 	fmt.Fprintf(stdout, "drops       %s\n", counters(r.Drops))
 	fmt.Fprintf(stdout, "memory      RSS %.1f MiB, %d goroutines\n", float64(r.RSSKiB)/1024, r.Goroutines)
+	return nil
+}
+
+func runImpair(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("impair", "[SPEC | off]", stderr)
+	var cf controlFlags
+	cf.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	spec := ""
+	switch fs.NArg() {
+	case 0:
+	case 1:
+		spec = fs.Arg(0)
+		if _, err := link.ParseImpairSpec(spec); err != nil {
+			return err
+		}
+	default:
+		fmt.Fprintln(stderr, "tapstack impair: want one SPEC (keys joined by commas), off, or nothing to show the impairment")
+		return errUsage
+	}
+	resp, err := control.Call(cf.socket(), control.Request{Op: "impair", Spec: spec})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, resp.Impair)
 	return nil
 }

@@ -4,7 +4,7 @@
 //	tapstack up [flags]       give a namespace a tapstack host (daemon)
 //	tapstack run [flags] -- CMD  run CMD in a namespace networked through tapstack
 //	tapstack nc [flags] [HOST] PORT  netcat through a tapstack host
-//	tapstack forward|capture|ss|status [flags]  act on or look into a running daemon
+//	tapstack forward|capture|impair|ss|status [flags]  act on or look into a running daemon
 //	tapstack slirp4netns [OPTION]... PID|PATH [TAPNAME]  slirp4netns's command line
 //	tapstack version          print the version
 //	tapstack help [command]   show help
@@ -36,6 +36,7 @@ func commands() []command {
 		{"run", "run a command in a new namespace whose network goes through a tapstack host", runRun},
 		{"forward", "add, remove or list port forwards of a running daemon", runForward},
 		{"capture", "capture a running daemon's frames to a pcap file or stream (- for stdout)", runCapture},
+		{"impair", "show or change how a running daemon impairs its wire (loss, delay, reorder, rate)", runImpair},
 		{"ss", "list a running daemon's flows, port forwards, pending dials and sockets", runSS},
 		{"status", "one screen about a running daemon: addresses, MTU, flows, drops, memory", runStatus},
 		{"nc", "netcat on a fresh tapstack host in a namespace: connect or listen, TCP or UDP", runNC},

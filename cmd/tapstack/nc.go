@@ -67,6 +67,9 @@ func runNCWith(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if !cfg.Impair.IsZero() {
+		fmt.Fprintf(stderr, "tapstack nc: %s\n", impairLine(cfg))
+	}
 	if pcap != nil {
 		defer pcap.Close()
 	}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -71,6 +73,8 @@ type hostFlags struct {
 	pcapSize    int
 	pcapFiles   int
 	socketSites bool
+	impair      string // --impair
+	impairSeed  int64  // --impair-seed; 0: a random one
 }
 
 func (h *hostFlags) register(fs *flag.FlagSet, defaultNetns string) {
@@ -87,6 +91,8 @@ func (h *hostFlags) register(fs *flag.FlagSet, defaultNetns string) {
 	fs.IntVar(&h.pcapSize, "pcap-size", 0, "start a new capture file when the current one would pass this many `MiB` (0: no limit)")
 	fs.IntVar(&h.pcapFiles, "pcap-files", 1, "with --pcap-size, keep this many full files (FILE.1, FILE.2, …) beside the current one")
 	fs.BoolVar(&h.socketSites, "socket-sites", false, "record where each socket of the stack was made (tapstack ss -a shows it; a full table's error names the top three places)")
+	fs.StringVar(&h.impair, "impair", "", "impair the wire: `SPEC` such as loss=1%,delay=20ms,jitter=5ms,reorder=1%,dup=0.1%,corrupt=0.1%,rate=100mbit (in: or out: before a key: one way only)")
+	fs.Int64Var(&h.impairSeed, "impair-seed", 0, "seed of the impairment's decisions, to replay a run (0: a random seed, printed)")
 	fs.IntVar(&h.txQueues, "tx-queues", 1, fmt.Sprintf("transmit queues, each with a goroutine writing to the TAP (0..%d; 0: the sender writes)", stack.MaxTxQueues))
 }
 
@@ -105,10 +111,19 @@ func (h *hostFlags) config() (nshost.Config, error) {
 	if h.pid != 0 || h.netnsPath != "" {
 		netnsName = ""
 	}
+	imp, err := link.ParseImpairSpec(h.impair)
+	if err != nil {
+		return nshost.Config{}, fmt.Errorf("--impair: %w", err)
+	}
+	seed := h.impairSeed
+	if seed == 0 {
+		seed = randomSeed()
+	}
 	return nshost.Config{
 		Netns: netnsName, PID: h.pid, NetnsPath: h.netnsPath, NoConfigure: h.noConfigure, MAC: h.mac,
 		TAP: h.tap, MTU: h.mtu, Offload: h.offload, TxQueues: h.txQueues,
 		StackAddrs: h.addrs, NSAddrs: h.nsAddrs, MaxSockets: h.maxSockets, SocketSites: h.socketSites,
+		Impair: imp, ImpairSeed: seed, Impairable: true,
 	}, nil
 }
 
@@ -292,4 +307,16 @@ func (h *hostFlags) capture(cfg *nshost.Config) (*link.Pcap, error) {
 	}
 	cfg.Observer = p
 	return p, nil
+}
+
+// randomSeed is a seed for an impairment that was given none.
+func randomSeed() int64 {
+	var b [8]byte
+	_, _ = crand.Read(b[:])
+	return int64(binary.LittleEndian.Uint64(b[:])&^(1<<63) | 1)
+}
+
+// impairLine says what impairs the wire and how to replay it.
+func impairLine(cfg nshost.Config) string {
+	return fmt.Sprintf("impairing the wire: %v (seed %d; replay with --impair-seed %d)", cfg.Impair, cfg.ImpairSeed, cfg.ImpairSeed)
 }

@@ -87,11 +87,28 @@ type Config struct {
 	// of NSAddrs (see SourceFilter): a gateway's defence against spoofed
 	// floods from the namespace.
 	FilterSources bool
+	// Impair impairs the wire (link.Impair on each of the TAP's queues):
+	// what it loses, delays, reorders. ImpairSeed seeds its decisions
+	// (queue i uses ImpairSeed+i). Impairable puts the wrapper in place
+	// even for a zero Impair, so that SetImpairment can change it later.
+	Impair     link.ImpairSpec
+	ImpairSeed int64
+	Impairable bool
 }
 
-// linkOptions are the endpoint options cfg asks for, and the source set
-// of its filter (nil: none).
-func (c *Config) linkOptions(devs []link.Device, vnet bool) (link.Options, *SourceSet) {
+// linkOptions are the endpoint options cfg asks for, the source set of
+// its filter (nil: none) and the impairment wrappers of its devices.
+func (c *Config) linkOptions(devs []link.Device, vnet bool) (link.Options, *SourceSet, []*link.Impair) {
+	var imps []*link.Impair
+	if c.Impairable || !c.Impair.IsZero() {
+		wrapped := make([]link.Device, len(devs))
+		for i, d := range devs {
+			imp := link.NewImpair(d, c.Impair, link.ImpairOptions{Seed: c.ImpairSeed + int64(i), VnetHdr: vnet})
+			imps = append(imps, imp)
+			wrapped[i] = imp
+		}
+		devs = wrapped
+	}
 	o := link.Options{Devices: devs, MTU: uint32(c.MTU), Observer: c.Observer, VnetHdr: vnet, Logf: c.Logf}
 	var set *SourceSet
 	if c.FilterSources {
@@ -102,7 +119,7 @@ func (c *Config) linkOptions(devs []link.Device, vnet bool) (link.Options, *Sour
 		set = NewSourceSet(addrs)
 		o.Filter = set.Allows
 	}
-	return o, set
+	return o, set, imps
 }
 
 // Host is a running tapstack host in a namespace.
@@ -119,6 +136,7 @@ type Host struct {
 	unconfigured bool           // Config.NoConfigure
 	extra        []netip.Prefix // Config.ExtraStackAddrs
 	sources      *SourceSet     // the link's source filter, if any
+	impairs      []*link.Impair // the wire's impairment, one per queue, if any
 }
 
 // AddGuest accepts another address of the namespace as the target of a port
@@ -272,9 +290,12 @@ func New(cfg Config) (h *Host, err error) {
 	default:
 		return nil, err
 	}
-	lo, sources := cfg.linkOptions(tap.Devices(), tap.Offload())
+	lo, sources, imps := cfg.linkOptions(tap.Devices(), tap.Offload())
 	ep, err := link.New(lo)
 	if err != nil {
+		for _, imp := range imps {
+			imp.Close()
+		}
 		return nil, err
 	}
 	gw4, gw6 := Gateways(cfg.StackAddrs)
@@ -284,7 +305,7 @@ func New(cfg Config) (h *Host, err error) {
 			return nil, err
 		}
 	}
-	h, err = newHost(cfg, ep, sources)
+	h, err = newHost(cfg, ep, sources, imps)
 	if err != nil {
 		return nil, err
 	}
@@ -294,7 +315,7 @@ func New(cfg Config) (h *Host, err error) {
 }
 
 // newHost builds the stack on ep (which it owns from then on).
-func newHost(cfg Config, ep *link.Endpoint, sources *SourceSet) (*Host, error) {
+func newHost(cfg Config, ep *link.Endpoint, sources *SourceSet, imps []*link.Impair) (*Host, error) {
 	st, err := stack.New(stack.Config{
 		MaxSockets: cfg.MaxSockets, SocketSites: cfg.SocketSites,
 		Init: cfg.Init,
@@ -307,7 +328,42 @@ func newHost(cfg Config, ep *link.Endpoint, sources *SourceSet) (*Host, error) {
 		return nil, err
 	}
 	return &Host{Stack: st, Link: ep, TAP: cfg.TAP, StackAddrs: cfg.StackAddrs, NSAddrs: cfg.NSAddrs, MTU: cfg.MTU,
-		extra: cfg.ExtraStackAddrs, sources: sources}, nil
+		extra: cfg.ExtraStackAddrs, sources: sources, impairs: imps}, nil
+}
+
+// SetImpairment changes the impairment of the wire while it runs; the
+// host must have been made with Config.Impairable (or an Impair).
+func (h *Host) SetImpairment(spec link.ImpairSpec) error {
+	if len(h.impairs) == 0 {
+		return errors.New("this host's wire cannot be impaired: make it with Config.Impairable")
+	}
+	for _, imp := range h.impairs {
+		imp.Set(spec)
+	}
+	return nil
+}
+
+// Impairment returns the impairment in force, its seed, and what it did
+// each way, all queues together; ok is false for a host that cannot be
+// impaired.
+func (h *Host) Impairment() (spec link.ImpairSpec, seed int64, in, out link.ImpairStats, ok bool) {
+	if len(h.impairs) == 0 {
+		return spec, 0, in, out, false
+	}
+	spec, seed = h.impairs[0].Spec(), h.impairs[0].Seed()
+	for _, imp := range h.impairs {
+		i, o := imp.Stats()
+		in, out = addImpairStats(in, i), addImpairStats(out, o)
+	}
+	return spec, seed, in, out, true
+}
+
+func addImpairStats(a, b link.ImpairStats) link.ImpairStats {
+	return link.ImpairStats{
+		Frames: a.Frames + b.Frames, Dropped: a.Dropped + b.Dropped, Overflowed: a.Overflowed + b.Overflowed,
+		Duplicated: a.Duplicated + b.Duplicated, Corrupted: a.Corrupted + b.Corrupted, Reordered: a.Reordered + b.Reordered,
+		Delayed: a.Delayed + b.Delayed,
+	}
 }
 
 // NewOnDevices builds the stack on TAP queues that already exist in a
@@ -321,15 +377,15 @@ func NewOnDevices(cfg Config, devs []link.Device) (*Host, error) {
 		}
 		return nil, err
 	}
-	lo, sources := cfg.linkOptions(devs, cfg.Offload)
+	lo, sources, imps := cfg.linkOptions(devs, cfg.Offload)
 	ep, err := link.New(lo)
 	if err != nil {
-		for _, d := range devs {
+		for _, d := range lo.Devices {
 			d.Close()
 		}
 		return nil, err
 	}
-	return newHost(cfg, ep, sources)
+	return newHost(cfg, ep, sources, imps)
 }
 
 // Gateways returns the first stack address of each family, the

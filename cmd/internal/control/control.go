@@ -44,8 +44,9 @@ func PathFor(name string) string { return filepath.Join(DefaultDir(), name+".soc
 // Request is one command.
 type Request struct {
 	// Op is "add", "rm", "ls" or "stats" (port forwards and counters);
-	// "capture", "capture-stop" or "captures" (a Capturer's); or a
-	// Reporter's report, such as "ss" or "status".
+	// "capture", "capture-stop" or "captures" (a Capturer's); "impair"
+	// (an Impairer's, with Spec); or a Reporter's report, such as "ss"
+	// or "status".
 	Op   string `json:"op"`
 	Spec string `json:"spec,omitempty"` // a port forward, for add and rm
 	// File is where "capture" writes: an absolute path, or "-" for a
@@ -63,6 +64,7 @@ type Response struct {
 	Captures []string          `json:"captures,omitempty"` // running captures
 	Stopped  int               `json:"stopped,omitempty"`  // captures stopped
 	Report   json.RawMessage   `json:"report,omitempty"`   // a Reporter's answer
+	Impair   string            `json:"impair,omitempty"`   // the impairment in force
 }
 
 // Handler executes requests.
@@ -87,6 +89,13 @@ type Capturer interface {
 	StopCaptures() (int, error)
 	// Captures names those running: files, "-" for streams.
 	Captures() []string
+}
+
+// Impairer is a Handler whose wire can be impaired at run time.
+type Impairer interface {
+	// Impair sets the impairment to spec ("off" removes it) unless spec
+	// is empty, and describes the one in force.
+	Impair(spec string) (string, error)
 }
 
 // Reporter is a Handler that answers other ops with a JSON document.
@@ -292,6 +301,13 @@ func (s *Server) do(req Request) Response {
 		case "captures":
 			return Response{OK: true, Captures: cp.Captures()}
 		}
+	}
+	if im, ok := s.h.(Impairer); ok && req.Op == "impair" {
+		desc, err := im.Impair(req.Spec)
+		if err != nil {
+			return Response{Error: err.Error()}
+		}
+		return Response{OK: true, Impair: desc}
 	}
 	if rp, ok := s.h.(Reporter); ok {
 		rep, known, err := rp.Report(req.Op)
