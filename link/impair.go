@@ -454,6 +454,7 @@ func (h *heldHeap) Push(x any)   { *h = append(*h, x.(held)) }
 func (h *heldHeap) Pop() any {
 	old := *h
 	x := old[len(old)-1]
+	old[len(old)-1] = held{} // the buffer is the receiver's now
 	*h = old[:len(old)-1]
 	return x
 }
@@ -611,6 +612,8 @@ func (l *lane) run(wg *sync.WaitGroup) {
 		wait := time.Hour
 		if l.queue.Len() > 0 {
 			wait = l.queue[0].at.Sub(now)
+		} else if cap(l.queue) > 64 {
+			l.queue = nil // a burst's queue is not kept while idle
 		}
 		l.mu.Unlock()
 		for _, b := range due {

@@ -79,7 +79,13 @@ func (d *daemon) usage() usage {
 // runtime's own) and sockets back.
 func (d *daemon) backToBaseline(base usage) {
 	d.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	d.backToBaselineWithin(base, 30*time.Second)
+}
+
+// backToBaselineWithin is backToBaseline with a wait of its own.
+func (d *daemon) backToBaselineWithin(base usage, wait time.Duration) {
+	d.t.Helper()
+	deadline := time.Now().Add(wait)
 	for {
 		u := d.usage()
 		if u.rssKiB <= base.rssKiB+10<<10 && u.fds <= base.fds && u.goroutines <= base.goroutines+4 && u.sockets <= base.sockets {
@@ -87,7 +93,7 @@ func (d *daemon) backToBaseline(base usage) {
 			return
 		}
 		if time.Now().After(deadline) {
-			d.t.Fatalf("not back to baseline after 30 s: %v, baseline %v; stats %v", u, base, d.stats())
+			d.t.Fatalf("not back to baseline after %v: %v, baseline %v; stats %v", wait, u, base, d.stats())
 		}
 		time.Sleep(250 * time.Millisecond)
 	}

@@ -196,16 +196,55 @@ func (s *Server) serveConn(c *sockets.Socket, echo bool) {
 	defer s.wg.Done()
 	defer s.untrack(c)
 	c.SetTimeout(s.idle)
+	if echo {
+		echoConn(c)
+		return
+	}
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := c.RecvInto(buf, 0)
 		if err != nil || n == 0 {
 			return
 		}
-		if echo {
-			if _, err := c.SendAll(buf[:n], 0); err != nil {
+	}
+}
+
+// echoChunks bounds what an echo connection holds between reading and
+// writing back: 16 reads of 64 KiB.
+const echoChunks = 16
+
+// echoConn sends back what c receives. It keeps reading while a peer
+// that is slow to read holds the answer back, up to echoChunks reads:
+// a reader that stops while it writes closes its receive window, and a
+// window closed while segments are lost can stall the connection (see
+// README, "Known limits").
+func echoConn(c *sockets.Socket) {
+	chunks := make(chan []byte, echoChunks)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for b := range chunks {
+			if _, err := c.SendAll(b, 0); err != nil {
+				for range chunks { // let the reader finish
+				}
 				return
 			}
+		}
+	}()
+	defer func() {
+		close(chunks)
+		<-done
+	}()
+	for {
+		buf := make([]byte, 64<<10)
+		n, err := c.RecvInto(buf, 0)
+		if err != nil || n == 0 {
+			return
+		}
+		select {
+		case chunks <- buf[:n]:
+		case <-done: // the write side failed
+			return
 		}
 	}
 }
