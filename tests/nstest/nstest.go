@@ -18,9 +18,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tapstack/tapstack/stack/nshost"
-
 	"github.com/tapstack/tapstack/internal/cienv"
+	"github.com/tapstack/tapstack/link"
+	"github.com/tapstack/tapstack/stack/nshost"
 )
 
 // T is the part of testing.TB the harness uses.
@@ -64,12 +64,21 @@ func Require(t T) {
 }
 
 // New builds a host in a fresh, uniquely named namespace. Zero fields of
-// cfg take nshost's defaults; cfg.Netns is ignored. Everything is removed
-// in t.Cleanup.
+// cfg take nshost's defaults; cfg.Netns is ignored. The wire can always be
+// impaired (Env.Impair); cfg.Impair impairs it from the start, and a zero
+// cfg.ImpairSeed is replaced by a random seed, logged so that a failing
+// run can be replayed. Everything is removed in t.Cleanup.
 func New(t T, cfg nshost.Config) *Env {
 	t.Helper()
 	Require(t)
 	cfg.Netns = nshost.UniqueName("tstest-")
+	cfg.Impairable = true
+	if cfg.ImpairSeed == 0 {
+		cfg.ImpairSeed = time.Now().UnixNano()
+	}
+	if !cfg.Impair.IsZero() {
+		t.Logf("nstest: impairing the wire: %v (seed %d)", cfg.Impair, cfg.ImpairSeed)
+	}
 	h, err := nshost.New(cfg)
 	if err != nil {
 		t.Fatalf("nstest: %v", err)
@@ -86,6 +95,23 @@ func New(t T, cfg nshost.Config) *Env {
 		t.Fatalf("nstest: %v", err)
 	}
 	return e
+}
+
+// Impair changes how the wire between the namespace and the stack
+// misbehaves, while the test runs: a spec of link.ParseImpairSpec, such
+// as "loss=5%,delay=20ms,reorder=1%", or "off". A bad spec fails the
+// test.
+func (e *Env) Impair(spec string) {
+	e.t.Helper()
+	sp, err := link.ParseImpairSpec(spec)
+	if err != nil {
+		e.t.Fatalf("nstest: %v", err)
+	}
+	if err := e.SetImpairment(sp); err != nil {
+		e.t.Fatalf("nstest: %v", err)
+	}
+	_, seed, _, _, _ := e.Impairment()
+	e.t.Logf("nstest: impairing the wire: %v (seed %d)", sp, seed)
 }
 
 // Command returns a command that runs inside the namespace. The caller
