@@ -240,6 +240,9 @@ type Impair struct {
 	pumpMu   sync.Mutex
 	pumping  bool          // protected by pumpMu
 	pumpDone chan struct{} // closed when the pump exits; protected by pumpMu
+	// inBusy is set while the pump runs or the in lane may hold frames:
+	// reads then go through them.
+	inBusy atomic.Bool
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -317,12 +320,22 @@ func (d *Impair) WriteFrame(bufs [][]byte) error {
 
 // ReadFrame implements Device: frames come in impaired.
 func (d *Impair) ReadFrame(b []byte) (int, error) {
+	if d.in.spec.Load() == nil && !d.inBusy.Load() {
+		return d.dev.ReadFrame(b)
+	}
+	return d.readImpaired(b)
+}
+
+// readImpaired reads through the pump and the in lane, until both are
+// done with an impairment that was removed.
+func (d *Impair) readImpaired(b []byte) (int, error) {
 	for {
 		d.pumpMu.Lock()
 		pumping, done := d.pumping, d.pumpDone
 		if !pumping && d.in.spec.Load() != nil {
 			d.pumping, d.pumpDone = true, make(chan struct{})
 			pumping, done = true, d.pumpDone
+			d.inBusy.Store(true)
 			d.wg.Add(1)
 			go d.pump(len(b), d.pumpDone)
 		}
@@ -342,7 +355,8 @@ func (d *Impair) ReadFrame(b []byte) (int, error) {
 			return d.take(b, f)
 		default:
 		}
-		if d.in.held() == 0 {
+		if d.in.held() == 0 && len(d.ready) == 0 {
+			d.inBusy.Store(false)
 			return d.dev.ReadFrame(b)
 		}
 		// Frames the lane still holds come first.
