@@ -56,12 +56,13 @@ func TestImpairmentMeasured(t *testing.T) {
 
 	// 20 ms each way: a round trip of 40 ms plus the stack's and the
 	// kernel's own (well under 1 ms here) and the timers' slack (a
-	// millisecond or two).
+	// millisecond or two idle; up to ten when the other tests load the
+	// two CPUs).
 	tapstackCtl(t, d.ctl, "impair", "delay=20ms")
 	loss, avg := pingStats(t, ns, "-c", "20", "-i", "0.05", "10.0.2.2")
 	t.Logf("delay=20ms: ping average %v, loss %.0f %%", avg, loss)
-	if loss != 0 || avg < 40*time.Millisecond || avg > 46*time.Millisecond {
-		t.Errorf("delay=20ms: ping average %v, loss %.0f %%; want 40 to 46 ms and no loss", avg, loss)
+	if loss != 0 || avg < 40*time.Millisecond || avg > 52*time.Millisecond {
+		t.Errorf("delay=20ms: ping average %v, loss %.0f %%; want 40 to 52 ms and no loss", avg, loss)
 	}
 
 	// 100 Mbit/s: TCP fills the wire but for its headers and its ramp-up.
