@@ -92,7 +92,7 @@ func (h *hostFlags) register(fs *flag.FlagSet, defaultNetns string) {
 	fs.IntVar(&h.pcapFiles, "pcap-files", 1, "with --pcap-size, keep this many full files (FILE.1, FILE.2, …) beside the current one")
 	fs.BoolVar(&h.socketSites, "socket-sites", false, "record where each socket of the stack was made (tapstack ss -a shows it; a full table's error names the top three places)")
 	fs.StringVar(&h.impair, "impair", "", "impair the wire: `SPEC` such as loss=1%,delay=20ms,jitter=5ms,reorder=1%,dup=0.1%,corrupt=0.1%,rate=100mbit (in: or out: before a key: one way only)")
-	fs.Int64Var(&h.impairSeed, "impair-seed", 0, "seed of the impairment's decisions, to replay a run (0: a random seed, printed)")
+	fs.Int64Var(&h.impairSeed, "impair-seed", 0, "`N`: the seed of the impairment's decisions, to replay a run (0: a random seed, printed)")
 	fs.IntVar(&h.txQueues, "tx-queues", 1, fmt.Sprintf("transmit queues, each with a goroutine writing to the TAP (0..%d; 0: the sender writes)", stack.MaxTxQueues))
 }
 
