@@ -52,7 +52,7 @@ for t in sys.argv[1].split(","):
     h, p = t.rsplit(":", 1)
     targets.append((h.strip("[]"), int(p)))
 dur, workers = float(sys.argv[2]), int(sys.argv[3])
-st = {"flows": 0, "bytes": 0, "errors": 0, "mismatches": 0, "first_errors": []}
+st = {"flows": 0, "bytes": 0, "errors": 0, "stalls": 0, "mismatches": 0, "first_errors": []}
 lock = threading.Lock()
 def one(host, port, size):
     s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -81,13 +81,7 @@ def worker(i):
     k = i
     while time.time() < end:
         host, port = targets[k % len(targets)]; k += 1
-        sizes = [1, 1500, 65536, 300000, 1 << 20, 4 << 20]
-        if port == 7:
-            # The stack's echo service holds 1 MiB between reading and
-            # writing back: beyond, it stops reading (see README, Known
-            # limits).
-            sizes = sizes[:-1]
-        size = rnd.choice(sizes)
+        size = rnd.choice([1, 1500, 65536, 300000, 1 << 20, 4 << 20])
         try:
             ok, n = one(host, port, size)
             with lock:
@@ -97,6 +91,8 @@ def worker(i):
         except Exception as e:
             with lock:
                 st["errors"] += 1
+                if isinstance(e, TimeoutError):
+                    st["stalls"] += 1
                 if len(st["first_errors"]) < 5:
                     st["first_errors"].append("%s:%d: %r" % (host, port, e))
 ths = [threading.Thread(target=worker, args=(i,)) for i in range(workers)]
@@ -106,9 +102,16 @@ print(json.dumps(st))
 `
 
 type soakResult struct {
-	Flows, Bytes, Errors, Mismatches int64
-	FirstErrors                      []string `json:"first_errors"`
+	Flows, Bytes, Errors, Stalls, Mismatches int64
+	FirstErrors                              []string `json:"first_errors"`
 }
+
+// stallsAllowed is how many connections of a soak may stall (time out
+// with nothing moving) before it fails: gVisor's TCP stalls about one
+// connection in 50 000 under loss=1%,reorder=1% (README, "Known
+// limits"); a soak of this suite opens some 3 000. Any other error, any
+// byte corrupted, or more stalls fail it.
+func stallsAllowed(flows int64) int64 { return max(1, flows/25000) }
 
 // TestSoak moves data both ways under loss=1%,reorder=1% for -soak:
 // through the relay to a server outside (IPv4 and IPv6), through a port
@@ -166,6 +169,7 @@ func TestSoak(t *testing.T) {
 			total.Flows += r.Flows
 			total.Bytes += r.Bytes
 			total.Errors += r.Errors
+			total.Stalls += r.Stalls
 			total.Mismatches += r.Mismatches
 		}
 		return total, results, outs
@@ -183,9 +187,15 @@ func TestSoak(t *testing.T) {
 	total, results, outs := clients(*soakFor)
 	took := time.Since(start)
 	for i, r := range results {
-		if r.Errors != 0 || r.Mismatches != 0 || r.Flows == 0 {
+		if r.Errors != r.Stalls || r.Mismatches != 0 || r.Flows == 0 {
 			t.Errorf("client %d: %d flows, %d errors, %d mismatches: %q", i, r.Flows, r.Errors, r.Mismatches, outs[i])
 		}
+		if r.Stalls > 0 {
+			t.Logf("client %d: %d of %d connections stalled (README, Known limits): %q", i, r.Stalls, r.Flows, outs[i])
+		}
+	}
+	if total.Stalls > stallsAllowed(total.Flows) {
+		t.Errorf("%d of %d connections stalled, more than the %d the known stall explains", total.Stalls, total.Flows, stallsAllowed(total.Flows))
 	}
 	if t.Failed() {
 		kernel, _ := exec.Command("ip", "netns", "exec", ns, "ss", "-tnoi").CombinedOutput()
@@ -198,6 +208,6 @@ func TestSoak(t *testing.T) {
 	// this load).
 	d.backToBaselineWithin(base, 90*time.Second)
 	after := d.usage()
-	t.Logf("soak under %s for %v: %d flows, %.1f MiB checked by SHA-256, 0 lost or corrupted; %d relayed, %d forwarded\n%s\ndaemon cold: %v; after a first round: %v; at the end: %v",
-		*soakImpair, took.Round(time.Second), total.Flows, float64(total.Bytes)/(1<<20), stats["tcp_relayed"], stats["forwarded"], strings.TrimSpace(imp), cold, base, after)
+	t.Logf("soak under %s for %v: %d flows, %.1f MiB checked by SHA-256, %d corrupted, %d stalled; %d relayed, %d forwarded\n%s\ndaemon cold: %v; after a first round: %v; at the end: %v",
+		*soakImpair, took.Round(time.Second), total.Flows, float64(total.Bytes)/(1<<20), total.Mismatches, total.Stalls, stats["tcp_relayed"], stats["forwarded"], strings.TrimSpace(imp), cold, base, after)
 }
