@@ -256,8 +256,13 @@ func (s *Server) stream(c net.Conn, enc *json.Encoder, req Request) {
 	}
 	_ = c.SetDeadline(time.Time{})
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	watched := make(chan struct{})
+	defer func() {
+		cancel()
+		<-watched
+	}()
 	go func() { // the client closing, or the server
+		defer close(watched)
 		done := make(chan struct{})
 		go func() {
 			_, _ = io.Copy(io.Discard, c)
