@@ -3,7 +3,7 @@ package link
 import (
 	"encoding/binary"
 	"runtime"
-	"strings"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -151,35 +151,12 @@ func TestImpairReplaysWithItsSeed(t *testing.T) {
 	first, _ := throughOut(t, "loss=10%,dup=1%,corrupt=1%", 42, 5000, 100*time.Millisecond)
 	again, _ := throughOut(t, "loss=10%,dup=1%,corrupt=1%", 42, 5000, 100*time.Millisecond)
 	other, _ := throughOut(t, "loss=10%,dup=1%,corrupt=1%", 43, 5000, 100*time.Millisecond)
-	if strings.Trim(strings.Join(strings.Fields(fmtInts(first)), ","), "[]") != strings.Trim(strings.Join(strings.Fields(fmtInts(again)), ","), "[]") {
+	if !slices.Equal(first, again) {
 		t.Fatal("seed 42 twice: different fates")
 	}
-	if fmtInts(first) == fmtInts(other) {
+	if slices.Equal(first, other) {
 		t.Fatal("seeds 42 and 43: the same fates")
 	}
-}
-
-func fmtInts(v []int) string {
-	var b strings.Builder
-	for _, x := range v {
-		b.WriteString(" ")
-		b.WriteString(itoa(x))
-	}
-	return b.String()
-}
-
-func itoa(x int) string {
-	var buf [20]byte
-	i := len(buf)
-	if x == 0 {
-		return "0"
-	}
-	for x > 0 {
-		i--
-		buf[i] = byte('0' + x%10)
-		x /= 10
-	}
-	return string(buf[i:])
 }
 
 // TestImpairDupCorruptReorder: duplicates arrive twice, corrupted frames

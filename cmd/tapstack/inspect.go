@@ -161,7 +161,7 @@ func (d daemonControl) status() statusReport {
 	up, down := d.G.Bytes()
 	r := statusReport{
 		Namespace: d.s.netns, PID: os.Getpid(), TAP: h.TAP, MTU: h.MTU, Offload: d.s.offload,
-		Uptime: time.Since(d.s.started).Round(time.Millisecond), Flows: len(d.G.FlowList()), Forwards: len(d.G.Forwards()),
+		Uptime: time.Since(d.s.started).Round(time.Millisecond), Flows: d.G.FlowCount(), Forwards: len(d.G.Forwards()),
 		BytesUp: up, BytesDown: down, RxFrames: ls.RxFrames, TxFrames: ls.TxFrames,
 		SocketsInUse: tab.InUse, SocketLimit: tab.Limit, Captures: d.Captures(), Drops: d.refusals(),
 		RSSKiB: rssKiB(), Goroutines: runtime.NumGoroutine(),

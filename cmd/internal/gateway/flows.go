@@ -131,6 +131,13 @@ func (f *flow) info(now time.Time) FlowInfo {
 	return i
 }
 
+// FlowCount is how many flows FlowList would list.
+func (g *Gateway) FlowCount() int {
+	g.flowSet.mu.Lock()
+	defer g.flowSet.mu.Unlock()
+	return len(g.flowSet.m)
+}
+
 // FlowList returns the flows in progress, oldest first.
 func (g *Gateway) FlowList() []FlowInfo {
 	now := time.Now()
