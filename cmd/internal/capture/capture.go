@@ -115,8 +115,8 @@ func (s *Set) StartFile(path string, snaplen int) error {
 }
 
 // Stream writes a live capture to w until ctx ends, a write to w fails
-// or Stop; it returns then. started runs once the capture is attached,
-// before anything is written to w; a capture that cannot start returns
+// or Stop; it returns then. started runs once the capture is attached
+// (before anything is written to w); a capture that cannot start returns
 // its error without calling it.
 func (s *Set) Stream(ctx context.Context, w io.Writer, snaplen int, started func()) error {
 	var once sync.Once
@@ -133,11 +133,13 @@ func (s *Set) Stream(ctx context.Context, w io.Writer, snaplen int, started func
 	if err != nil {
 		return err
 	}
-	once.Do(started)
 	if !s.attach(r, p) {
 		p.Close()
 		return nil
 	}
+	// Attached first: a frame that crosses the link once the caller
+	// hears that the stream started is in it.
+	once.Do(started)
 	t := time.NewTicker(streamFlush)
 	defer t.Stop()
 	for {
