@@ -29,3 +29,5 @@ require (
 	golang.org/x/time v0.15.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace gvisor.dev/gvisor => ./third_party/gvisor

@@ -58,6 +58,7 @@ def one(host, port, size):
     s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     s.settimeout(60)
     s.connect((host, port))
+    local = s.getsockname()[:2]
     data = os.urandom(size)
     err = []
     def send():
@@ -67,11 +68,15 @@ def one(host, port, size):
             err.append(e)
     t = threading.Thread(target=send); t.start()
     h, n = hashlib.sha256(), 0
-    while True:
-        b = s.recv(262144)
-        if not b:
-            break
-        h.update(b); n += len(b)
+    try:
+        while True:
+            b = s.recv(262144)
+            if not b:
+                break
+            h.update(b); n += len(b)
+    except OSError as e:
+        e.local = "%s:%d" % local
+        raise
     t.join(); s.close()
     if err:
         raise err[0]
@@ -94,7 +99,7 @@ def worker(i):
                 if isinstance(e, TimeoutError):
                     st["stalls"] += 1
                 if len(st["first_errors"]) < 5:
-                    st["first_errors"].append("%s:%d: %r" % (host, port, e))
+                    st["first_errors"].append("%s:%d from %s: %r" % (host, port, getattr(e, "local", "?"), e))
 ths = [threading.Thread(target=worker, args=(i,)) for i in range(workers)]
 for t in ths: t.start()
 for t in ths: t.join()
@@ -106,12 +111,6 @@ type soakResult struct {
 	FirstErrors                              []string `json:"first_errors"`
 }
 
-// stallsAllowed is how many connections of a soak may stall (time out
-// with nothing moving) before it fails: gVisor's TCP stalls about one
-// connection in 50 000 under loss=1%,reorder=1% (README, "Known
-// limits"); a soak of this suite opens some 3 000. Any other error, any
-// byte corrupted, or more stalls fail it.
-func stallsAllowed(flows int64) int64 { return max(1, flows/25000) }
 
 // TestSoak moves data both ways under loss=1%,reorder=1% for -soak:
 // through the relay to a server outside (IPv4 and IPv6), through a port
@@ -186,16 +185,12 @@ func TestSoak(t *testing.T) {
 	start := time.Now()
 	total, results, outs := clients(*soakFor)
 	took := time.Since(start)
+	// Every connection must finish with every byte: a stall (nothing
+	// moved for 60 s), any other error or a corrupted echo fails.
 	for i, r := range results {
-		if r.Errors != r.Stalls || r.Mismatches != 0 || r.Flows == 0 {
-			t.Errorf("client %d: %d flows, %d errors, %d mismatches: %q", i, r.Flows, r.Errors, r.Mismatches, outs[i])
+		if r.Errors != 0 || r.Mismatches != 0 || r.Flows == 0 {
+			t.Errorf("client %d: %d flows, %d errors (%d stalled), %d mismatches: %q", i, r.Flows, r.Errors, r.Stalls, r.Mismatches, outs[i])
 		}
-		if r.Stalls > 0 {
-			t.Logf("client %d: %d of %d connections stalled (README, Known limits): %q", i, r.Stalls, r.Flows, outs[i])
-		}
-	}
-	if total.Stalls > stallsAllowed(total.Flows) {
-		t.Errorf("%d of %d connections stalled, more than the %d the known stall explains", total.Stalls, total.Flows, stallsAllowed(total.Flows))
 	}
 	if t.Failed() {
 		kernel, _ := exec.Command("ip", "netns", "exec", ns, "ss", "-tnoi").CombinedOutput()

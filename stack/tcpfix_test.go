@@ -1,0 +1,363 @@
+package stack_test
+
+// Tests of the fixes this module's build makes to gVisor's TCP
+// (third_party/gvisor-patches, applied by scripts/vendor-gvisor.sh). Each
+// plays the peer of one connection of a tapstack stack with hand-made
+// segments through a gVisor channel link, and fails on the unpatched
+// gVisor: the connection would stall for good.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/tapstack/tapstack/stack"
+)
+
+var (
+	fixStackAddr = tcpip.AddrFrom4([4]byte{10, 7, 0, 1})
+	fixPeerAddr  = tcpip.AddrFrom4([4]byte{10, 7, 0, 2})
+)
+
+const (
+	fixStackPort = 80
+	fixPeerPort  = 40000
+	fixMSS       = 1000
+	fixPeerWnd   = 60000
+)
+
+// rawPeer is the far end of one TCP connection, played by the test:
+// it writes IPv4 segments into a stack's channel link and reads the
+// stack's. Windows are not scaled and there are no timestamps.
+type rawPeer struct {
+	t  *testing.T
+	ch *channel.Endpoint
+	// ep is the stack's end of the connection, once accepted.
+	ep tcpip.Endpoint
+	// nxt is the peer's next sequence number; sndISS the stack's
+	// initial sequence number.
+	nxt, sndISS uint32
+	// mss is the payload of the stack's first full data segment.
+	mss int
+}
+
+type segment struct {
+	tcp     header.TCP
+	payload []byte
+}
+
+func (s segment) seq() uint32 { return s.tcp.SequenceNumber() }
+
+func (s segment) String() string {
+	if s.tcp == nil {
+		return "nothing"
+	}
+	return fmt.Sprintf("[%v] seq %d ack %d win %d len %d", s.tcp.Flags(), s.seq(), s.tcp.AckNumber(), s.tcp.WindowSize(), len(s.payload))
+}
+
+// newRawPeer makes a stack with one channel link, a listener on
+// fixStackPort (rcvBuf, if not 0, is its receive buffer) and a
+// connection to it from the peer, and accepts it.
+func newRawPeer(t *testing.T, sack bool, rcvBuf int) *rawPeer {
+	t.Helper()
+	ch := channel.New(1024, 1500, "")
+	st, err := stack.New(stack.Config{Links: []stack.LinkConfig{{
+		Name: "raw0", Endpoint: ch, NoLinkLocal: true,
+		Addrs: []netip.Prefix{netip.MustParsePrefix("10.7.0.1/24")},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	var wq waiter.Queue
+	ln, terr := st.GV().NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, &wq)
+	if terr != nil {
+		t.Fatal(terr)
+	}
+	t.Cleanup(ln.Close)
+	if rcvBuf > 0 {
+		ln.SocketOptions().SetReceiveBufferSize(int64(rcvBuf), true)
+	}
+	if err := ln.Bind(tcpip.FullAddress{Addr: fixStackAddr, Port: fixStackPort}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ln.Listen(4); err != nil {
+		t.Fatal(err)
+	}
+	p := &rawPeer{t: t, ch: ch, nxt: 1000}
+	opts := make([]byte, 8)
+	header.EncodeMSSOption(fixMSS, opts)
+	n := 4
+	if sack {
+		n += header.EncodeSACKPermittedOption(opts[n:])
+	}
+	for n < len(opts) {
+		n += header.EncodeNOP(opts[n:])
+	}
+	p.send(header.TCPFlagSyn, p.nxt, 0, fixPeerWnd, opts, nil)
+	p.nxt++
+	synAck := p.recv(time.Second)
+	if synAck.tcp == nil || synAck.tcp.Flags() != header.TCPFlagSyn|header.TCPFlagAck {
+		t.Fatalf("no SYN-ACK: %v", synAck)
+	}
+	p.sndISS = synAck.seq()
+	p.ack(p.sndISS+1, fixPeerWnd)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		ep, _, err := ln.Accept(nil)
+		if err == nil {
+			p.ep = ep
+			t.Cleanup(ep.Close)
+			return p
+		}
+		if _, ok := err.(*tcpip.ErrWouldBlock); !ok || time.Now().After(deadline) {
+			t.Fatalf("accept: %v", err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// send injects one segment from the peer.
+func (p *rawPeer) send(flags header.TCPFlags, seq, ack uint32, wnd uint16, opts, payload []byte) {
+	tcpLen := header.TCPMinimumSize + len(opts)
+	b := make([]byte, header.IPv4MinimumSize+tcpLen+len(payload))
+	ip := header.IPv4(b)
+	ip.Encode(&header.IPv4Fields{
+		TotalLength: uint16(len(b)), TTL: 64, Protocol: uint8(header.TCPProtocolNumber),
+		SrcAddr: fixPeerAddr, DstAddr: fixStackAddr,
+	})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	th := header.TCP(b[header.IPv4MinimumSize:])
+	th.Encode(&header.TCPFields{
+		SrcPort: fixPeerPort, DstPort: fixStackPort, SeqNum: seq, AckNum: ack,
+		DataOffset: uint8(tcpLen), Flags: flags, WindowSize: wnd,
+	})
+	copy(th[header.TCPMinimumSize:], opts)
+	copy(th[tcpLen:], payload)
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, fixPeerAddr, fixStackAddr, uint16(tcpLen+len(payload)))
+	xsum = checksum.Checksum(payload, xsum)
+	th.SetChecksum(^th.CalculateChecksum(xsum))
+	pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+	p.ch.InjectInbound(header.IPv4ProtocolNumber, pkt)
+	pkt.DecRef()
+}
+
+// ack sends a pure ACK.
+func (p *rawPeer) ack(ack uint32, wnd uint16) {
+	p.send(header.TCPFlagAck, p.nxt, ack, wnd, nil, nil)
+}
+
+// sackOpts encodes SACK blocks of stack sequence numbers.
+func sackOpts(blocks ...[2]uint32) []byte {
+	b := []byte{1, 1, 5, byte(2 + 8*len(blocks))}
+	for _, bl := range blocks {
+		b = append(b, byte(bl[0]>>24), byte(bl[0]>>16), byte(bl[0]>>8), byte(bl[0]))
+		b = append(b, byte(bl[1]>>24), byte(bl[1]>>16), byte(bl[1]>>8), byte(bl[1]))
+	}
+	return b
+}
+
+// recv returns the stack's next TCP segment, or a zero segment if none
+// comes within d.
+func (p *rawPeer) recv(d time.Duration) segment {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	for {
+		pkt := p.ch.ReadContext(ctx)
+		if pkt == nil {
+			return segment{}
+		}
+		v := pkt.ToView()
+		b := bytes.Clone(v.AsSlice())
+		v.Release()
+		pkt.DecRef()
+		ip := header.IPv4(b)
+		if !ip.IsValid(len(b)) || ip.TransportProtocol() != header.TCPProtocolNumber {
+			continue
+		}
+		th := header.TCP(ip.Payload())
+		return segment{tcp: th, payload: th.Payload()}
+	}
+}
+
+// waitAck waits for the stack to acknowledge the peer's data up to ack.
+func (p *rawPeer) waitAck(ack uint32) {
+	p.t.Helper()
+	for {
+		s := p.recv(2 * time.Second)
+		if s.tcp == nil {
+			p.t.Fatalf("the stack did not acknowledge %d", ack)
+		}
+		if s.tcp.AckNumber() == ack {
+			return
+		}
+	}
+}
+
+// write makes the stack's application write n bytes.
+func (p *rawPeer) write(n int) {
+	p.t.Helper()
+	if _, err := p.ep.Write(bytes.NewReader(make([]byte, n)), tcpip.WriteOptions{}); err != nil {
+		p.t.Fatalf("write: %v", err)
+	}
+}
+
+// collect reads the stack's segments until the data up to end (stack
+// sequence numbers) has been seen or d passes; it returns the highest
+// sequence number seen and the FINs.
+func (p *rawPeer) collect(end uint32, d time.Duration) (high uint32, fins int) {
+	high = p.sndISS + 1
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) && high != end {
+		s := p.recv(time.Until(deadline))
+		if s.tcp == nil {
+			break
+		}
+		if p.mss == 0 && s.seq() == p.sndISS+1 {
+			p.mss = len(s.payload)
+		}
+		if e := s.seq() + uint32(len(s.payload)); len(s.payload) > 0 && int32(e-high) > 0 {
+			high = e
+		}
+		if s.tcp.Flags().Contains(header.TCPFlagFin) {
+			fins++
+		}
+	}
+	return high, fins
+}
+
+// A stale ACK that arrives late (reordered) with a small window must not
+// shrink the send window: the stack would have nothing it may send, no
+// ACK would come to open it again, and the connection would hang.
+func TestStaleACKDoesNotShrinkTheSendWindow(t *testing.T) {
+	p := newRawPeer(t, false, 0)
+	base := p.sndISS + 1
+	p.write(3 * fixMSS)
+	if high, _ := p.collect(base+3*fixMSS, 2*time.Second); high != base+3*fixMSS {
+		t.Fatalf("the stack sent up to %d of %d", high-base, 3*fixMSS)
+	}
+	p.ack(base+fixMSS, fixPeerWnd)
+	p.ack(base+3*fixMSS, fixPeerWnd)
+	// The first ACK again, late, as if reordered, with a window of 1,
+	// and with a byte of data so that the stack's ACK of it says the
+	// segments were processed.
+	p.send(header.TCPFlagAck|header.TCPFlagPsh, p.nxt, base+fixMSS, 1, nil, []byte{1})
+	p.nxt++
+	p.waitAck(p.nxt)
+	p.write(3 * fixMSS)
+	if high, _ := p.collect(base+6*fixMSS, 2*time.Second); high != base+6*fixMSS {
+		t.Fatalf("after a stale ACK with window 1 the stack sent %d of the next %d bytes: it took the stale window", int32(high-base)-3*fixMSS, 3*fixMSS)
+	}
+}
+
+// A segment that starts at RCV.NXT while the stack's receive window is
+// closed carries a valid ACK: the stack must take it, or a peer that
+// retransmits into the closed window while acknowledging everything
+// deadlocks with an application that reads only once it could write.
+func TestACKIntoAClosedWindowIsTaken(t *testing.T) {
+	p := newRawPeer(t, false, 4096)
+	base := p.sndISS + 1
+	p.write(fixMSS)
+	if high, _ := p.collect(base+fixMSS, 2*time.Second); high != base+fixMSS {
+		t.Fatalf("the stack sent %d of %d bytes", high-base, fixMSS)
+	}
+	// Fill the stack's receive buffer (its application does not read),
+	// acknowledging nothing of what it sent, until its window is 0.
+	wnd := fixPeerWnd
+	for i := 0; wnd > 0; i++ {
+		if i == 200 {
+			t.Fatalf("the stack's window never closed (last %d)", wnd)
+		}
+		n := min(fixMSS, wnd)
+		p.send(header.TCPFlagAck|header.TCPFlagPsh, p.nxt, base, fixPeerWnd, nil, make([]byte, n))
+		p.nxt += uint32(n)
+		for {
+			s := p.recv(time.Second)
+			if s.tcp == nil {
+				t.Fatalf("no ACK from the stack for %d bytes", p.nxt-1001)
+			}
+			if s.tcp.AckNumber() == p.nxt {
+				wnd = int(s.tcp.WindowSize())
+				break
+			}
+			// A retransmission of the stack's data: not acknowledged.
+		}
+	}
+	// Data at RCV.NXT (it cannot be taken) that acknowledges all the
+	// stack sent. Once that is taken, the stack has nothing to resend.
+	p.ch.Drain()
+	p.send(header.TCPFlagAck|header.TCPFlagPsh, p.nxt, base+fixMSS, fixPeerWnd, nil, make([]byte, 100))
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		s := p.recv(time.Until(deadline))
+		if s.tcp == nil {
+			return
+		}
+		if len(s.payload) > 0 {
+			t.Fatalf("the ACK of a segment at RCV.NXT into a closed window was not taken: the stack resent %v", s)
+		}
+	}
+}
+
+// A FIN sent alone during SACK recovery, whose data is then all
+// acknowledged, leaves the stack with an estimate of 0 packets in flight
+// (recovery's pipe counts no FIN). The tail loss probe resends the FIN
+// once; if that is lost too, the retransmission timer must still resend
+// it, or the connection never closes.
+func TestLoneFINIsResentAfterTheLossProbe(t *testing.T) {
+	p := newRawPeer(t, true, 0)
+	base := p.sndISS + 1
+	const segs = 5
+	p.write(segs * fixMSS)
+	end := base + segs*fixMSS
+	if high, _ := p.collect(end, 2*time.Second); high != end {
+		t.Fatalf("the stack sent %d of %d bytes", high-base, segs*fixMSS)
+	}
+	// The first segment is lost: duplicate ACKs SACK the others and the
+	// stack enters recovery. (Segments are a bit shorter than fixMSS:
+	// room for options is kept.)
+	first := base + uint32(p.mss)
+	for i := 0; i < 4; i++ {
+		p.send(header.TCPFlagAck, p.nxt, base, fixPeerWnd, sackOpts([2]uint32{first, first + uint32(i+1)*(end-first)/4}), nil)
+	}
+	rexmit := p.recv(2 * time.Second)
+	if rexmit.tcp == nil || rexmit.seq() != base || len(rexmit.payload) == 0 {
+		t.Fatalf("want the first segment (seq %d) resent, got %v", base, rexmit)
+	}
+	if err := p.ep.Shutdown(tcpip.ShutdownWrite); err != nil {
+		t.Fatal(err)
+	}
+	fin := p.recv(2 * time.Second)
+	if fin.tcp == nil || !fin.tcp.Flags().Contains(header.TCPFlagFin) || fin.seq() != end {
+		t.Fatalf("want a FIN at %d, got %v", segs*fixMSS, fin)
+	}
+	// All data acknowledged, not the FIN (lost, and so is what follows).
+	p.ack(end, fixPeerWnd)
+	start := time.Now()
+	var fins []time.Duration
+	for len(fins) < 2 && time.Since(start) < 5*time.Second {
+		s := p.recv(5*time.Second - time.Since(start))
+		if s.tcp == nil {
+			break
+		}
+		if s.tcp.Flags().Contains(header.TCPFlagFin) {
+			fins = append(fins, time.Since(start))
+		}
+	}
+	if len(fins) < 2 {
+		t.Fatalf("the FIN was resent %d times in 5 s (after %v) once its data was acknowledged; want the loss probe and a retransmission", len(fins), fins)
+	}
+}
