@@ -300,6 +300,48 @@ func TestBenchQuickJSON(t *testing.T) {
 	}
 }
 
+// TestBenchAgainstABaseline runs two builds side by side on the picked
+// paths and cases, as an A/B of a change is measured.
+func TestBenchAgainstABaseline(t *testing.T) {
+	nstest.Require(t)
+	for _, bad := range [][]string{{"--against", "/nonexistent/tapstack"}, {"--against", "/"}, {"--cases", "("}, {"--paths", "[a"}} {
+		out, err := exec.Command(tapstackBin, append([]string{"bench"}, bad...)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), bad[0]) {
+			t.Errorf("bench %v: %v %q; want an error naming %s", bad, err, out, bad[0])
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, tapstackBin, "bench", "--quick", "--against", tapstackBin, "--paths", "relay", "--cases", "RR avg|sequential").Output()
+	if err != nil {
+		t.Fatalf("tapstack bench: %v", err)
+	}
+	table := string(out)
+	if !strings.Contains(table, "| tapstack relay | baseline relay |") || !strings.Contains(table, "relay ÷ baseline |") {
+		t.Fatalf("no baseline columns:\n%s", table)
+	}
+	var rows []string
+	for _, l := range strings.Split(table, "\n") {
+		if strings.HasPrefix(l, "| ") && !strings.HasPrefix(l, "| case") {
+			rows = append(rows, l)
+		}
+	}
+	if len(rows) != 3 {
+		t.Fatalf("want the rows TCP RR avg, UDP RR avg and sequential connections, got:\n%s", table)
+	}
+	for _, r := range rows {
+		f := strings.Split(r, " | ")
+		// case, unit, relay, baseline relay, 3 ratios to kernel and
+		// peers (none here), sockets ÷ baseline (none), relay ÷ baseline.
+		if len(f) != 9 || f[2] == "-" || f[2] == "fail" || f[3] == "-" || f[3] == "fail" || strings.TrimSuffix(f[8], " |") == "-" {
+			t.Errorf("row %q: want figures for both builds and their ratio", r)
+		}
+	}
+	if netnsLeft(t, "tsb") {
+		t.Error("bench left a namespace behind")
+	}
+}
+
 func TestUpWithOffloads(t *testing.T) {
 	nstest.Require(t)
 	ns := nshost.UniqueName("tsoff-")

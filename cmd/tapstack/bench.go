@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"regexp"
 	"syscall"
 	"time"
 
@@ -24,6 +26,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	mtu := fs.Int("mtu", link.MaxMTU, "MTU of every path")
 	offload := fs.Bool("offload", true, "run tapstack's TAPs with virtio_net_hdr offloads (as run and up do)")
 	txQueues := fs.Int("tx-queues", 1, "transmit queues of tapstack's TAPs (as run and up take)")
+	against := fs.String("against", "", "another tapstack `binary` to measure in the same run (paths \"baseline sockets\" and \"baseline relay\")")
+	cases := fs.String("cases", "", "run only the cases whose name matches this `regexp`")
+	pathsRe := fs.String("paths", "", "measure only the paths whose name matches this `regexp` (kernel veth, tapstack sockets, tapstack relay, baseline sockets, baseline relay, slirp4netns, pasta)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -40,9 +45,35 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	opts := bench.Options{Binary: self, Duration: *dur, Quick: *quick, Peers: *peers, MTU: *mtu, Offload: *offload, TxQueues: *txQueues, Progress: stderr}
+	if *against != "" {
+		st, err := os.Stat(*against)
+		if err != nil {
+			return fmt.Errorf("--against: %w", err)
+		}
+		if st.IsDir() || st.Mode()&0o111 == 0 {
+			return fmt.Errorf("--against %s: not an executable file", *against)
+		}
+		if opts.Against, err = filepath.Abs(*against); err != nil {
+			return fmt.Errorf("--against: %w", err)
+		}
+	}
+	for _, f := range []struct {
+		flag, val string
+		dst       **regexp.Regexp
+	}{{"--cases", *cases, &opts.Cases}, {"--paths", *pathsRe, &opts.Paths}} {
+		if f.val == "" {
+			continue
+		}
+		re, err := regexp.Compile(f.val)
+		if err != nil {
+			return fmt.Errorf("%s %q: %w", f.flag, f.val, err)
+		}
+		*f.dst = re
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := bench.Run(ctx, bench.Options{Binary: self, Duration: *dur, Quick: *quick, Peers: *peers, MTU: *mtu, Offload: *offload, TxQueues: *txQueues, Progress: stderr})
+	rep, err := bench.Run(ctx, opts)
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +48,13 @@ type Options struct {
 	Offload bool
 	// TxQueues is passed to tapstack up as --tx-queues.
 	TxQueues int
+	// Against, if set, is another tapstack executable measured in the
+	// same run as the paths "baseline sockets" and "baseline relay": an
+	// A/B of two builds side by side.
+	Against string
+	// Cases and Paths, if set, pick the cases and paths (by name) to
+	// run; the others are skipped.
+	Cases, Paths *regexp.Regexp
 	// Progress, if set, gets one line per case as it runs.
 	Progress io.Writer
 }
@@ -313,37 +321,48 @@ func (r *runner) setupPaths(ctx context.Context) ([]path, error) {
 			return nil, err
 		}
 	}
-	paths = append(paths, path{name: "kernel veth", server: hostAddr, echoPort: 7, sinkPort: 9,
-		wrap: func(a ...string) []string { return append([]string{"ip", "netns", "exec", kv}, a...) }})
+	if r.wantPath("kernel veth") {
+		paths = append(paths, path{name: "kernel veth", server: hostAddr, echoPort: 7, sinkPort: 9,
+			wrap: func(a ...string) []string { return append([]string{"ip", "netns", "exec", kv}, a...) }})
+	}
 
-	// tapstack's own sockets: a namespace against the stack's services.
-	ta := "tsba-" + r.id
-	up, err := r.startUp(ctx, false, ta, "--serve", "echo,discard,iperf3")
-	if err != nil {
-		return nil, err
+	builds := []struct{ name, bin, tag string }{{"tapstack", r.opts.Binary, ""}}
+	if r.opts.Against != "" {
+		builds = append(builds, struct{ name, bin, tag string }{"baseline", r.opts.Against, "b"})
 	}
-	paths = append(paths, path{name: "tapstack sockets", server: stackIP, echoPort: 7, sinkPort: 9, pid: up,
-		wrap: func(a ...string) []string { return append([]string{"ip", "netns", "exec", ta}, a...) }})
-
-	// tapstack's relay: the daemon runs in the outer namespace.
-	tb := "tsbr-" + r.id
-	if err := r.netnsAdd(ctx, tb); err != nil {
-		return nil, err
+	for _, b := range builds {
+		// tapstack's own sockets: a namespace against the stack's services.
+		if name := b.name + " sockets"; r.wantPath(name) {
+			ta := "tsba" + b.tag + "-" + r.id
+			up, err := r.startUp(ctx, b.bin, false, ta, "--serve", "echo,discard,iperf3")
+			if err != nil {
+				return nil, err
+			}
+			paths = append(paths, path{name: name, server: stackIP, echoPort: 7, sinkPort: 9, pid: up,
+				wrap: func(a ...string) []string { return append([]string{"ip", "netns", "exec", ta}, a...) }})
+		}
+		// tapstack's relay: the daemon runs in the outer namespace.
+		if name := b.name + " relay"; r.wantPath(name) {
+			tb := "tsbr" + b.tag + "-" + r.id
+			if err := r.netnsAdd(ctx, tb); err != nil {
+				return nil, err
+			}
+			relay, err := r.startUp(ctx, b.bin, true, tb, "--serve", "none")
+			if err != nil {
+				return nil, err
+			}
+			paths = append(paths, path{name: name, server: hostAddr, echoPort: 7, sinkPort: 9, pid: relay,
+				wrap: func(a ...string) []string { return append([]string{"ip", "netns", "exec", tb}, a...) }})
+		}
 	}
-	relay, err := r.startUp(ctx, true, tb, "--serve", "none")
-	if err != nil {
-		return nil, err
-	}
-	paths = append(paths, path{name: "tapstack relay", server: hostAddr, echoPort: 7, sinkPort: 9, pid: relay,
-		wrap: func(a ...string) []string { return append([]string{"ip", "netns", "exec", tb}, a...) }})
 
 	if r.opts.Peers {
-		if _, err := exec.LookPath("slirp4netns"); err == nil {
+		if _, err := exec.LookPath("slirp4netns"); err == nil && r.wantPath("slirp4netns") {
 			pf := filepath.Join(r.tmp, "slirp4netns.pid")
 			paths = append(paths, path{name: "slirp4netns", server: hostAddr, echoPort: 7, sinkPort: 9, pidFile: pf,
 				wrap: func(a ...string) []string { return r.slirpWrap(pf, a...) }})
 		}
-		if _, err := exec.LookPath("pasta"); err == nil {
+		if _, err := exec.LookPath("pasta"); err == nil && r.wantPath("pasta") {
 			pf := filepath.Join(r.tmp, "pasta.pid")
 			paths = append(paths, path{name: "pasta", server: hostAddr, echoPort: 7, sinkPort: 9, pidFile: pf,
 				wrap: func(a ...string) []string {
@@ -356,10 +375,10 @@ func (r *runner) setupPaths(ctx context.Context) ([]path, error) {
 	return paths, nil
 }
 
-// startUp runs tapstack up for namespace ns (in the outer namespace when
+// startUp runs bin's tapstack up for namespace ns (in the outer namespace when
 // relay), waits for its ready line and returns its PID.
-func (r *runner) startUp(ctx context.Context, relay bool, ns string, extra ...string) (int, error) {
-	argv := append([]string{r.opts.Binary, "up", "--netns", ns, "--mtu", strconv.Itoa(r.opts.MTU),
+func (r *runner) startUp(ctx context.Context, bin string, relay bool, ns string, extra ...string) (int, error) {
+	argv := append([]string{bin, "up", "--netns", ns, "--mtu", strconv.Itoa(r.opts.MTU),
 		"--control", filepath.Join(r.tmp, ns+".sock"), "--max-sockets", "12000", "--max-flows", "11000"}, extra...)
 	argv = append(argv, "--offload="+strconv.FormatBool(r.opts.Offload), "--tx-queues", strconv.Itoa(r.opts.TxQueues))
 	if relay {
@@ -449,6 +468,9 @@ exit $R`
 }
 
 func (r *runner) add(res Result) {
+	if !r.wantCase(res.Case) {
+		return // measured with a case that was picked
+	}
 	r.rep.Results = append(r.rep.Results, res)
 	v := fmt.Sprintf("%.2f %s", res.Value, res.Unit)
 	if res.Err != "" {
@@ -549,6 +571,9 @@ func rssMiB(pid int) float64 {
 func (r *runner) measure(ctx context.Context, p path) {
 	r.progress("measuring %s …", p.name)
 	tput := func(name string, args ...string) {
+		if !r.wantCase(name) {
+			return
+		}
 		cpu0 := cpuSeconds(p.pid)
 		if p.pidFile != "" {
 			os.Remove(p.pidFile + ".stat")
@@ -582,11 +607,25 @@ func (r *runner) measure(ctx context.Context, p path) {
 	tput("TCP 1 stream server→ns", "-R")
 	tput("TCP 4 streams ns→server", "-P", "4")
 	tput("TCP 4 streams server→ns", "-P", "4", "-R")
-	if o, err := r.iperf(ctx, p, "-u", "-b", "0", "-l", "1400"); err == nil {
-		r.add(Result{Case: "UDP full rate, received", Path: p.name, Unit: "Gbit/s", Value: o.End.Sum.BitsPerSecond / 1e9})
-		r.add(Result{Case: "UDP full rate, loss", Path: p.name, Unit: "%", Value: o.End.Sum.LostPercent})
-	} else {
-		r.add(Result{Case: "UDP full rate, received", Path: p.name, Unit: "Gbit/s", Err: err.Error()})
+	if r.wantCase("UDP full rate, received", "UDP full rate, loss") {
+		if o, err := r.iperf(ctx, p, "-u", "-b", "0", "-l", "1400"); err == nil {
+			r.add(Result{Case: "UDP full rate, received", Path: p.name, Unit: "Gbit/s", Value: o.End.Sum.BitsPerSecond / 1e9})
+			r.add(Result{Case: "UDP full rate, loss", Path: p.name, Unit: "%", Value: o.End.Sum.LostPercent})
+		} else {
+			r.add(Result{Case: "UDP full rate, received", Path: p.name, Unit: "Gbit/s", Err: err.Error()})
+		}
+	}
+	r.measureRR(ctx, p)
+	r.measureRSS(ctx, p)
+}
+
+// rrCases are the figures of one pyRR run.
+var rrCases = []string{"TCP RR avg", "TCP RR p99", "UDP RR avg", "UDP RR p99", "TCP connections/s (sequential)", "TCP connections/s (16 parallel)"}
+
+// measureRR runs the request/response and connection-rate cases.
+func (r *runner) measureRR(ctx context.Context, p path) {
+	if !r.wantCase(rrCases...) {
+		return
 	}
 	n := 2000
 	if r.opts.Quick {
@@ -612,17 +651,43 @@ func (r *runner) measure(ctx context.Context, p path) {
 		r.add(Result{Case: "TCP connections/s (sequential)", Path: p.name, Unit: "conn/s", Value: rr.ConnSeq})
 		r.add(Result{Case: "TCP connections/s (16 parallel)", Path: p.name, Unit: "conn/s", Value: rr.ConnPar})
 	}
+}
+
+// measureRSS weighs the daemon idle and holding idle connections.
+func (r *runner) measureRSS(ctx context.Context, p path) {
 	if p.pid == 0 && p.pidFile == "" {
 		return
 	}
-	r.idleRSS(ctx, p)
+	if r.wantCase("daemon RSS idle") {
+		r.idleRSS(ctx, p)
+	}
 	counts := []int{1000, 10000}
 	if r.opts.Quick && p.pidFile != "" {
 		counts = counts[:1] // a peer takes long to open 10 000
 	}
 	for _, conns := range counts {
-		r.holdConns(ctx, p, conns)
+		if r.wantCase(fmt.Sprintf("daemon RSS, %d idle conns", conns)) {
+			r.holdConns(ctx, p, conns)
+		}
 	}
+}
+
+// wantCase says whether any of the cases is picked by Options.Cases.
+func (r *runner) wantCase(cases ...string) bool {
+	if r.opts.Cases == nil {
+		return true
+	}
+	for _, c := range cases {
+		if r.opts.Cases.MatchString(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// wantPath says whether the path is picked by Options.Paths.
+func (r *runner) wantPath(name string) bool {
+	return r.opts.Paths == nil || r.opts.Paths.MatchString(name)
 }
 
 // settle is how long the memory figures wait with nothing happening

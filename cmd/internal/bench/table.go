@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -17,7 +18,8 @@ func lowerIsBetter(unit string) bool {
 
 // WriteTable prints the report as a Markdown table: one row per case, one
 // column per path, then tapstack's ratios to the kernel and to the best
-// peer measured in the same run.
+// peer measured in the same run, and to the baseline build when there is
+// one.
 func (rep *Report) WriteTable(w io.Writer) {
 	var cases []string
 	unit := map[string]string{}
@@ -47,9 +49,15 @@ func (rep *Report) WriteTable(w io.Writer) {
 		off = ", tapstack TAPs with offloads"
 	}
 	fmt.Fprintf(w, "MTU %d%s, %d transmit queue(s), %s per throughput case\n\n", rep.MTU, off, rep.TxQueues, rep.Duration)
+	baseline := slices.Contains(rep.Paths, "baseline sockets") || slices.Contains(rep.Paths, "baseline relay")
 	hdr := "| case | unit | " + strings.Join(rep.Paths, " | ") + " | sockets ÷ kernel | relay ÷ kernel | relay ÷ best peer |"
+	cols := 5 + len(rep.Paths)
+	if baseline {
+		hdr += " sockets ÷ baseline | relay ÷ baseline |"
+		cols += 2
+	}
 	fmt.Fprintln(w, hdr)
-	fmt.Fprintln(w, "|"+strings.Repeat("---|", 5+len(rep.Paths)))
+	fmt.Fprintln(w, "|"+strings.Repeat("---|", cols))
 	ratio := func(c, a, b string) string {
 		x, ok1 := num[[2]string{c, a}]
 		y, ok2 := num[[2]string{c, b}]
@@ -83,6 +91,9 @@ func (rep *Report) WriteTable(w io.Writer) {
 			bestRatio = ratio(c, "tapstack relay", best) + " (" + best + ")"
 		}
 		row = append(row, ratio(c, "tapstack sockets", "kernel veth"), ratio(c, "tapstack relay", "kernel veth"), bestRatio)
+		if baseline {
+			row = append(row, ratio(c, "tapstack sockets", "baseline sockets"), ratio(c, "tapstack relay", "baseline relay"))
+		}
 		fmt.Fprintln(w, "| "+strings.Join(row, " | ")+" |")
 	}
 	fmt.Fprintln(w, "\nµs, %, s/GB and MiB: lower is better. CPU and RSS are those of tapstack's daemon and of the slirp4netns and pasta processes; \"kernel veth\" has no process to weigh.")
