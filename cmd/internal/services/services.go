@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tapstack/tapstack/sockets"
@@ -213,22 +215,44 @@ func (s *Server) serveConn(c *sockets.Socket, echo bool) {
 // writing back: 16 reads of 64 KiB.
 const echoChunks = 16
 
+// echoBufs holds the 64 KiB read buffers of echo connections; a buffer
+// goes back once its bytes are written, so a connection that echoes a
+// byte at a time allocates nothing.
+var echoBufs = sync.Pool{New: func() any {
+	b := make([]byte, 64<<10)
+	return &b
+}}
+
 // echoConn sends back what c receives. It keeps reading while a peer
-// that is slow to read holds the answer back, up to echoChunks reads:
-// a reader that stops while it writes closes its receive window, and a
-// window closed while segments are lost can stall the connection (see
-// README, "Known limits").
+// that is slow to read holds the answer back, up to echoChunks reads,
+// so that its receive window stays open while it writes. While nothing
+// waits to be written, the reader writes back itself, without handing
+// the bytes to the writer (a request/response costs no hand-off).
 func echoConn(c *sockets.Socket) {
-	chunks := make(chan []byte, echoChunks)
-	done := make(chan struct{})
+	type chunk struct {
+		buf  *[]byte
+		from int
+		n    int
+	}
+	chunks := make(chan chunk, echoChunks)
+	done := make(chan struct{})   // the writer has ended
+	failed := make(chan struct{}) // a write failed: the reader stops
+	// queued counts the chunks handed to the writer and not yet written;
+	// only the reader adds to it, so at 0 the writer is idle until the
+	// reader hands it another.
+	var queued atomic.Int32
 	go func() {
 		defer close(done)
-		for b := range chunks {
-			if _, err := c.SendAll(b, 0); err != nil {
-				for range chunks { // let the reader finish
+		ok := true
+		for ch := range chunks {
+			if ok {
+				if _, err := c.SendAll((*ch.buf)[ch.from:ch.n], 0); err != nil {
+					ok = false
+					close(failed)
 				}
-				return
 			}
+			echoBufs.Put(ch.buf)
+			queued.Add(-1)
 		}
 	}()
 	defer func() {
@@ -236,14 +260,29 @@ func echoConn(c *sockets.Socket) {
 		<-done
 	}()
 	for {
-		buf := make([]byte, 64<<10)
-		n, err := c.RecvInto(buf, 0)
+		buf := echoBufs.Get().(*[]byte)
+		n, err := c.RecvInto(*buf, 0)
 		if err != nil || n == 0 {
+			echoBufs.Put(buf)
 			return
 		}
+		from := 0
+		if queued.Load() == 0 {
+			m, err := c.Send((*buf)[:n], sockets.MSG_DONTWAIT)
+			if err != nil && !errors.Is(err, syscall.EAGAIN) {
+				echoBufs.Put(buf)
+				return
+			}
+			if from = m; from == n {
+				echoBufs.Put(buf)
+				continue
+			}
+		}
+		queued.Add(1)
 		select {
-		case chunks <- buf[:n]:
-		case <-done: // the write side failed
+		case chunks <- chunk{buf, from, n}:
+		case <-failed:
+			echoBufs.Put(buf)
 			return
 		}
 	}
