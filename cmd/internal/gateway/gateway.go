@@ -145,6 +145,9 @@ type Stats struct {
 type Gateway struct {
 	cfg Config
 	st  *stack.Stack
+	// hw waits for the host sockets of relayed TCP connections; made by
+	// Install.
+	hw *hostWaiter
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -221,6 +224,11 @@ func (g *Gateway) logf(format string, args ...any) {
 // Install registers the relay's handlers on st. Call it from
 // stack.Config.Init, before the first packet.
 func (g *Gateway) Install(st *stack.Stack) error {
+	hw, err := newHostWaiter()
+	if err != nil {
+		return err
+	}
+	g.hw = hw
 	g.st = st
 	g.spoofed = sockets.FilterSources(st, g.fromNamespace)
 	g.fwdStats = sockets.ForwardTCP(st, forwarderInFlight(g.cfg.MaxPendingDials), g.handleTCP)
@@ -264,6 +272,11 @@ func (g *Gateway) Close() {
 	g.cancel()
 	for c := range cl {
 		c.Close()
+	}
+	if g.hw != nil {
+		// The relays still waiting for their (now closed) host sockets
+		// end here.
+		g.hw.Close()
 	}
 	g.wg.Wait()
 }
@@ -459,7 +472,7 @@ func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
 	// The splice runs on two fresh goroutines and this one ends: an idle
 	// connection then holds two small stacks, not this goroutine's,
 	// grown by the handshake and the dial.
-	splice(sc, hc.(*net.TCPConn), f, g.goTracked, func() { g.uploads.Add(-1) }, func() {
+	splice(sc, hc.(*net.TCPConn), f, g.hw, g.goTracked, func() { g.uploads.Add(-1) }, func() {
 		g.endFlow(f)
 		// A reused source port must find no TIME-WAIT here (see
 		// sockets.Socket.CloseWithoutTimeWait).

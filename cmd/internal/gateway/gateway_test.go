@@ -376,17 +376,23 @@ func TestHostFailureMidStreamResetsTheNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	hw, err := newHostWaiter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hw.Close()
 	done := make(chan struct{})
 	start := func(f func()) bool { go f(); return true }
-	splice(nsEnd.(*sockets.Conn), hc.(*net.TCPConn), nil, start, nil, func() { close(done) })
-	// Data flows, then the host side's reads fail.
+	splice(nsEnd.(*sockets.Conn), hc.(*net.TCPConn), nil, hw, start, nil, func() { close(done) })
+	// Data flows, then the host side's reads fail (the far end resets).
 	hostFar.Write([]byte("hello"))
 	buf := make([]byte, 10)
 	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := peer.Read(buf); err != nil || string(buf[:n]) != "hello" {
 		t.Fatalf("through the splice: %q %v", buf[:n], err)
 	}
-	hc.SetReadDeadline(time.Now())
+	hostFar.(*net.TCPConn).SetLinger(0)
+	hostFar.Close()
 	if _, err := peer.Read(buf); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("namespace side after the host side failed: %v, want ECONNRESET", err)
 	}

@@ -272,7 +272,7 @@ func (g *Gateway) serveForwardTCP(fw *forward) {
 				return
 			}
 			f := g.newFlow("tcp", "forward", fw.target, hc.RemoteAddr().String(), hc.LocalAddr().String(), fw)
-			splice(sc, hc.(*net.TCPConn), f, g.goTracked, nil, func() {
+			splice(sc, hc.(*net.TCPConn), f, g.hw, g.goTracked, nil, func() {
 				g.endFlow(f)
 				g.untrack(sc, hc)
 			})

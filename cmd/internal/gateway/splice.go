@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -31,15 +32,32 @@ var spliceBufs = sync.Pool{New: func() any {
 // the namespace → host direction has ended: everything the namespace
 // sent is in the host socket (or the connection was reset).
 // f, if not nil, counts the bytes.
-func splice(ns *sockets.Conn, host *net.TCPConn, f *flow, start func(func()) bool, upDone, done func()) {
+func splice(ns *sockets.Conn, host *net.TCPConn, f *flow, hw *hostWaiter, start func(func()) bool, upDone, done func()) {
 	if upDone != nil {
 		upDone = sync.OnceFunc(upDone)
 	} else {
 		upDone = func() {}
 	}
+	// down is the host → namespace direction's wait for the host socket,
+	// while it has nothing to read.
+	var down struct {
+		sync.Mutex
+		cancel func() // the armed wait; protected by the mutex
+		reset  bool   // the sockets are being closed; protected by the mutex
+	}
 	var once sync.Once
 	reset := func() {
 		once.Do(func() {
+			// A wait armed on the host socket would never fire once it
+			// is closed: end it first, so the direction sees the close.
+			down.Lock()
+			down.reset = true
+			cancel := down.cancel
+			down.cancel = nil
+			down.Unlock()
+			if cancel != nil {
+				cancel()
+			}
 			_ = host.SetLinger(0)
 			_ = ns.Socket().SetLinger(sockets.Linger{On: true, Seconds: 0})
 			host.Close()
@@ -74,11 +92,62 @@ func splice(ns *sockets.Conn, host *net.TCPConn, f *flow, start func(func()) boo
 			done()
 		}
 	}
-	if !start(func() {
-		defer end()
-		r, w := hostToNS(rc, ns, f)
-		finish(ns, r, w)
-	}) {
+	// Host → namespace copies while the host socket has data, then
+	// waits on hw without a goroutine, and starts again when it is
+	// readable.
+	fd := -1
+	if err := rc.Control(func(u uintptr) { fd = int(u) }); err != nil {
+		reset()
+		upDone()
+		end()
+		end()
+		return
+	}
+	var copyDown func()
+	endDown := func(readErr, writeErr error) {
+		finish(ns, readErr, writeErr)
+		end()
+	}
+	wake := func() {
+		if !start(copyDown) {
+			// The gateway is closing and closes both sockets.
+			end()
+		}
+	}
+	copyDown = func() {
+		for {
+			readErr, writeErr, idle := hostToNS(rc, ns, f)
+			if !idle {
+				endDown(readErr, writeErr)
+				return
+			}
+			// A busy connection waits in Go's poller, the fast way; one
+			// quiet for hostIdleHandoff gives its goroutine up.
+			more, err := waitReadable(host, rc, hostIdleHandoff)
+			if err != nil {
+				endDown(err, nil)
+				return
+			}
+			if !more {
+				break
+			}
+		}
+		down.Lock()
+		if down.reset {
+			down.Unlock()
+			endDown(net.ErrClosed, nil)
+			return
+		}
+		cancel, err := hw.wait(fd, wake)
+		if err != nil {
+			down.Unlock()
+			endDown(err, nil)
+			return
+		}
+		down.cancel = cancel
+		down.Unlock()
+	}
+	if !start(copyDown) {
 		reset()
 		upDone()
 		end()
@@ -185,10 +254,44 @@ func (fd fdWriter) Write(b []byte) (int, error) {
 	return n, nil
 }
 
-// hostToNS copies the host socket's stream into the namespace's. It
-// holds a buffer while data keeps coming and gives it back whenever the
-// host socket runs dry.
-func hostToNS(rc syscall.RawConn, ns *sockets.Conn, f *flow) (readErr, writeErr error) {
+// hostIdleHandoff is how long the host → namespace direction of a
+// relayed connection waits for the host socket on its own goroutine
+// before it hands the wait to the gateway's hostWaiter and ends: long
+// enough that a request/response exchange never pays the hand-over,
+// short enough that idle connections hold no goroutine.
+const hostIdleHandoff = time.Second
+
+// waitReadable waits up to d for the host socket to be readable (more)
+// and reports any other error.
+func waitReadable(host *net.TCPConn, rc syscall.RawConn, d time.Duration) (more bool, err error) {
+	if err := host.SetReadDeadline(time.Now().Add(d)); err != nil {
+		return false, err
+	}
+	waited := false
+	err = rc.Read(func(uintptr) bool {
+		if !waited {
+			waited = true
+			return false // wait once in the poller
+		}
+		return true
+	})
+	if derr := host.SetReadDeadline(time.Time{}); err == nil && derr != nil {
+		err = derr
+	}
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return false, nil
+	}
+	return false, err
+}
+
+// hostToNS copies the host socket's stream into the namespace's until
+// the host socket has nothing more to read for now (idle) or its stream
+// ends (readErr io.EOF) or fails. It holds a buffer only while data
+// keeps coming.
+func hostToNS(rc syscall.RawConn, ns *sockets.Conn, f *flow) (readErr, writeErr error, idle bool) {
 	var bp *[]byte
 	defer func() {
 		if bp != nil {
@@ -198,28 +301,27 @@ func hostToNS(rc syscall.RawConn, ns *sockets.Conn, f *flow) (readErr, writeErr 
 	for {
 		var n int
 		var err error
+		// The function returns true: RawConn.Read never waits here (the
+		// waiting is hostWaiter's), it only keeps the fd open meanwhile.
 		if perr := rc.Read(func(fd uintptr) bool {
 			if bp == nil {
 				bp = spliceBufs.Get().(*[]byte)
 			}
 			n, err = unix.Read(int(fd), *bp)
-			if err == unix.EAGAIN {
-				spliceBufs.Put(bp)
-				bp = nil
-				return false // wait for data without holding a buffer
-			}
 			return true
 		}); perr != nil {
-			return perr, nil
+			return perr, nil, false
 		}
-		if err != nil {
-			return os.NewSyscallError("read", err), nil
-		}
-		if n == 0 {
-			return io.EOF, nil
+		switch {
+		case err == unix.EAGAIN:
+			return nil, nil, true
+		case err != nil:
+			return os.NewSyscallError("read", err), nil, false
+		case n == 0:
+			return io.EOF, nil, false
 		}
 		if _, werr := ns.Write((*bp)[:n]); werr != nil {
-			return nil, werr
+			return nil, werr, false
 		}
 		f.moved(false, n)
 	}
