@@ -111,7 +111,6 @@ type soakResult struct {
 	FirstErrors                              []string `json:"first_errors"`
 }
 
-
 // TestSoak moves data both ways under loss=1%,reorder=1% for -soak:
 // through the relay to a server outside (IPv4 and IPv6), through a port
 // forward to a server in the namespace, and to the stack's own echo
