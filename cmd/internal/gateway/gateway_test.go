@@ -362,20 +362,7 @@ func TestHostFailureMidStreamResetsTheNamespace(t *testing.T) {
 	peer := <-peerc
 	defer peer.Close()
 	// The host side: a loopback pair.
-	hl, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hl.Close()
-	hostFar, err := net.Dial("tcp4", hl.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hostFar.Close()
-	hc, err := hl.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	hc, hostFar := hostPair(t)
 	hw, err := newHostWaiter()
 	if err != nil {
 		t.Fatal(err)
@@ -383,7 +370,7 @@ func TestHostFailureMidStreamResetsTheNamespace(t *testing.T) {
 	defer hw.Close()
 	done := make(chan struct{})
 	start := func(f func()) bool { go f(); return true }
-	splice(nsEnd.(*sockets.Conn), hc.(*net.TCPConn), nil, hw, start, nil, func() { close(done) })
+	splice(nsEnd.(*sockets.Conn), hc, nil, hw, start, nil, func() { close(done) })
 	// Data flows, then the host side's reads fail (the far end resets).
 	hostFar.Write([]byte("hello"))
 	buf := make([]byte, 10)
