@@ -115,15 +115,26 @@ func splice(ns *sockets.Conn, host *net.TCPConn, f *flow, hw *hostWaiter, start 
 		}
 	}
 	copyDown = func() {
+		// A busy connection waits in Go's poller, the fast way; one quiet
+		// for about hostIdleHandoff gives its goroutine up. The read
+		// deadline that ends the wait is moved on only every half of
+		// it, not at each wait (a bulk transfer waits thousands of times
+		// a second).
+		var deadline time.Time
 		for {
 			readErr, writeErr, idle := hostToNS(rc, ns, f)
 			if !idle {
 				endDown(readErr, writeErr)
 				return
 			}
-			// A busy connection waits in Go's poller, the fast way; one
-			// quiet for hostIdleHandoff gives its goroutine up.
-			more, err := waitReadable(host, rc, hostIdleHandoff)
+			if time.Until(deadline) < hostIdleHandoff/2 {
+				deadline = time.Now().Add(hostIdleHandoff)
+				if err := host.SetReadDeadline(deadline); err != nil {
+					endDown(err, nil)
+					return
+				}
+			}
+			more, err := waitReadable(rc)
 			if err != nil {
 				endDown(err, nil)
 				return
@@ -131,6 +142,10 @@ func splice(ns *sockets.Conn, host *net.TCPConn, f *flow, hw *hostWaiter, start 
 			if !more {
 				break
 			}
+		}
+		if err := host.SetReadDeadline(time.Time{}); err != nil {
+			endDown(err, nil)
+			return
 		}
 		down.Lock()
 		if down.reset {
@@ -261,12 +276,9 @@ func (fd fdWriter) Write(b []byte) (int, error) {
 // short enough that idle connections hold no goroutine.
 const hostIdleHandoff = time.Second
 
-// waitReadable waits up to d for the host socket to be readable (more)
-// and reports any other error.
-func waitReadable(host *net.TCPConn, rc syscall.RawConn, d time.Duration) (more bool, err error) {
-	if err := host.SetReadDeadline(time.Now().Add(d)); err != nil {
-		return false, err
-	}
+// waitReadable waits for the host socket to be readable (more) until
+// its read deadline, and reports any other error.
+func waitReadable(rc syscall.RawConn) (more bool, err error) {
 	waited := false
 	err = rc.Read(func(uintptr) bool {
 		if !waited {
@@ -275,9 +287,6 @@ func waitReadable(host *net.TCPConn, rc syscall.RawConn, d time.Duration) (more 
 		}
 		return true
 	})
-	if derr := host.SetReadDeadline(time.Time{}); err == nil && derr != nil {
-		err = derr
-	}
 	switch {
 	case err == nil:
 		return true, nil
@@ -310,6 +319,11 @@ func hostToNS(rc syscall.RawConn, ns *sockets.Conn, f *flow) (readErr, writeErr 
 			n, err = unix.Read(int(fd), *bp)
 			return true
 		}); perr != nil {
+			if errors.Is(perr, os.ErrDeadlineExceeded) {
+				// The idle deadline of copyDown passed while data kept
+				// coming: nothing was read; wait (at once) the other way.
+				return nil, nil, true
+			}
 			return perr, nil, false
 		}
 		switch {
