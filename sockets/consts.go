@@ -81,6 +81,7 @@ const (
 	TCP_KEEPIDLE  = syscall.TCP_KEEPIDLE
 	TCP_KEEPINTVL = syscall.TCP_KEEPINTVL
 	TCP_KEEPCNT   = syscall.TCP_KEEPCNT
+	TCP_QUICKACK  = syscall.TCP_QUICKACK
 
 	IP_TOS             = syscall.IP_TOS
 	IP_TTL             = syscall.IP_TTL

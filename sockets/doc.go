@@ -160,7 +160,7 @@
 // Options: SO_REUSEADDR, SO_REUSEPORT, SO_BROADCAST, SO_KEEPALIVE, SO_RCVBUF,
 // SO_SNDBUF, SO_LINGER, SO_ERROR, SO_TYPE, SO_DOMAIN, SO_PROTOCOL,
 // SO_ACCEPTCONN, TCP_NODELAY, TCP_MAXSEG, TCP_KEEPIDLE, TCP_KEEPINTVL,
-// TCP_KEEPCNT, IP_TTL, IP_TOS, IP_MULTICAST_TTL, IP_MULTICAST_LOOP,
+// TCP_KEEPCNT, TCP_QUICKACK, IP_TTL, IP_TOS, IP_MULTICAST_TTL, IP_MULTICAST_LOOP,
 // IP_MULTICAST_IF, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP, IPV6_V6ONLY,
 // IPV6_UNICAST_HOPS, IPV6_MULTICAST_HOPS, IPV6_MULTICAST_LOOP,
 // IPV6_MULTICAST_IF, IPV6_TCLASS, IPV6_JOIN_GROUP, IPV6_LEAVE_GROUP. Any
@@ -173,6 +173,10 @@
 //     like Python, not io.EOF.
 //   - 255.255.255.255 leaves through the first IPv4 link; Linux needs a route
 //     or SO_BINDTODEVICE to pick one.
+//   - Acknowledgements are delayed, as on Linux, only while a connection
+//     answers what it receives, and for at most 1 ms (Linux: 40 ms and
+//     more). TCP_QUICKACK set to 1 turns the delay off for good; on Linux
+//     it lasts until the next delayed acknowledgement is due.
 //   - SO_RCVBUF/SO_SNDBUF report the doubled value like Linux, but gVisor's
 //     buffer limits differ from the kernel's sysctls.
 package sockets

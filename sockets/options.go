@@ -70,6 +70,9 @@ func (s *Socket) setInt(level, opt, v int) error {
 		case TCP_NODELAY:
 			so.SetDelayOption(!on)
 			return nil
+		case TCP_QUICKACK:
+			so.SetQuickAck(on)
+			return nil
 		case TCP_KEEPIDLE, TCP_KEEPINTVL:
 			if v < 1 || v > 32767 {
 				return errnoErr(syscall.EINVAL, fmt.Sprintf("invalid argument: %d seconds (1..32767)", v))
@@ -354,6 +357,8 @@ func (s *Socket) getInt(level, opt int) (int, error) {
 		switch opt {
 		case TCP_NODELAY:
 			return b2i(!so.GetDelayOption()), nil
+		case TCP_QUICKACK:
+			return b2i(so.GetQuickAck()), nil
 		case TCP_KEEPIDLE:
 			var o tcpip.KeepaliveIdleOption
 			if err := s.ep.GetSockOpt(&o); err != nil {

@@ -384,6 +384,7 @@ func TestOptions(t *testing.T) {
 		{sockets.IPPROTO_TCP, sockets.TCP_KEEPIDLE, 30},
 		{sockets.IPPROTO_TCP, sockets.TCP_KEEPINTVL, 5},
 		{sockets.IPPROTO_TCP, sockets.TCP_KEEPCNT, 4},
+		{sockets.IPPROTO_TCP, sockets.TCP_QUICKACK, 1},
 		{sockets.IPPROTO_IP, sockets.IP_TTL, 33},
 		{sockets.IPPROTO_IPV6, sockets.IPV6_UNICAST_HOPS, 17},
 		{sockets.IPPROTO_IPV6, sockets.IPV6_V6ONLY, 1},

@@ -52,6 +52,10 @@ type rawPeer struct {
 	nxt, sndISS uint32
 	// mss is the payload of the stack's first full data segment.
 	mss int
+	// epWaiter is ep's waiter queue.
+	epWaiter *waiter.Queue
+	// answered counts the bytes of data the stack sent in round trips.
+	answered uint32
 }
 
 type segment struct {
@@ -117,9 +121,9 @@ func newRawPeer(t *testing.T, sack bool, rcvBuf int) *rawPeer {
 	p.ack(p.sndISS+1, fixPeerWnd)
 	deadline := time.Now().Add(2 * time.Second)
 	for {
-		ep, _, err := ln.Accept(nil)
+		ep, epWaiter, err := ln.Accept(nil)
 		if err == nil {
-			p.ep = ep
+			p.ep, p.epWaiter = ep, epWaiter
 			t.Cleanup(ep.Close)
 			return p
 		}

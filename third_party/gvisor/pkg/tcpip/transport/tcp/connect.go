@@ -1300,9 +1300,10 @@ func (e *Endpoint) handleSegmentsLocked() tcpip.Error {
 		e.route.ConfirmReachable()
 	}
 
-	// Send an ACK for all processed packets if needed.
+	// Send an ACK for all processed packets if needed, or have it ride on
+	// the answer of an interactive connection.
 	if e.rcv.RcvNxt != e.snd.MaxSentAck {
-		e.snd.sendAck()
+		e.snd.sendAckOrDelay()
 	}
 
 	e.resetKeepaliveTimer(true /* receivedData */)

@@ -894,7 +894,9 @@ func newEndpoint(s *stack.Stack, protocol *protocol, netProto tcpip.NetworkProto
 	}
 	e.ops.InitHandler(e, e.stack, GetTCPSendBufferLimits, GetTCPReceiveBufferLimits)
 	e.ops.SetMulticastLoop(true)
-	e.ops.SetQuickAck(true)
+	// Acknowledgements are delayed as on Linux (see delayedAck);
+	// TCP_QUICKACK turns that off for the endpoint.
+	e.ops.SetQuickAck(false)
 	e.ops.SetSendBufferSize(DefaultSendBufferSize, false /* notify */)
 	e.ops.SetReceiveBufferSize(DefaultReceiveBufferSize, false /* notify */)
 
@@ -1212,6 +1214,7 @@ func (e *Endpoint) cleanupLocked() {
 		e.snd.probeTimer.cleanup()
 		e.snd.reorderTimer.cleanup()
 		e.snd.corkTimer.cleanup()
+		e.snd.stopDelayedAck()
 	}
 
 	if e.finWait2Timer != nil {

@@ -218,6 +218,7 @@ func (r *receiver) consumeSegment(s *segment, segSeq seqnum.Value, segLen seqnum
 
 		// Move segment to ready-to-deliver list. Wakeup any waiters.
 		r.ep.readyToRead(s)
+		r.ep.snd.dataReceived()
 
 	} else if segSeq != r.RcvNxt {
 		return false

@@ -196,6 +196,114 @@ type sender struct {
 	// corkTimer is used to drain the segments which are held when TCP_CORK
 	// option is enabled.
 	corkTimer timer `state:"nosave"`
+
+	// delAck is the delayed acknowledgement of an interactive connection.
+	delAck delayedAck `state:"nosave"`
+}
+
+// delayedAckTimeout is how long the acknowledgement of data may wait for
+// data of ours to ride on, once a connection has shown that it answers
+// (delayedAck.interactive). It is short next to Linux's 40 ms minimum: a
+// peer that waits for it (Nagle's algorithm with two writes before a
+// read) loses little, and one wait ends the interactive mode.
+const delayedAckTimeout = time.Millisecond
+
+// delayedAck holds the state of the delayed acknowledgement (RFC 9293
+// 3.8.6.3), modelled on Linux's: the acknowledgement of in-order data is
+// delayed only while the connection is interactive, that is while data
+// of ours went out within delayedAckTimeout of the last data received,
+// as an answer does; at most one segment goes unacknowledged; and the
+// timer running out ends the interactive mode. Bulk receivers, which send
+// no data, acknowledge at once as before. TCP_QUICKACK turns it off.
+type delayedAck struct {
+	// timer is created on first use, so a connection that never delays
+	// an acknowledgement holds none.
+	timer    tcpip.Timer
+	deadline tcpip.MonotonicTime
+	armed    bool
+
+	// segs counts the in-order data segments received since the last
+	// acknowledgement was sent.
+	segs int
+
+	// lastRcvd is when in-order data last came in.
+	lastRcvd tcpip.MonotonicTime
+
+	// interactive is set when data goes out soon after data came in.
+	interactive bool
+}
+
+// dataReceived records in-order data received.
+// +checklocks:s.ep.mu
+func (s *sender) dataReceived() {
+	s.delAck.segs++
+	s.delAck.lastRcvd = s.ep.stack.Clock().NowMonotonic()
+}
+
+// ackSent records that an acknowledgement of everything received went out,
+// on its own or with data (withData).
+// +checklocks:s.ep.mu
+func (s *sender) ackSent(now tcpip.MonotonicTime, withData bool) {
+	d := &s.delAck
+	d.segs = 0
+	if d.armed {
+		d.armed = false
+		d.timer.Stop()
+	}
+	if withData && !d.interactive && d.lastRcvd != (tcpip.MonotonicTime{}) && now.Sub(d.lastRcvd) < delayedAckTimeout {
+		d.interactive = true
+	}
+}
+
+// sendAckOrDelay acknowledges received data now or, while the connection
+// is interactive, within delayedAckTimeout, so that the acknowledgement
+// can ride on the answer.
+// +checklocks:s.ep.mu
+func (s *sender) sendAckOrDelay() {
+	d := &s.delAck
+	if !d.interactive || d.segs >= 2 || s.ep.ops.GetQuickAck() || s.ep.EndpointState() != StateEstablished || s.ep.rcv.pendingRcvdSegments.Len() > 0 {
+		s.sendAck()
+		return
+	}
+	if d.armed {
+		return
+	}
+	d.armed = true
+	d.deadline = s.ep.stack.Clock().NowMonotonic().Add(delayedAckTimeout)
+	if d.timer == nil {
+		d.timer = s.ep.stack.Clock().AfterFunc(delayedAckTimeout, timerHandler(s.ep, s.delayedAckExpired))
+	} else {
+		d.timer.Reset(delayedAckTimeout)
+	}
+}
+
+// delayedAckExpired sends the acknowledgement that no answer took along,
+// and ends the interactive mode.
+// +checklocks:s.ep.mu
+func (s *sender) delayedAckExpired() tcpip.Error {
+	d := &s.delAck
+	if !d.armed {
+		return nil
+	}
+	if now := s.ep.stack.Clock().NowMonotonic(); now.Before(d.deadline) {
+		d.timer.Reset(d.deadline.Sub(now))
+		return nil
+	}
+	d.armed = false
+	d.interactive = false
+	if s.ep.rcv.RcvNxt != s.MaxSentAck {
+		s.sendAck()
+	}
+	return nil
+}
+
+// stopDelayedAck stops the timer of the delayed acknowledgement.
+// +checklocks:s.ep.mu
+func (s *sender) stopDelayedAck() {
+	if s.delAck.timer != nil {
+		s.delAck.timer.Stop()
+	}
+	s.delAck.armed = false
 }
 
 // protectedWriteList wraps the write list, checking for invalid state when
@@ -1885,6 +1993,7 @@ func (s *sender) sendSegmentFromPacketBuffer(pkt *stack.PacketBuffer, flags head
 
 	// Remember the max sent ack.
 	s.MaxSentAck = rcvNxt
+	s.ackSent(s.LastSendTime, pkt.Data().Size() > 0)
 
 	// We need to clone the packet because sendRaw takes ownership of pkt,
 	// and pkt could be reprocessed later on (i.e retrasmission).
@@ -1906,6 +2015,7 @@ func (s *sender) sendEmptySegment(flags header.TCPFlags, seq seqnum.Value) tcpip
 
 	// Remember the max sent ack.
 	s.MaxSentAck = rcvNxt
+	s.ackSent(s.LastSendTime, false)
 
 	return s.ep.sendEmptyRaw(flags, seq, rcvNxt, rcvWnd)
 }
