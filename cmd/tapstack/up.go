@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"syscall"
@@ -163,6 +164,7 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 	rf.register(fs)
 	pid := fs.Int("pid", 0, "use the network namespace of process `PID` (as slirp4netns PID does) instead of --netns")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to `FILE` until the daemon stops (for performance work)")
+	traceFile := fs.String("trace", "", "write a Go execution trace to `FILE` until the daemon stops (go tool trace reads it; for latency work)")
 	serve := fs.String("serve", "echo,discard", "built-in services to run, comma-separated ("+strings.Join(services.Names(), ", ")+"), or none")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -193,6 +195,17 @@ func runUp(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return fmt.Errorf("trace: %w", err)
+		}
+		defer trace.Stop()
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -535,5 +536,97 @@ func TestPortForwardToAnotherNamespaceAddress(t *testing.T) {
 	}
 	if len(asked) != 2 {
 		t.Fatalf("AddGuest asked %v", asked)
+	}
+}
+
+// TestExchangeKeepsOneDrainer: a request/response exchange through a
+// splice starts one namespace → host goroutine, not one per request (it
+// waits for the next request), and once the exchange has been quiet for
+// a while, neither direction holds a goroutine; the next request still
+// goes through.
+func TestExchangeKeepsOneDrainer(t *testing.T) {
+	_, ns := rig(t, Config{})
+	ln, err := sockets.Listen(ns, "tcp4", "10.0.9.2:7001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peerc := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			peerc <- c
+		}
+	}()
+	nsEnd, err := sockets.Dial(context.Background(), ns, "tcp4", "10.0.9.2:7001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := <-peerc
+	defer peer.Close()
+	hc, hostFar := hostPair(t)
+	hw, err := newHostWaiter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hw.Close()
+	var starts, running atomic.Int32
+	start := func(f func()) bool {
+		starts.Add(1)
+		running.Add(1)
+		go func() {
+			defer running.Add(-1)
+			f()
+		}()
+		return true
+	}
+	done := make(chan struct{})
+	splice(nsEnd.(*sockets.Conn), hc, nil, hw, start, nil, func() { close(done) })
+	exchange := func(i int) {
+		t.Helper()
+		req := fmt.Sprintf("request %d", i)
+		if _, err := peer.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 64)
+		hostFar.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := hostFar.Read(buf)
+		if err != nil || string(buf[:n]) != req {
+			t.Fatalf("host got %q, %v; want %q", buf[:n], err, req)
+		}
+		resp := fmt.Sprintf("response %d", i)
+		if _, err := hostFar.Write([]byte(resp)); err != nil {
+			t.Fatal(err)
+		}
+		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err = peer.Read(buf)
+		if err != nil || string(buf[:n]) != resp {
+			t.Fatalf("namespace got %q, %v; want %q", buf[:n], err, resp)
+		}
+	}
+	const rounds = 100
+	for i := range rounds {
+		exchange(i)
+	}
+	// One goroutine each way, and a few more if a wait ran out on a
+	// loaded machine; not one per request.
+	if n := starts.Load(); n > 10 {
+		t.Fatalf("%d exchanges started %d goroutines", rounds, n)
+	}
+	t.Logf("%d exchanges started %d goroutines", rounds, starts.Load())
+	deadline := time.Now().Add(5 * time.Second)
+	for running.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines still run after 5 s of quiet", running.Load())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	exchange(rounds)
+	peer.Close()
+	hostFar.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the splice did not end")
 	}
 }

@@ -171,9 +171,15 @@ func splice(ns *sockets.Conn, host *net.TCPConn, f *flow, hw *hostWaiter, start 
 	}
 	// Namespace → host keeps no goroutine while idle: the socket kicks
 	// when it may have data, and a goroutine drains it into the host
-	// socket (waiting there only while the host is full), then ends.
-	// kick must not block: it runs while the stack delivers the event.
-	var running, ended, armed atomic.Bool
+	// socket (waiting there only while the host is full). Once the
+	// socket is empty, a goroutine that moved data waits up to
+	// nsIdleHandoff for the next kick, so that an exchange does not
+	// start (and grow the stack of) a goroutine per request; one that
+	// found nothing ends at once. kick must not block: it runs while
+	// the stack delivers the event.
+	var state atomic.Int32 // drainIdle, drainRunning or drainParked
+	var ended, armed atomic.Bool
+	var wakeCh chan struct{} // made by the drainer before it first parks
 	var stopNotify func()
 	endNS := func(readErr, writeErr error) {
 		if ended.CompareAndSwap(false, true) {
@@ -184,31 +190,79 @@ func splice(ns *sockets.Conn, host *net.TCPConn, f *flow, hw *hostWaiter, start 
 		}
 	}
 	drain := func() {
+		var timer *time.Timer
+		defer func() {
+			if timer != nil {
+				timer.Stop()
+			}
+		}()
 		for {
-			readErr, writeErr, idle := drainOnce(ns, rc, f)
+			n, readErr, writeErr, idle := drainOnce(ns, rc, f)
 			if !idle {
 				endNS(readErr, writeErr)
 				return
 			}
-			running.Store(false)
-			// A kick between the last read and the store found running
-			// set and did nothing: look again.
-			if !readable(ns) || !running.CompareAndSwap(false, true) {
-				return
+			if n == 0 {
+				state.Store(drainIdle)
+				// A kick between the last read and the store found a
+				// drainer running and did nothing: look again.
+				if !readable(ns) || !state.CompareAndSwap(drainIdle, drainRunning) {
+					return
+				}
+				continue
+			}
+			if wakeCh == nil {
+				wakeCh = make(chan struct{}, 1)
+			}
+			state.Store(drainParked)
+			if readable(ns) && state.CompareAndSwap(drainParked, drainRunning) {
+				continue
+			}
+			// Not readable, or a kick took the drainer over and sends
+			// on wakeCh.
+			if timer == nil {
+				timer = time.NewTimer(nsIdleHandoff)
+			} else {
+				timer.Reset(nsIdleHandoff)
+			}
+			select {
+			case <-wakeCh:
+			case <-timer.C:
+				if state.CompareAndSwap(drainParked, drainIdle) {
+					return
+				}
+				<-wakeCh // a kick came at the same time
 			}
 		}
 	}
 	kick := func() {
-		if !armed.Load() || ended.Load() || !running.CompareAndSwap(false, true) {
+		if !armed.Load() || ended.Load() {
 			return
 		}
-		if !start(drain) {
-			// The gateway is closing and closes both sockets itself.
-			// Nothing more happens here: kick runs inside the stack's
-			// event delivery, where unregistering or closing would
-			// wait on locks held by its caller.
-			ended.Store(true)
-			upDone()
+		for {
+			switch state.Load() {
+			case drainRunning:
+				return
+			case drainParked:
+				if state.CompareAndSwap(drainParked, drainRunning) {
+					wakeCh <- struct{}{}
+					return
+				}
+			case drainIdle:
+				if !state.CompareAndSwap(drainIdle, drainRunning) {
+					continue
+				}
+				if !start(drain) {
+					// The gateway is closing and closes both sockets
+					// itself. Nothing more happens here: kick runs
+					// inside the stack's event delivery, where
+					// unregistering or closing would wait on locks held
+					// by its caller.
+					ended.Store(true)
+					upDone()
+				}
+				return
+			}
 		}
 	}
 	stopNotify = ns.Socket().Notify(sockets.POLLIN, kick)
@@ -223,31 +277,44 @@ func readable(ns *sockets.Conn) bool {
 	return n > 0
 }
 
-// drainOnce moves what the namespace socket holds into the host socket,
-// straight from the stack's buffers, waiting only for room on the host.
+// drainOnce moves what the namespace socket holds into the host socket
+// (moved bytes), straight from the stack's buffers, waiting only for
+// room on the host.
 // idle means the namespace socket is empty for now; otherwise its stream
 // ended (readErr nil) or an error ended it.
-func drainOnce(ns *sockets.Conn, rc syscall.RawConn, f *flow) (readErr, writeErr error, idle bool) {
+func drainOnce(ns *sockets.Conn, rc syscall.RawConn, f *flow) (moved int64, readErr, writeErr error, idle bool) {
 	var err error
 	// RawConn.Write waits for room in the send buffer each time the
 	// callback returns false (the host socket is full).
 	if perr := rc.Write(func(fd uintptr) bool {
 		var n int64
 		n, err = ns.DrainTo(fdWriter(fd), sockets.MSG_DONTWAIT)
+		moved += n
 		f.moved(true, int(n))
 		return !errors.Is(err, errHostFull)
 	}); perr != nil {
-		return nil, perr, false
+		return moved, nil, perr, false
 	}
 	if errors.Is(err, syscall.EAGAIN) {
-		return nil, nil, true
+		return moved, nil, nil, true
 	}
 	var se *os.SyscallError
 	if errors.As(err, &se) {
-		return nil, err, false
+		return moved, nil, err, false
 	}
-	return err, nil, false
+	return moved, err, nil, false
 }
+
+// The states of a relayed connection's namespace → host drainer.
+const (
+	drainIdle    int32 = iota // no goroutine: a kick starts one
+	drainRunning              // a goroutine drains, and looks again before it stops
+	drainParked               // the goroutine waits for a kick on its channel
+)
+
+// nsIdleHandoff is how long the namespace → host drainer of a relayed
+// connection that moved data waits for more before its goroutine ends.
+const nsIdleHandoff = time.Second
 
 // errHostFull says the host socket's send buffer is full.
 var errHostFull = errors.New("host socket send buffer full")
