@@ -15,7 +15,7 @@ BIN=${TAPSTACK:-}
 cd "$(dirname "$0")/.."
 if [ -z "$BIN" ]; then
 	BIN=$(mktemp -d)/tapstack
-	go build -o "$BIN" ./cmd/tapstack
+	CGO_ENABLED=0 go build -o "$BIN" ./cmd/tapstack
 fi
 OUTER=tsbench-$$
 VETH=tsbv-$$

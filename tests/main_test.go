@@ -22,6 +22,8 @@ func TestMain(m *testing.M) {
 	}
 	tapstackBin = filepath.Join(dir, "tapstack")
 	build := exec.Command("go", "build", "-o", tapstackBin, "github.com/tapstack/tapstack/cmd/tapstack")
+	// As the README builds it: static, without libc.
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build tapstack:", err)

@@ -290,20 +290,44 @@ func echoConn(c *sockets.Socket) {
 
 func (s *Server) datagramLoop(sock *sockets.Socket, echo bool) {
 	defer s.wg.Done()
-	buf := make([]byte, 65536)
-	for {
-		n, from, err := sock.RecvFromInto(buf, 0)
-		if err != nil {
-			if errors.Is(err, sockets.ErrSocketClosed) {
+	if !echo {
+		// A datagram is consumed whole however little of it is read.
+		var b [1]byte
+		for {
+			if _, _, err := sock.RecvFromInto(b[:], 0); errors.Is(err, sockets.ErrSocketClosed) {
 				return
 			}
-			continue
-		}
-		if echo {
-			_, _ = sock.SendTo(buf[:n], 0, from)
 		}
 	}
+	// The echo waits for datagrams without a buffer and takes one from
+	// datagramBufs only while it has datagrams to answer.
+	pfd := []sockets.PollFD{{Socket: sock, Events: sockets.POLLIN}}
+	for {
+		if _, err := sockets.Poll(pfd, -1); err != nil || pfd[0].Revents&sockets.POLLNVAL != 0 {
+			return
+		}
+		bp := datagramBufs.Get().(*[]byte)
+		for {
+			n, from, err := sock.RecvFromInto(*bp, sockets.MSG_DONTWAIT)
+			if errors.Is(err, sockets.ErrSocketClosed) {
+				datagramBufs.Put(bp)
+				return
+			}
+			if err != nil {
+				break // nothing more for now (EAGAIN), or a datagram's error
+			}
+			_, _ = sock.SendTo((*bp)[:n], 0, from)
+		}
+		datagramBufs.Put(bp)
+	}
 }
+
+// datagramBufs holds the UDP echo's receive buffers, each large enough
+// for any datagram.
+var datagramBufs = sync.Pool{New: func() any {
+	b := make([]byte, 65536)
+	return &b
+}}
 
 // Close stops every service and waits for their goroutines. It is
 // idempotent.

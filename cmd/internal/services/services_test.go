@@ -39,6 +39,14 @@ func TestEchoAndDiscardAgainstKernelClients(t *testing.T) {
 			}
 		})
 	}
+	t.Run("udp/sizes", func(t *testing.T) {
+		// The echo answers datagrams of any size whole, a burst of them
+		// too, from buffers it takes only while it has datagrams.
+		out := env.Python(30*time.Second, udpSizesPy, "10.0.2.2", "7")
+		if strings.TrimSpace(out) != "ok 8" {
+			t.Fatalf("UDP echo of 1 B to 60 000 B datagrams: %q, want ok 8", out)
+		}
+	})
 	t.Run("discard", func(t *testing.T) {
 		out := env.MustRun(10*time.Second, []byte(strings.Repeat("x", 100000)), "nc", "-N", "10.0.2.2", "9")
 		if out != "" {
@@ -134,3 +142,28 @@ print("eof" if s.recv(10) == b"" else "data", round(time.time() - t))
 		t.Fatalf("%d sockets in use after the idle connection ended, %d before", n, before)
 	}
 }
+
+// udpSizesPy sends datagrams of 1 to 60 000 bytes to argv[1]:argv[2],
+// four one at a time and four in a burst, and prints how many came back
+// whole.
+const udpSizesPy = `
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.connect((sys.argv[1], int(sys.argv[2])))
+sizes = [1, 1472, 9000, 60000]
+ok = 0
+for n in sizes:
+    d = os.urandom(n)
+    s.send(d)
+    if s.recv(65536) == d:
+        ok += 1
+burst = [os.urandom(n) for n in sizes]
+for d in burst:
+    s.send(d)
+got = set()
+for d in burst:
+    got.add(s.recv(65536))
+ok += sum(1 for d in burst if d in got)
+print("ok %d" % ok)
+`
