@@ -54,26 +54,30 @@ type SACKScoreboard struct {
 	smss      uint16
 	maxSACKED seqnum.Value
 	sacked    seqnum.Size                     `state:"nosave"`
-	ranges    *btree.BTreeG[header.SACKBlock] `state:"nosave"`
+	// ranges is nil while the scoreboard is empty: most connections
+	// never see a SACK block, and an idle one should not hold a tree.
+	ranges *btree.BTreeG[header.SACKBlock] `state:"nosave"`
 }
 
 // NewSACKScoreboard returns a new SACK Scoreboard.
 func NewSACKScoreboard(smss uint16, iss seqnum.Value) *SACKScoreboard {
 	return &SACKScoreboard{
 		smss:      smss,
-		ranges:    btree.NewG[header.SACKBlock](defaultBtreeDegree, sackBlockLess),
 		maxSACKED: iss,
 	}
 }
 
 // Reset erases all known range information from the SACK scoreboard.
 func (s *SACKScoreboard) Reset() {
-	s.ranges = btree.NewG[header.SACKBlock](defaultBtreeDegree, sackBlockLess)
+	s.ranges = nil
 	s.sacked = 0
 }
 
 // Insert inserts/merges the provided SACKBlock into the scoreboard.
 func (s *SACKScoreboard) Insert(r header.SACKBlock) {
+	if s.ranges == nil {
+		s.ranges = btree.NewG[header.SACKBlock](defaultBtreeDegree, sackBlockLess)
+	}
 	if s.ranges.Len() >= maxSACKBlocks {
 		return
 	}
@@ -170,10 +174,12 @@ func (s *SACKScoreboard) IsSACKED(r header.SACKBlock) bool {
 func (s *SACKScoreboard) String() string {
 	var str strings.Builder
 	str.WriteString("SACKScoreboard: {")
-	s.ranges.Ascend(func(sb header.SACKBlock) bool {
-		fmt.Fprintf(&str, "%v,", sb)
-		return true
-	})
+	if s.ranges != nil {
+		s.ranges.Ascend(func(sb header.SACKBlock) bool {
+			fmt.Fprintf(&str, "%v,", sb)
+			return true
+		})
+	}
 	str.WriteString("}\n")
 	return str.String()
 }
@@ -206,10 +212,16 @@ func (s *SACKScoreboard) Delete(seq seqnum.Value) {
 	for _, sb := range toInsert {
 		s.ranges.ReplaceOrInsert(sb)
 	}
+	if s.ranges.Len() == 0 {
+		s.ranges = nil
+	}
 }
 
 // Copy provides a copy of the SACK scoreboard.
 func (s *SACKScoreboard) Copy() (sackBlocks []header.SACKBlock, maxSACKED seqnum.Value) {
+	if s.ranges == nil {
+		return nil, s.maxSACKED
+	}
 	s.ranges.Ascend(func(sb header.SACKBlock) bool {
 		sackBlocks = append(sackBlocks, sb)
 		return true
@@ -285,7 +297,7 @@ func (s *SACKScoreboard) IsLost(seq seqnum.Value) bool {
 
 // Empty returns true if the SACK scoreboard has no entries, false otherwise.
 func (s *SACKScoreboard) Empty() bool {
-	return s.ranges.Len() == 0
+	return s.ranges == nil || s.ranges.Len() == 0
 }
 
 // Sacked returns the current number of bytes held in the SACK scoreboard.
