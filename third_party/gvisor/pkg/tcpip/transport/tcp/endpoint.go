@@ -370,6 +370,25 @@ type Endpoint struct {
 	// +checklocks:pendingProcessingMu
 	pendingProcessing bool `state:"nosave"`
 
+	// The next two fields sit here, in what would be padding, and delay,
+	// closed and txHash beside other small fields, so that the Endpoint
+	// fits the 1536-byte allocation size class (it took 1792).
+
+	// alsoBindToV4 indicates if `any` address was used to bind a port.
+	//
+	// +checklocks:mu
+	alsoBindToV4 bool
+
+	// terminateAtRestore indicates whether the endpoint must be terminated
+	// upon restore. This applies specifically when the snapshots are taken
+	// with the "save-resume" flag, ensuring that if such a snapshot is
+	// restored later, this endpoint is cleaned up. This flag is only set
+	// to true in beforeSave for external endpoints which do not have
+	// save-restore capability.
+	//
+	// +checklocks:mu
+	terminateAtRestore bool
+
 	// The following fields are initialized at creation time and do not
 	// change throughout the lifetime of the endpoint.
 	stack       *stack.Stack
@@ -466,13 +485,13 @@ type Endpoint struct {
 	// tcpRecovery is the loss recovery algorithm used by TCP.
 	tcpRecovery tcpip.TCPRecovery
 
-	// sack holds TCP SACK related information for this endpoint.
-	sack SACKInfo
-
 	// delay enables Nagle's algorithm.
 	//
 	// delay is a boolean (0 is false) and must be accessed atomically.
 	delay uint32
+
+	// sack holds TCP SACK related information for this endpoint.
+	sack SACKInfo
 
 	// scoreboard holds TCP SACK Scoreboard information for this endpoint.
 	scoreboard *SACKScoreboard
@@ -561,15 +580,6 @@ type Endpoint struct {
 	// applied while sending packets. Defaults to 0 as on Linux.
 	sendTOS uint8
 
-	gso stack.GSO
-
-	stats Stats
-
-	// tcpLingerTimeout is the maximum amount of a time a socket
-	// a socket stays in TIME_WAIT state before being marked
-	// closed.
-	tcpLingerTimeout time.Duration
-
 	// closed indicates that the user has called closed on the
 	// endpoint and at this point the endpoint is only around
 	// to complete the TCP shutdown.
@@ -578,6 +588,15 @@ type Endpoint struct {
 	// txHash is the transport layer hash to be set on outbound packets
 	// emitted by this endpoint.
 	txHash uint32
+
+	gso stack.GSO
+
+	stats Stats
+
+	// tcpLingerTimeout is the maximum amount of a time a socket
+	// a socket stays in TIME_WAIT state before being marked
+	// closed.
+	tcpLingerTimeout time.Duration
 
 	// owner is used to get uid and gid of the packet.
 	owner tcpip.PacketOwner
@@ -614,21 +633,6 @@ type Endpoint struct {
 	//
 	// +checklocks:mu
 	pmtud tcpip.PMTUDStrategy
-
-	// alsoBindToV4 indicates if `any` address was used to bind a port.
-	//
-	// +checklocks:mu
-	alsoBindToV4 bool
-
-	// terminateAtRestore indicates whether the endpoint must be terminated
-	// upon restore. This applies specifically when the snapshots are taken
-	// with the "save-resume" flag, ensuring that if such a snapshot is
-	// restored later, this endpoint is cleaned up. This flag is only set
-	// to true in beforeSave for external endpoints which do not have
-	// save-restore capability.
-	//
-	// +checklocks:mu
-	terminateAtRestore bool
 }
 
 // calculateAdvertisedMSS calculates the MSS to advertise.

@@ -53,7 +53,7 @@ type SACKScoreboard struct {
 	//    the TCP/IP headers and options.
 	smss      uint16
 	maxSACKED seqnum.Value
-	sacked    seqnum.Size                     `state:"nosave"`
+	sacked    seqnum.Size `state:"nosave"`
 	// ranges is nil while the scoreboard is empty: most connections
 	// never see a SACK block, and an idle one should not hold a tree.
 	ranges *btree.BTreeG[header.SACKBlock] `state:"nosave"`

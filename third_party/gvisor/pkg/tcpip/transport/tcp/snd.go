@@ -215,19 +215,24 @@ const delayedAckTimeout = time.Millisecond
 // as an answer does; at most one segment goes unacknowledged; and the
 // timer running out ends the interactive mode. Bulk receivers, which send
 // no data, acknowledge at once as before. TCP_QUICKACK turns it off.
+//
+// It adds 32 bytes to the sender, which then fills its allocation size
+// class (896 bytes) exactly: keep it so.
 type delayedAck struct {
 	// timer is created on first use, so a connection that never delays
-	// an acknowledgement holds none.
-	timer    tcpip.Timer
-	deadline tcpip.MonotonicTime
-	armed    bool
-
-	// segs counts the in-order data segments received since the last
-	// acknowledgement was sent.
-	segs int
+	// an acknowledgement holds none. A firing that raced with an
+	// acknowledgement sent meanwhile and a new arming may acknowledge
+	// early, which is harmless.
+	timer tcpip.Timer
 
 	// lastRcvd is when in-order data last came in.
 	lastRcvd tcpip.MonotonicTime
+
+	// segs counts the in-order data segments received since the last
+	// acknowledgement was sent (up to 2, all that matters).
+	segs uint8
+
+	armed bool
 
 	// interactive is set when data goes out soon after data came in.
 	interactive bool
@@ -236,7 +241,9 @@ type delayedAck struct {
 // dataReceived records in-order data received.
 // +checklocks:s.ep.mu
 func (s *sender) dataReceived() {
-	s.delAck.segs++
+	if s.delAck.segs < 2 {
+		s.delAck.segs++
+	}
 	s.delAck.lastRcvd = s.ep.stack.Clock().NowMonotonic()
 }
 
@@ -269,7 +276,6 @@ func (s *sender) sendAckOrDelay() {
 		return
 	}
 	d.armed = true
-	d.deadline = s.ep.stack.Clock().NowMonotonic().Add(delayedAckTimeout)
 	if d.timer == nil {
 		d.timer = s.ep.stack.Clock().AfterFunc(delayedAckTimeout, timerHandler(s.ep, s.delayedAckExpired))
 	} else {
@@ -283,10 +289,6 @@ func (s *sender) sendAckOrDelay() {
 func (s *sender) delayedAckExpired() tcpip.Error {
 	d := &s.delAck
 	if !d.armed {
-		return nil
-	}
-	if now := s.ep.stack.Clock().NowMonotonic(); now.Before(d.deadline) {
-		d.timer.Reset(d.deadline.Sub(now))
 		return nil
 	}
 	d.armed = false
