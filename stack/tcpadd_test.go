@@ -9,6 +9,7 @@ package stack_test
 import (
 	"bytes"
 	"reflect"
+	"runtime"
 	"testing"
 	"time"
 
@@ -197,10 +198,10 @@ func TestSACKScoreboardIsLazy(t *testing.T) {
 var scoreboardSink *tcp.SACKScoreboard
 
 // The memory of an idle connection is mostly its gVisor endpoint and
-// sender, each in one allocation of a Go size class. Patches 0004 and
-// 0006 keep them at 1536 and 896 bytes (they took 1792 and 1024 with the
-// delayed acknowledgement's fields laid out carelessly): a field that
-// grows either fails this test, which says by how much.
+// sender, each one allocation of a Go size class. Patches 0004 and 0006
+// keep them in the 1536- and 896-byte classes (they took 1792 and 1024:
+// an object of over 512 bytes with pointers also carries an 8-byte
+// header). A field that grows either fails this test.
 func TestTCPEndpointFitsItsSizeClass(t *testing.T) {
 	ep := reflect.TypeOf(tcp.Endpoint{})
 	snd, ok := ep.FieldByName("snd")
@@ -208,15 +209,32 @@ func TestTCPEndpointFitsItsSizeClass(t *testing.T) {
 		t.Fatal("tcp.Endpoint has no snd field")
 	}
 	for _, c := range []struct {
-		name string
-		size uintptr
-		max  uintptr
+		name  string
+		typ   reflect.Type
+		class uint64 // its size class
+		next  uint64 // the next one up
 	}{
-		{"tcp.Endpoint", ep.Size(), 1536},
-		{"tcp.sender", snd.Type.Elem().Size(), 896},
+		{"tcp.Endpoint", ep, 1536, 1792},
+		{"tcp.sender", snd.Type.Elem(), 896, 1024},
 	} {
-		if c.size > c.max {
-			t.Errorf("%s is %d bytes: over its %d-byte size class by %d", c.name, c.size, c.max, c.size-c.max)
+		if got := heapBytesPerObject(c.typ); got > (c.class+c.next)/2 {
+			t.Errorf("a %s (%d bytes) takes %d bytes of heap: over the %d-byte size class", c.name, c.typ.Size(), got, c.class)
 		}
 	}
+}
+
+// heapBytesPerObject allocates objects of type typ and returns the heap
+// each took, on average.
+func heapBytesPerObject(typ reflect.Type) uint64 {
+	const n = 4000
+	keep := make([]reflect.Value, 0, n)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range n {
+		keep = append(keep, reflect.New(typ))
+	}
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(keep)
+	return (after.HeapAlloc - before.HeapAlloc) / n
 }

@@ -353,6 +353,11 @@ func (sq *sndQueueInfo) CloneState(other *TCPSndBufState) {
 // +stateify savable
 type Endpoint struct {
 	TCPEndpointStateInner
+
+	// boundNICID sits beside TCPEndpointStateInner's 12 bytes, where it
+	// fills what would be padding (see alsoBindToV4).
+	boundNICID tcpip.NICID
+
 	stack.TransportEndpointInfo
 	tcpip.DefaultSocketOptionsHandler
 
@@ -371,8 +376,10 @@ type Endpoint struct {
 	pendingProcessing bool `state:"nosave"`
 
 	// The next two fields sit here, in what would be padding, and delay,
-	// closed and txHash beside other small fields, so that the Endpoint
-	// fits the 1536-byte allocation size class (it took 1792).
+	// closed, txHash and boundNICID beside other small fields, so that
+	// the Endpoint (1528 bytes, and the 8-byte header Go puts before an
+	// object of over 512 bytes with pointers) fits the 1536-byte
+	// allocation size class: it took 1792.
 
 	// alsoBindToV4 indicates if `any` address was used to bind a port.
 	//
@@ -446,7 +453,6 @@ type Endpoint struct {
 
 	isPortReserved    bool
 	isRegistered      bool
-	boundNICID        tcpip.NICID
 	route             *stack.Route `state:"nosave"`
 	ipv4TTL           uint8
 	ipv6HopLimit      int16

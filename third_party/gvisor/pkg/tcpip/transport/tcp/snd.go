@@ -112,6 +112,10 @@ type sender struct {
 	// queued behind blocked data; finSent guards closing ACK completions.
 	finSent bool
 
+	// startCork start corking the segments. It sits beside finSent,
+	// where it fills what would be padding: see delayedAck.
+	startCork bool
+
 	// lr is the loss recovery algorithm used by the sender.
 	lr lossRecovery
 
@@ -190,9 +194,6 @@ type sender struct {
 	// RFC3522 Section 3.2.
 	retransmitTS uint32
 
-	// startCork start corking the segments.
-	startCork bool
-
 	// corkTimer is used to drain the segments which are held when TCP_CORK
 	// option is enabled.
 	corkTimer timer `state:"nosave"`
@@ -216,8 +217,10 @@ const delayedAckTimeout = time.Millisecond
 // timer running out ends the interactive mode. Bulk receivers, which send
 // no data, acknowledge at once as before. TCP_QUICKACK turns it off.
 //
-// It adds 32 bytes to the sender, which then fills its allocation size
-// class (896 bytes) exactly: keep it so.
+// It adds 32 bytes to the sender, which stays at 888 bytes: with the
+// 8-byte header Go puts before an object of over 512 bytes with
+// pointers, that fills the 896-byte allocation size class exactly (one
+// byte more takes 1024): keep it so.
 type delayedAck struct {
 	// timer is created on first use, so a connection that never delays
 	// an acknowledgement holds none. A firing that raced with an
