@@ -33,140 +33,34 @@ var spliceBufs = sync.Pool{New: func() any {
 // sent is in the host socket (or the connection was reset).
 // f, if not nil, counts the bytes.
 func splice(ns *sockets.Conn, host *net.TCPConn, f *flow, hw *hostWaiter, start func(func()) bool, upDone, done func()) {
-	if upDone != nil {
-		upDone = sync.OnceFunc(upDone)
-	} else {
-		upDone = func() {}
-	}
-	// down is the host → namespace direction's wait for the host socket,
-	// while it has nothing to read.
-	var down struct {
-		sync.Mutex
-		cancel func() // the armed wait; protected by the mutex
-		reset  bool   // the sockets are being closed; protected by the mutex
-	}
-	var once sync.Once
-	reset := func() {
-		once.Do(func() {
-			// A wait armed on the host socket would never fire once it
-			// is closed: end it first, so the direction sees the close.
-			down.Lock()
-			down.reset = true
-			cancel := down.cancel
-			down.cancel = nil
-			down.Unlock()
-			if cancel != nil {
-				cancel()
-			}
-			_ = host.SetLinger(0)
-			_ = ns.Socket().SetLinger(sockets.Linger{On: true, Seconds: 0})
-			host.Close()
-			ns.Close()
-		})
-	}
+	// One object holds a connection's relay state, and its methods are
+	// what the goroutines run: an idle relayed connection costs this
+	// object, not a closure and a heap cell per variable.
+	r := &spliceState{ns: ns, host: host, f: f, hw: hw, start: start, upDoneFn: upDone, done: done, fd: -1}
+	r.left.Store(2)
 	rc, err := host.SyscallConn()
 	if err != nil {
-		reset()
-		upDone()
+		r.reset()
+		r.upDone()
 		done()
 		return
 	}
-	// finish acts on how one direction ended: the end of its source is
-	// passed on as a FIN, a reset on either side resets both.
-	// Any other error (a host side that timed out or became unreachable
-	// mid-stream) resets both too: a stream that can go no further must
-	// not stay open on the other side.
-	finish := func(dst interface{ CloseWrite() error }, readErr, writeErr error) {
-		f.halfClosed()
-		switch {
-		case writeErr == nil && (readErr == nil || readErr == io.EOF):
-			_ = dst.CloseWrite()
-		default:
-			reset()
-		}
-	}
-	var left atomic.Int32
-	left.Store(2)
-	end := func() {
-		if left.Add(-1) == 0 {
-			done()
-		}
-	}
+	r.rc = rc
 	// Host → namespace copies while the host socket has data, then
 	// waits on hw without a goroutine, and starts again when it is
 	// readable.
-	fd := -1
-	if err := rc.Control(func(u uintptr) { fd = int(u) }); err != nil {
-		reset()
-		upDone()
-		end()
-		end()
+	if err := rc.Control(func(u uintptr) { r.fd = int(u) }); err != nil {
+		r.reset()
+		r.upDone()
+		r.end()
+		r.end()
 		return
 	}
-	var copyDown func()
-	endDown := func(readErr, writeErr error) {
-		finish(ns, readErr, writeErr)
-		end()
-	}
-	wake := func() {
-		if !start(copyDown) {
-			// The gateway is closing and closes both sockets.
-			end()
-		}
-	}
-	copyDown = func() {
-		// A busy connection waits in Go's poller, the fast way; one quiet
-		// for about hostIdleHandoff gives its goroutine up. The read
-		// deadline that ends the wait is moved on only every half of
-		// it, not at each wait (a bulk transfer waits thousands of times
-		// a second).
-		var deadline time.Time
-		for {
-			readErr, writeErr, idle := hostToNS(rc, ns, f)
-			if !idle {
-				endDown(readErr, writeErr)
-				return
-			}
-			if time.Until(deadline) < hostIdleHandoff/2 {
-				deadline = time.Now().Add(hostIdleHandoff)
-				if err := host.SetReadDeadline(deadline); err != nil {
-					endDown(err, nil)
-					return
-				}
-			}
-			more, err := waitReadable(rc)
-			if err != nil {
-				endDown(err, nil)
-				return
-			}
-			if !more {
-				break
-			}
-		}
-		if err := host.SetReadDeadline(time.Time{}); err != nil {
-			endDown(err, nil)
-			return
-		}
-		down.Lock()
-		if down.reset {
-			down.Unlock()
-			endDown(net.ErrClosed, nil)
-			return
-		}
-		cancel, err := hw.wait(fd, wake)
-		if err != nil {
-			down.Unlock()
-			endDown(err, nil)
-			return
-		}
-		down.cancel = cancel
-		down.Unlock()
-	}
-	if !start(copyDown) {
-		reset()
-		upDone()
-		end()
-		end()
+	if !start(r.copyDown) {
+		r.reset()
+		r.upDone()
+		r.end()
+		r.end()
 		return
 	}
 	// Namespace → host keeps no goroutine while idle: the socket kicks
@@ -175,99 +69,245 @@ func splice(ns *sockets.Conn, host *net.TCPConn, f *flow, hw *hostWaiter, start 
 	// socket is empty, a goroutine that moved data waits up to
 	// nsIdleHandoff for the next kick, so that an exchange does not
 	// start (and grow the stack of) a goroutine per request; one that
-	// found nothing ends at once. kick must not block: it runs while
-	// the stack delivers the event.
-	var state atomic.Int32 // drainIdle, drainRunning or drainParked
-	var ended, armed atomic.Bool
-	var wakeCh chan struct{} // made by the drainer before it first parks
-	var stopNotify func()
-	endNS := func(readErr, writeErr error) {
-		if ended.CompareAndSwap(false, true) {
-			stopNotify()
-			finish(host, readErr, writeErr)
-			upDone()
-			end()
-		}
+	// found nothing ends at once.
+	r.stopNotify = ns.Socket().Notify(sockets.POLLIN, r.kick)
+	r.armed.Store(true)
+	r.kick() // data may have come before Notify
+}
+
+// spliceState is one relayed connection's splice.
+type spliceState struct {
+	ns    *sockets.Conn
+	host  *net.TCPConn
+	rc    syscall.RawConn
+	fd    int // host's
+	f     *flow
+	hw    *hostWaiter
+	start func(func()) bool
+
+	upDoneFn     func() // may be nil
+	upDoneCalled atomic.Bool
+	done         func()
+	left         atomic.Int32 // directions still running; done runs at 0
+
+	resetOnce sync.Once
+
+	// downMu guards the host → namespace direction's wait for the host
+	// socket, while it has nothing to read.
+	downMu     sync.Mutex
+	downCancel func() // the armed wait; protected by downMu
+	downReset  bool   // the sockets are being closed; protected by downMu
+
+	// The namespace → host drainer: see splice.
+	state      atomic.Int32 // drainIdle, drainRunning or drainParked
+	ended      atomic.Bool
+	armed      atomic.Bool
+	wakeCh     chan struct{} // made by the drainer before it first parks
+	stopNotify func()
+}
+
+// upDone runs the caller's upDone once.
+func (r *spliceState) upDone() {
+	if r.upDoneFn != nil && r.upDoneCalled.CompareAndSwap(false, true) {
+		r.upDoneFn()
 	}
-	drain := func() {
-		var timer *time.Timer
-		defer func() {
-			if timer != nil {
-				timer.Stop()
-			}
-		}()
-		for {
-			n, readErr, writeErr, idle := drainOnce(ns, rc, f)
-			if !idle {
-				endNS(readErr, writeErr)
-				return
-			}
-			if n == 0 {
-				state.Store(drainIdle)
-				// A kick between the last read and the store found a
-				// drainer running and did nothing: look again.
-				if !readable(ns) || !state.CompareAndSwap(drainIdle, drainRunning) {
-					return
-				}
-				continue
-			}
-			if wakeCh == nil {
-				wakeCh = make(chan struct{}, 1)
-			}
-			state.Store(drainParked)
-			if readable(ns) && state.CompareAndSwap(drainParked, drainRunning) {
-				continue
-			}
-			// Not readable, or a kick took the drainer over and sends
-			// on wakeCh.
-			if timer == nil {
-				timer = time.NewTimer(nsIdleHandoff)
-			} else {
-				timer.Reset(nsIdleHandoff)
-			}
-			select {
-			case <-wakeCh:
-			case <-timer.C:
-				if state.CompareAndSwap(drainParked, drainIdle) {
-					return
-				}
-				<-wakeCh // a kick came at the same time
-			}
-		}
+}
+
+// end marks one direction ended; done runs after the second.
+func (r *spliceState) end() {
+	if r.left.Add(-1) == 0 {
+		r.done()
 	}
-	kick := func() {
-		if !armed.Load() || ended.Load() {
+}
+
+// reset closes both sockets with a reset, once.
+func (r *spliceState) reset() {
+	r.resetOnce.Do(func() {
+		// A wait armed on the host socket would never fire once it is
+		// closed: end it first, so the direction sees the close.
+		r.downMu.Lock()
+		r.downReset = true
+		cancel := r.downCancel
+		r.downCancel = nil
+		r.downMu.Unlock()
+		if cancel != nil {
+			cancel()
+		}
+		_ = r.host.SetLinger(0)
+		_ = r.ns.Socket().SetLinger(sockets.Linger{On: true, Seconds: 0})
+		r.host.Close()
+		r.ns.Close()
+	})
+}
+
+// finish acts on how one direction ended: the end of its source is
+// passed on as a FIN, a reset on either side resets both. Any other
+// error (a host side that timed out or became unreachable mid-stream)
+// resets both too: a stream that can go no further must not stay open
+// on the other side.
+func (r *spliceState) finish(dst interface{ CloseWrite() error }, readErr, writeErr error) {
+	r.f.halfClosed()
+	switch {
+	case writeErr == nil && (readErr == nil || readErr == io.EOF):
+		_ = dst.CloseWrite()
+	default:
+		r.reset()
+	}
+}
+
+func (r *spliceState) endDown(readErr, writeErr error) {
+	r.finish(r.ns, readErr, writeErr)
+	r.end()
+}
+
+// wake runs when the host socket is readable again after a quiet spell.
+func (r *spliceState) wake() {
+	if !r.start(r.copyDown) {
+		// The gateway is closing and closes both sockets.
+		r.end()
+	}
+}
+
+// copyDown moves host → namespace until the host socket has been quiet
+// for about hostIdleHandoff, then arms hw to call wake and returns.
+func (r *spliceState) copyDown() {
+	// A busy connection waits in Go's poller, the fast way; one quiet
+	// for about hostIdleHandoff gives its goroutine up. The read
+	// deadline that ends the wait is moved on only every half of it,
+	// not at each wait (a bulk transfer waits thousands of times a
+	// second).
+	var deadline time.Time
+	for {
+		readErr, writeErr, idle := hostToNS(r.rc, r.ns, r.f)
+		if !idle {
+			r.endDown(readErr, writeErr)
 			return
 		}
-		for {
-			switch state.Load() {
-			case drainRunning:
-				return
-			case drainParked:
-				if state.CompareAndSwap(drainParked, drainRunning) {
-					wakeCh <- struct{}{}
-					return
-				}
-			case drainIdle:
-				if !state.CompareAndSwap(drainIdle, drainRunning) {
-					continue
-				}
-				if !start(drain) {
-					// The gateway is closing and closes both sockets
-					// itself. Nothing more happens here: kick runs
-					// inside the stack's event delivery, where
-					// unregistering or closing would wait on locks held
-					// by its caller.
-					ended.Store(true)
-					upDone()
-				}
+		if time.Until(deadline) < hostIdleHandoff/2 {
+			deadline = time.Now().Add(hostIdleHandoff)
+			if err := r.host.SetReadDeadline(deadline); err != nil {
+				r.endDown(err, nil)
 				return
 			}
 		}
+		more, err := waitReadable(r.rc)
+		if err != nil {
+			r.endDown(err, nil)
+			return
+		}
+		if !more {
+			break
+		}
 	}
-	stopNotify = ns.Socket().Notify(sockets.POLLIN, kick)
-	armed.Store(true)
-	kick() // data may have come before Notify
+	if err := r.host.SetReadDeadline(time.Time{}); err != nil {
+		r.endDown(err, nil)
+		return
+	}
+	r.downMu.Lock()
+	if r.downReset {
+		r.downMu.Unlock()
+		r.endDown(net.ErrClosed, nil)
+		return
+	}
+	cancel, err := r.hw.wait(r.fd, r.wake)
+	if err != nil {
+		r.downMu.Unlock()
+		r.endDown(err, nil)
+		return
+	}
+	r.downCancel = cancel
+	r.downMu.Unlock()
+}
+
+// endNS ends the namespace → host direction.
+func (r *spliceState) endNS(readErr, writeErr error) {
+	if r.ended.CompareAndSwap(false, true) {
+		r.stopNotify()
+		r.finish(r.host, readErr, writeErr)
+		r.upDone()
+		r.end()
+	}
+}
+
+// drain moves namespace → host until the namespace socket is empty and,
+// if it moved data, stays up to nsIdleHandoff for the next kick.
+func (r *spliceState) drain() {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		n, readErr, writeErr, idle := drainOnce(r.ns, r.rc, r.f)
+		if !idle {
+			r.endNS(readErr, writeErr)
+			return
+		}
+		if n == 0 {
+			r.state.Store(drainIdle)
+			// A kick between the last read and the store found a
+			// drainer running and did nothing: look again.
+			if !readable(r.ns) || !r.state.CompareAndSwap(drainIdle, drainRunning) {
+				return
+			}
+			continue
+		}
+		if r.wakeCh == nil {
+			r.wakeCh = make(chan struct{}, 1)
+		}
+		r.state.Store(drainParked)
+		if readable(r.ns) && r.state.CompareAndSwap(drainParked, drainRunning) {
+			continue
+		}
+		// Not readable, or a kick took the drainer over and sends on
+		// wakeCh.
+		if timer == nil {
+			timer = time.NewTimer(nsIdleHandoff)
+		} else {
+			timer.Reset(nsIdleHandoff)
+		}
+		select {
+		case <-r.wakeCh:
+		case <-timer.C:
+			if r.state.CompareAndSwap(drainParked, drainIdle) {
+				return
+			}
+			<-r.wakeCh // a kick came at the same time
+		}
+	}
+}
+
+// kick runs when the namespace socket may have data. It must not block:
+// it runs while the stack delivers the event.
+func (r *spliceState) kick() {
+	if !r.armed.Load() || r.ended.Load() {
+		return
+	}
+	for {
+		switch r.state.Load() {
+		case drainRunning:
+			return
+		case drainParked:
+			if r.state.CompareAndSwap(drainParked, drainRunning) {
+				r.wakeCh <- struct{}{}
+				return
+			}
+		case drainIdle:
+			if !r.state.CompareAndSwap(drainIdle, drainRunning) {
+				continue
+			}
+			if !r.start(r.drain) {
+				// The gateway is closing and closes both sockets
+				// itself. Nothing more happens here: kick runs inside
+				// the stack's event delivery, where unregistering or
+				// closing would wait on locks held by its caller.
+				r.ended.Store(true)
+				r.upDone()
+			}
+			return
+		}
+	}
 }
 
 // readable says whether the namespace socket has data, an end or an
