@@ -193,10 +193,9 @@ func (s *session) Close() {
 }
 
 // The daemon gives free memory back once quiet (see memoryTrimmer),
-// looking every trimPeriod for a heap grown by trimThreshold: within 1
-// to 2 s of a burst's end (10 000 connections opened: about 12 MiB).
+// looking every trimPeriod for a heap grown by trimThreshold.
 const (
-	trimPeriod    = time.Second
+	trimPeriod    = 2 * time.Second
 	trimThreshold = 4 << 20
 )
 
