@@ -47,3 +47,23 @@ func TestNotifyCallsOnDataAndClose(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 }
+
+// A Poll that needs no wait (a zero timeout, or a socket already ready)
+// allocates nothing: the relay asks it on every request.
+func TestPollWithoutWaitAllocatesNothing(t *testing.T) {
+	client, server := connectedPair(t)
+	fds := []sockets.PollFD{{Socket: server.Socket(), Events: sockets.POLLIN}}
+	if n := testing.AllocsPerRun(100, func() { sockets.Poll(fds, 0) }); n != 0 {
+		t.Errorf("Poll with timeout 0 on an idle socket: %v allocations, want 0", n)
+	}
+	if n, _ := sockets.Poll(fds, 0); n != 0 {
+		t.Fatalf("an idle socket polled readable")
+	}
+	client.Write([]byte("x"))
+	if n, _ := sockets.Poll(fds, 5*time.Second); n != 1 || fds[0].Revents&sockets.POLLIN == 0 {
+		t.Fatalf("after data: %d ready, revents %#x", n, fds[0].Revents)
+	}
+	if n := testing.AllocsPerRun(100, func() { sockets.Poll(fds, time.Second) }); n != 0 {
+		t.Errorf("Poll on a ready socket: %v allocations, want 0", n)
+	}
+}

@@ -31,6 +31,11 @@ type PollFD struct {
 // entries have non-zero Revents. A negative timeout waits for ever; zero
 // only checks. Poll never fails with a timeout: it returns 0.
 func Poll(fds []PollFD, timeout time.Duration) (int, error) {
+	// A socket already ready, or a zero timeout, needs no registration:
+	// such a Poll allocates nothing.
+	if n := pollOnce(fds); n > 0 || timeout == 0 {
+		return n, nil
+	}
 	notify := make(chan struct{}, 1)
 	entries := make([]waiter.Entry, len(fds))
 	registered := false
@@ -50,14 +55,7 @@ func Poll(fds []PollFD, timeout time.Duration) (int, error) {
 		timer = t.C
 	}
 	for {
-		n := 0
-		for i := range fds {
-			fds[i].Revents = fds[i].Socket.revents(fds[i].Events)
-			if fds[i].Revents != 0 {
-				n++
-			}
-		}
-		if n > 0 || timeout == 0 {
+		if n := pollOnce(fds); n > 0 {
 			return n, nil
 		}
 		if !registered {
@@ -84,6 +82,19 @@ func Poll(fds []PollFD, timeout time.Duration) (int, error) {
 			return 0, nil
 		}
 	}
+}
+
+// pollOnce sets the Revents of fds from their sockets' state now and
+// returns how many are non-zero.
+func pollOnce(fds []PollFD) int {
+	n := 0
+	for i := range fds {
+		fds[i].Revents = fds[i].Socket.revents(fds[i].Events)
+		if fds[i].Revents != 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // revents computes the events of a socket now.
