@@ -36,15 +36,26 @@ func Poll(fds []PollFD, timeout time.Duration) (int, error) {
 	if n := pollOnce(fds); n > 0 || timeout == 0 {
 		return n, nil
 	}
+	// Register, then look again, so no event falls between.
 	notify := make(chan struct{}, 1)
 	entries := make([]waiter.Entry, len(fds))
-	registered := false
+	for i := range fds {
+		if fds[i].Socket == nil {
+			continue
+		}
+		mask := waiter.EventMask(fds[i].Events) | waiter.EventErr | waiter.EventHUp
+		entries[i] = waiter.NewFunctionEntry(mask, func(waiter.EventMask) {
+			select {
+			case notify <- struct{}{}:
+			default:
+			}
+		})
+		fds[i].Socket.wq.EventRegister(&entries[i])
+	}
 	defer func() {
-		if registered {
-			for i := range fds {
-				if fds[i].Socket != nil {
-					fds[i].Socket.wq.EventUnregister(&entries[i])
-				}
+		for i := range fds {
+			if fds[i].Socket != nil {
+				fds[i].Socket.wq.EventUnregister(&entries[i])
 			}
 		}
 	}()
@@ -57,24 +68,6 @@ func Poll(fds []PollFD, timeout time.Duration) (int, error) {
 	for {
 		if n := pollOnce(fds); n > 0 {
 			return n, nil
-		}
-		if !registered {
-			// Register, then look again, so no event falls between.
-			for i := range fds {
-				if fds[i].Socket == nil {
-					continue
-				}
-				mask := waiter.EventMask(fds[i].Events) | waiter.EventErr | waiter.EventHUp
-				entries[i] = waiter.NewFunctionEntry(mask, func(waiter.EventMask) {
-					select {
-					case notify <- struct{}{}:
-					default:
-					}
-				})
-				fds[i].Socket.wq.EventRegister(&entries[i])
-			}
-			registered = true
-			continue
 		}
 		select {
 		case <-notify:

@@ -49,14 +49,7 @@ func splice(ns *sockets.Conn, host *net.TCPConn, f *flow, hw *hostWaiter, start 
 	// Host → namespace copies while the host socket has data, then
 	// waits on hw without a goroutine, and starts again when it is
 	// readable.
-	if err := rc.Control(func(u uintptr) { r.fd = int(u) }); err != nil {
-		r.reset()
-		r.upDone()
-		r.end()
-		r.end()
-		return
-	}
-	if !start(r.copyDown) {
+	if err := rc.Control(func(u uintptr) { r.fd = int(u) }); err != nil || !start(r.copyDown) {
 		r.reset()
 		r.upDone()
 		r.end()
@@ -418,7 +411,8 @@ func hostToNS(rc syscall.RawConn, ns *sockets.Conn, f *flow) (readErr, writeErr 
 		var n int
 		var err error
 		// The function returns true: RawConn.Read never waits here (the
-		// waiting is hostWaiter's), it only keeps the fd open meanwhile.
+		// waiting is copyDown's, in waitReadable or on hostWaiter), it
+		// only keeps the fd open meanwhile.
 		if perr := rc.Read(func(fd uintptr) bool {
 			if bp == nil {
 				bp = spliceBufs.Get().(*[]byte)

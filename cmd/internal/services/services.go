@@ -215,9 +215,10 @@ func (s *Server) serveConn(c *sockets.Socket, echo bool) {
 // writing back: 16 reads of 64 KiB.
 const echoChunks = 16
 
-// echoBufs holds the 64 KiB read buffers of echo connections; a buffer
-// goes back once its bytes are written, so a connection that echoes a
-// byte at a time allocates nothing.
+// echoBufs holds the 64 KiB read buffers of the echo services: a TCP
+// connection's, which goes back once its bytes are written (a connection
+// that echoes a byte at a time allocates nothing), and the UDP echo's,
+// large enough for any datagram.
 var echoBufs = sync.Pool{New: func() any {
 	b := make([]byte, 64<<10)
 	return &b
@@ -300,17 +301,17 @@ func (s *Server) datagramLoop(sock *sockets.Socket, echo bool) {
 		}
 	}
 	// The echo waits for datagrams without a buffer and takes one from
-	// datagramBufs only while it has datagrams to answer.
+	// echoBufs only while it has datagrams to answer.
 	pfd := []sockets.PollFD{{Socket: sock, Events: sockets.POLLIN}}
 	for {
 		if _, err := sockets.Poll(pfd, -1); err != nil || pfd[0].Revents&sockets.POLLNVAL != 0 {
 			return
 		}
-		bp := datagramBufs.Get().(*[]byte)
+		bp := echoBufs.Get().(*[]byte)
 		for {
 			n, from, err := sock.RecvFromInto(*bp, sockets.MSG_DONTWAIT)
 			if errors.Is(err, sockets.ErrSocketClosed) {
-				datagramBufs.Put(bp)
+				echoBufs.Put(bp)
 				return
 			}
 			if err != nil {
@@ -318,16 +319,9 @@ func (s *Server) datagramLoop(sock *sockets.Socket, echo bool) {
 			}
 			_, _ = sock.SendTo((*bp)[:n], 0, from)
 		}
-		datagramBufs.Put(bp)
+		echoBufs.Put(bp)
 	}
 }
-
-// datagramBufs holds the UDP echo's receive buffers, each large enough
-// for any datagram.
-var datagramBufs = sync.Pool{New: func() any {
-	b := make([]byte, 65536)
-	return &b
-}}
 
 // Close stops every service and waits for their goroutines. It is
 // idempotent.
