@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/songgao/water"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/tapstack/tapstack/internal/nbio"
 )
 
 // TAPConfig describes a TAP device to create. The zero value of each field
@@ -202,8 +205,9 @@ func (t *TAP) Close() error {
 // (non-blocking, on Go's poller) through SyscallConn only, never Fd(),
 // so Close unblocks a pending read.
 type tapQueue struct {
-	f  *os.File
-	rc syscall.RawConn
+	f      *os.File
+	rc     syscall.RawConn
+	closed atomic.Bool // set by Close
 }
 
 func newTapQueue(f *os.File) (*tapQueue, error) {
@@ -224,23 +228,42 @@ func newTapQueue(f *os.File) (*tapQueue, error) {
 	return &tapQueue{f: f, rc: rc}, nil
 }
 
-// ReadFrame implements Device.
+// ReadFrame implements Device. The read and write calls go through
+// nbio: see there why.
 func (q *tapQueue) ReadFrame(b []byte) (int, error) {
-	n, err := q.f.Read(b)
-	if errors.Is(err, os.ErrClosed) {
+	var n int
+	var rerr error
+	err := q.rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = nbio.Read(int(fd), b)
+			if rerr != unix.EINTR {
+				return rerr != unix.EAGAIN
+			}
+		}
+	})
+	switch {
+	case q.gone(err):
 		return 0, errClosed
+	case err != nil:
+		return 0, err
+	case rerr != nil:
+		return 0, os.NewSyscallError("read", rerr)
 	}
-	return n, err
+	return n, nil
 }
 
 // WriteFrame implements Device with one writev per frame.
 func (q *tapQueue) WriteFrame(bufs [][]byte) error {
 	var werr error
 	err := q.rc.Write(func(fd uintptr) bool {
-		_, werr = unix.Writev(int(fd), bufs)
-		return werr != unix.EAGAIN
+		for {
+			_, werr = nbio.Writev(int(fd), bufs)
+			if werr != unix.EINTR {
+				return werr != unix.EAGAIN
+			}
+		}
 	})
-	if errors.Is(err, os.ErrClosed) {
+	if q.gone(err) {
 		return errClosed
 	}
 	if err != nil {
@@ -249,8 +272,16 @@ func (q *tapQueue) WriteFrame(bufs [][]byte) error {
 	return werr
 }
 
+// gone says whether err, from the RawConn, comes from Close (a pending
+// call ends with the poller's "use of closed file", a later one with
+// os.ErrClosed).
+func (q *tapQueue) gone(err error) bool {
+	return err != nil && (q.closed.Load() || errors.Is(err, os.ErrClosed))
+}
+
 // Close implements Device.
 func (q *tapQueue) Close() error {
+	q.closed.Store(true)
 	err := q.f.Close()
 	if errors.Is(err, os.ErrClosed) {
 		return nil

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tapstack/tapstack/internal/gopool"
+	"github.com/tapstack/tapstack/internal/nbio"
 	"github.com/tapstack/tapstack/sockets"
 	"github.com/tapstack/tapstack/stack"
 )
@@ -612,12 +614,24 @@ func (g *Gateway) relayUDP(r *sockets.UDPRequest, s *sockets.Socket, dst netip.A
 	idle := g.cfg.UDPIdleTimeout
 	f := g.newFlow("udp", "relay", r.ID.Src, dst.String(), hc.LocalAddr().String(), nil)
 	defer g.endFlow(f)
+	rc, err := hc.SyscallConn()
+	if err != nil {
+		return
+	}
+	host := hostDatagrams{hc, rc}
 	done := make(chan struct{}, 2)
-	copyDatagrams := func(dst io.Writer, src net.Conn, up bool) {
+	copyDatagrams := func(dst io.Writer, src deadlineReader, up bool) {
 		defer func() { done <- struct{}{} }()
 		buf := make([]byte, 65535)
+		// The read deadline moves on only every half of idle: a timeout
+		// before the flow has been idle that long is looked at and
+		// passed over below.
+		var deadline time.Time
 		for {
-			_ = src.SetReadDeadline(time.Now().Add(idle))
+			if time.Until(deadline) < idle/2 {
+				deadline = time.Now().Add(idle)
+				_ = src.SetReadDeadline(deadline)
+			}
 			n, err := src.Read(buf)
 			if err != nil {
 				var ne net.Error
@@ -640,12 +654,49 @@ func (g *Gateway) relayUDP(r *sockets.UDPRequest, s *sockets.Socket, dst netip.A
 			}
 		}
 	}
-	go copyDatagrams(hc, pc, true)
-	go copyDatagrams(pc, hc, false)
+	go copyDatagrams(host, pc, true)
+	go copyDatagrams(pc, host, false)
 	<-done
 	pc.Close()
 	hc.Close()
 	<-done
+}
+
+// deadlineReader is a socket read with a deadline.
+type deadlineReader interface {
+	io.Reader
+	SetReadDeadline(time.Time) error
+}
+
+// hostDatagrams reads and writes a relayed flow's connected host UDP
+// socket through nbio (see there why); its errors carry the errno.
+type hostDatagrams struct {
+	*net.UDPConn
+	rc syscall.RawConn
+}
+
+func (h hostDatagrams) Read(b []byte) (int, error) {
+	return h.io(b, nbio.Read, h.rc.Read, "read")
+}
+
+func (h hostDatagrams) Write(b []byte) (int, error) {
+	return h.io(b, nbio.Write, h.rc.Write, "write")
+}
+
+// io makes call once the socket is ready for it (wait waits).
+func (h hostDatagrams) io(b []byte, call func(int, []byte) (int, error), wait func(func(uintptr) bool) error, op string) (int, error) {
+	var n int
+	var serr error
+	if err := wait(func(fd uintptr) bool {
+		n, serr = call(int(fd), b)
+		return serr != unix.EAGAIN
+	}); err != nil {
+		return 0, err
+	}
+	if serr != nil {
+		return 0, os.NewSyscallError(op, serr)
+	}
+	return n, nil
 }
 
 // Drain stops relaying new flows (a SYN gets a RST, a datagram of a new

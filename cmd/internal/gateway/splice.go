@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tapstack/tapstack/internal/nbio"
 	"github.com/tapstack/tapstack/sockets"
 )
 
@@ -357,7 +358,7 @@ var errHostFull = errors.New("host socket send buffer full")
 type fdWriter uintptr
 
 func (fd fdWriter) Write(b []byte) (int, error) {
-	n, err := unix.Write(int(fd), b)
+	n, err := nbio.Write(int(fd), b)
 	switch {
 	case err == unix.EAGAIN:
 		return 0, errHostFull
@@ -417,7 +418,7 @@ func hostToNS(rc syscall.RawConn, ns *sockets.Conn, f *flow) (readErr, writeErr 
 			if bp == nil {
 				bp = spliceBufs.Get().(*[]byte)
 			}
-			n, err = unix.Read(int(fd), *bp)
+			n, err = nbio.Read(int(fd), *bp)
 			return true
 		}); perr != nil {
 			if errors.Is(perr, os.ErrDeadlineExceeded) {
