@@ -208,6 +208,7 @@ type tapQueue struct {
 	f      *os.File
 	rc     syscall.RawConn
 	closed atomic.Bool // set by Close
+	rd     nbio.Reader // ReadFrame's; it has one caller at a time
 }
 
 func newTapQueue(f *os.File) (*tapQueue, error) {
@@ -235,7 +236,7 @@ func (q *tapQueue) ReadFrame(b []byte) (int, error) {
 	var rerr error
 	err := q.rc.Read(func(fd uintptr) bool {
 		for {
-			n, rerr = nbio.Read(int(fd), b)
+			n, rerr = q.rd.Read(int(fd), b)
 			if rerr != unix.EINTR {
 				return rerr != unix.EAGAIN
 			}

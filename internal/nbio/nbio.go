@@ -14,8 +14,11 @@
 // block), so it can go straight to the kernel, as the runtime's own
 // non-blocking calls do.
 //
-// Use it only on descriptors in non-blocking mode, and only for calls
-// that move little data: a long call holds the goroutine's processor.
+// Use it only on descriptors in non-blocking mode. A call that moves
+// more than Small bytes goes through syscall.Syscall as usual: copying
+// 64 KiB into a socket may take long enough that the runtime should be
+// free to run other goroutines on another thread meanwhile (relayed bulk
+// transfers were about 10 % slower when every call went straight).
 package nbio
 
 import (
@@ -39,7 +42,32 @@ func errnoErr(e syscall.Errno) error {
 	return e
 }
 
+// Small is the most a call moves for this package to make it straight.
+const Small = 16 << 10
+
+// Reader reads with read(2), straight while the reads before it were
+// small: it guesses a read's size from the one before. The zero value
+// is ready to use; one Reader serves one goroutine's reads.
+type Reader struct {
+	large bool // the last read moved more than Small
+}
+
 // Read is read(2).
+func (r *Reader) Read(fd int, p []byte) (int, error) {
+	var n int
+	var err error
+	if r.large {
+		n, err = unix.Read(fd, p)
+	} else {
+		n, err = Read(fd, p)
+	}
+	if err == nil {
+		r.large = n > Small
+	}
+	return n, err
+}
+
+// Read is read(2), made straight whatever its size.
 func Read(fd int, p []byte) (int, error) {
 	var ptr unsafe.Pointer
 	if len(p) > 0 {
@@ -54,6 +82,9 @@ func Read(fd int, p []byte) (int, error) {
 
 // Write is write(2).
 func Write(fd int, p []byte) (int, error) {
+	if len(p) > Small {
+		return unix.Write(fd, p)
+	}
 	var ptr unsafe.Pointer
 	if len(p) > 0 {
 		ptr = unsafe.Pointer(&p[0])
@@ -74,7 +105,7 @@ func Writev(fd int, bufs [][]byte) (int, error) {
 		return unix.Writev(fd, bufs)
 	}
 	var iov [maxIovecs]unix.Iovec
-	n := 0
+	n, size := 0, 0
 	for _, b := range bufs {
 		if len(b) == 0 {
 			continue
@@ -82,6 +113,10 @@ func Writev(fd int, bufs [][]byte) (int, error) {
 		iov[n].Base = &b[0]
 		iov[n].SetLen(len(b))
 		n++
+		size += len(b)
+	}
+	if size > Small {
+		return unix.Writev(fd, bufs)
 	}
 	w, _, e := syscall.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
 	if e != 0 {

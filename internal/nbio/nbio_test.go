@@ -84,3 +84,42 @@ func TestNoAllocation(t *testing.T) {
 		t.Fatalf("%v allocations per writev, read and EAGAIN; want 0", allocs)
 	}
 }
+
+func TestLargeCallsAndReader(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	_ = unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUF, 1<<20)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 4*Small/16)
+	var r Reader
+	buf := make([]byte, 4*Small)
+	for i, size := range []int{10, 2 * Small, Small, 2 * Small, 1, 3 * Small} {
+		var n int
+		var err error
+		if i%2 == 0 {
+			n, err = Write(fds[0], big[:size])
+		} else {
+			n, err = Writev(fds[0], [][]byte{big[:size/2], big[size/2 : size]})
+		}
+		if err != nil || n != size {
+			t.Fatalf("write of %d: %d, %v", size, n, err)
+		}
+		got := 0
+		for got < size {
+			m, err := r.Read(fds[1], buf[got:])
+			if err != nil {
+				t.Fatalf("read of %d after %d: %v", size, got, err)
+			}
+			got += m
+		}
+		if !bytes.Equal(buf[:got], big[:size]) {
+			t.Fatalf("%d bytes came back changed", size)
+		}
+		if want := got > Small; r.large != want {
+			t.Fatalf("after a read of %d, large = %v", got, r.large)
+		}
+	}
+}

@@ -408,6 +408,7 @@ func hostToNS(rc syscall.RawConn, ns *sockets.Conn, f *flow) (readErr, writeErr 
 			spliceBufs.Put(bp)
 		}
 	}()
+	var rd nbio.Reader
 	for {
 		var n int
 		var err error
@@ -418,7 +419,7 @@ func hostToNS(rc syscall.RawConn, ns *sockets.Conn, f *flow) (readErr, writeErr 
 			if bp == nil {
 				bp = spliceBufs.Get().(*[]byte)
 			}
-			n, err = nbio.Read(int(fd), *bp)
+			n, err = rd.Read(int(fd), *bp)
 			return true
 		}); perr != nil {
 			if errors.Is(perr, os.ErrDeadlineExceeded) {
