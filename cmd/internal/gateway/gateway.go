@@ -155,7 +155,7 @@ type Gateway struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	// workers run the relays' goroutines (goTracked).
+	// workers run the relays' handshakes (goPooled).
 	workers *gopool.Pool
 
 	flows    chan struct{} // semaphore of MaxFlows
@@ -316,22 +316,33 @@ func (g *Gateway) untrack(cs ...io.Closer) {
 	}
 }
 
-// goTracked runs f on a goroutine of the gateway's pool, counted as one
+// goTracked runs f on a new goroutine that Close waits for.
+func (g *Gateway) goTracked(f func()) bool { return g.spawn(f, false) }
+
+// goPooled runs f on a goroutine of the gateway's pool, counted as one
 // Close waits for. The pool's goroutines keep their stacks for the next
-// function: a relay's dial, handshake and first send each grow a new
-// goroutine's stack to 16 KiB, and those copies were 14 % of the
-// daemon's CPU at 4 000 connections a second.
-func (g *Gateway) goTracked(f func()) bool {
+// function: a relay's dial and handshake grew a new goroutine's stack to
+// 16 KiB, and those copies were 14 % of the daemon's CPU at 4 000
+// connections a second. Only short work belongs there: a goroutine that
+// parks (a relay's copy loops) would hold a grown stack while it waits.
+func (g *Gateway) goPooled(f func()) bool { return g.spawn(f, true) }
+
+func (g *Gateway) spawn(f func(), pooled bool) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
 		return false
 	}
 	g.wg.Add(1)
-	return g.workers.Go(func() {
+	run := func() {
 		defer g.wg.Done()
 		f()
-	})
+	}
+	if pooled {
+		return g.workers.Go(run)
+	}
+	go run()
+	return true
 }
 
 // forwarderInFlight is the number of connection attempts the stack keeps
@@ -391,7 +402,7 @@ const timeWaitGrace = time.Second
 // a new one each time: the relay runs on one of the pool's, whose stack
 // has grown already.
 func (g *Gateway) handleTCP(r *sockets.TCPRequest) {
-	if !g.goTracked(func() { g.relayTCP(r) }) {
+	if !g.goPooled(func() { g.relayTCP(r) }) {
 		r.Refuse()
 	}
 }
