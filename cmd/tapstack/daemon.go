@@ -196,7 +196,7 @@ func (s *session) Close() {
 // looking every trimPeriod for a heap grown by trimThreshold.
 const (
 	trimPeriod    = 2 * time.Second
-	trimThreshold = 4 << 20
+	trimThreshold = 1 << 20
 )
 
 // buildFunc makes the host; nshost.New unless the TAP comes from elsewhere.
