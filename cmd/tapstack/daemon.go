@@ -195,7 +195,7 @@ func (s *session) Close() {
 // The daemon gives free memory back once quiet (see memoryTrimmer),
 // looking every trimPeriod for a heap grown by trimThreshold.
 const (
-	trimPeriod    = 2 * time.Second
+	trimPeriod    = 500 * time.Millisecond
 	trimThreshold = 1 << 20
 )
 
@@ -370,7 +370,10 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 		s.Close()
 		return nil, err
 	}
-	s.trim = startTrimmer(trimPeriod, trimThreshold)
+	s.trim = startTrimmer(trimPeriod, trimThreshold, func() uint64 {
+		ls := h.Link.Stats()
+		return ls.RxFrames + ls.TxFrames
+	})
 	s.stopSpoofLog = logSpoofed(h.Link, spoofLogPeriod, logf)
 	return s, nil
 }

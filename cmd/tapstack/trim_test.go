@@ -3,6 +3,7 @@ package main
 import (
 	"runtime/debug"
 	"runtime/metrics"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -20,7 +21,7 @@ func TestTrimmerCollectsWhenQuiet(t *testing.T) {
 	s := []metrics.Sample{{Name: "/gc/cycles/forced:gc-cycles"}}
 	metrics.Read(s)
 	before := s[0].Value.Uint64()
-	tr := startTrimmer(20*time.Millisecond, 1<<20)
+	tr := startTrimmer(20*time.Millisecond, 1<<20, nil)
 	defer tr.Stop()
 	for i := 0; i < 64; i++ {
 		sink = append(sink, make([]byte, 64<<10))
@@ -43,7 +44,7 @@ func TestTrimmerCollectsWhenQuiet(t *testing.T) {
 // collection.
 func TestTrimmerLeavesAQuietHeapAlone(t *testing.T) {
 	s := []metrics.Sample{{Name: "/gc/cycles/forced:gc-cycles"}}
-	tr := startTrimmer(10*time.Millisecond, 64<<20)
+	tr := startTrimmer(10*time.Millisecond, 64<<20, nil)
 	metrics.Read(s)
 	before := s[0].Value.Uint64()
 	time.Sleep(200 * time.Millisecond)
@@ -51,5 +52,44 @@ func TestTrimmerLeavesAQuietHeapAlone(t *testing.T) {
 	metrics.Read(s)
 	if got := s[0].Value.Uint64(); got != before {
 		t.Fatalf("%d forced collections with the heap under the threshold", got-before)
+	}
+}
+
+// TestTrimmerWaitsForTrafficToStop: garbage over the threshold, but
+// frames keep coming (a bulk transfer on pooled buffers): no forced
+// collection until they stop.
+func TestTrimmerWaitsForTrafficToStop(t *testing.T) {
+	debug.FreeOSMemory()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	s := []metrics.Sample{{Name: "/gc/cycles/forced:gc-cycles"}}
+	metrics.Read(s)
+	before := s[0].Value.Uint64()
+	var frames, flowing atomic.Uint64
+	flowing.Store(1)
+	tr := startTrimmer(20*time.Millisecond, 1<<20, func() uint64 {
+		// Each look sees 1000 frames more while traffic flows.
+		return frames.Add(1000 * flowing.Load())
+	})
+	defer tr.Stop()
+	for i := 0; i < 64; i++ {
+		sink = append(sink, make([]byte, 64<<10))
+	}
+	sink = nil
+	time.Sleep(300 * time.Millisecond)
+	metrics.Read(s)
+	if got := s[0].Value.Uint64(); got != before {
+		t.Fatalf("%d forced collections while frames flowed", got-before)
+	}
+	flowing.Store(0)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		metrics.Read(s)
+		if s[0].Value.Uint64() > before {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no forced collection once the frames stopped")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
