@@ -11,13 +11,14 @@ import (
 // Under load the stack keeps packet buffers in pools that only garbage
 // collections empty (two: a pool's victims survive the first), and with
 // little allocating no collection comes for two minutes: a daemon that
-// moved a few GB would hold 20-30 MiB more than it needs meanwhile. Each
-// quiet period (no collection, and at most quietFrames frames counted by
-// activity) in which the heap has grown by more than threshold since the
-// last trim, the trimmer collects twice and returns what is free. The
-// frames keep it from trimming during a bulk transfer that allocates
-// little (pooled buffers): that cost the relay up to a quarter of its
-// throughput when the trimmer looked every second on collections alone.
+// moved a few GB would hold 20-30 MiB more than it needs meanwhile. After
+// quietPeriods quiet periods in a row (no collection, and at most
+// quietFrames frames counted by activity), if the heap has grown by more
+// than threshold since the last trim, the trimmer collects twice and
+// returns what is free. The frames keep it from trimming during a bulk
+// transfer that allocates little (pooled buffers): that cost the relay
+// up to a quarter of its throughput when the trimmer looked every second
+// on collections alone.
 type memoryTrimmer struct {
 	stop     chan struct{}
 	done     chan struct{}
@@ -27,6 +28,12 @@ type memoryTrimmer struct {
 // quietFrames is the most frames a period may see and still be quiet:
 // idle connections' keep-alives and the odd DNS query.
 const quietFrames = 50
+
+// quietPeriods is how many quiet periods in a row come before a trim:
+// three of the daemon's 500 ms, so that the relay's goroutines, which
+// wait a second for more before they end, have ended and their stacks
+// are returned with the rest.
+const quietPeriods = 3
 
 // startTrimmer starts the trimmer's goroutine; Stop ends it.
 func startTrimmer(period time.Duration, threshold uint64, activity func() uint64) *memoryTrimmer {
@@ -70,6 +77,7 @@ func (t *memoryTrimmer) run(period time.Duration, threshold uint64, s []metrics.
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	lastFrames := t.frames()
+	quiet := 0 // quiet periods in a row
 	for {
 		select {
 		case <-t.stop:
@@ -78,9 +86,13 @@ func (t *memoryTrimmer) run(period time.Duration, threshold uint64, s []metrics.
 		}
 		cycles, heap := heapState(s)
 		frames := t.frames()
-		quiet := cycles == lastCycles && frames-lastFrames <= quietFrames
+		if cycles == lastCycles && frames-lastFrames <= quietFrames {
+			quiet++
+		} else {
+			quiet = 0
+		}
 		lastFrames = frames
-		if quiet && heap > trimmed+threshold {
+		if quiet >= quietPeriods && heap > trimmed+threshold {
 			runtime.GC()
 			debug.FreeOSMemory()
 			cycles, heap = heapState(s)
