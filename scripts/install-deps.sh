@@ -13,6 +13,7 @@ need socat socat
 need iperf3 iperf3
 need dnsmasq dnsmasq-base
 need curl curl
+need sysctl procps
 need setpriv util-linux
 need nsenter util-linux
 need slirp4netns slirp4netns

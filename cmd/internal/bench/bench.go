@@ -121,7 +121,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if opts.MTU == 0 {
 		opts.MTU = 65520
 	}
-	for _, tool := range []string{"ip", "iperf3", "python3"} {
+	for _, tool := range []string{"ip", "iperf3", "python3", "sysctl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("bench needs %s on PATH", tool)
 		}
@@ -228,6 +228,15 @@ func (r *runner) setupOuter(ctx context.Context) error {
 		}
 	}
 	in := func(argv ...string) []string { return append([]string{"ip", "netns", "exec", r.outer}, argv...) }
+	// Every path's relay dials from this namespace, and each connection
+	// a relay closes first leaves its port in TIME-WAIT for a minute: the
+	// connection-rate and 10 000-connection cases of one path left the
+	// next path's dials searching a nearly full port range (pasta's
+	// 10 000 connections timed out after tapstack's). More ports, and
+	// TIME-WAIT ports reused, keep each path from paying for the last.
+	if _, err := run(ctx, in("sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=10000 65535", "net.ipv4.tcp_tw_reuse=1")...); err != nil {
+		return err
+	}
 	if _, err := r.bg(in("iperf3", "-s", "-B", hostAddr)...); err != nil {
 		return err
 	}
