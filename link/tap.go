@@ -208,7 +208,14 @@ type tapQueue struct {
 	f      *os.File
 	rc     syscall.RawConn
 	closed atomic.Bool // set by Close
-	rd     nbio.Reader // ReadFrame's; it has one caller at a time
+
+	// ReadFrame's state: it has one caller at a time, and its callback
+	// is made once (a closure per call cost an allocation per frame).
+	rd     nbio.Reader
+	rbuf   []byte
+	rn     int
+	rerr   error
+	readFn func(uintptr) bool
 }
 
 func newTapQueue(f *os.File) (*tapQueue, error) {
@@ -226,22 +233,18 @@ func newTapQueue(f *os.File) (*tapQueue, error) {
 	if cerr != nil {
 		return nil, cerr
 	}
-	return &tapQueue{f: f, rc: rc}, nil
+	q := &tapQueue{f: f, rc: rc}
+	q.readFn = q.readOnce
+	return q, nil
 }
 
 // ReadFrame implements Device. The read and write calls go through
 // nbio: see there why.
 func (q *tapQueue) ReadFrame(b []byte) (int, error) {
-	var n int
-	var rerr error
-	err := q.rc.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = q.rd.Read(int(fd), b)
-			if rerr != unix.EINTR {
-				return rerr != unix.EAGAIN
-			}
-		}
-	})
+	q.rbuf = b
+	err := q.rc.Read(q.readFn)
+	n, rerr := q.rn, q.rerr
+	q.rbuf, q.rerr = nil, nil
 	switch {
 	case q.gone(err):
 		return 0, errClosed
@@ -251,6 +254,16 @@ func (q *tapQueue) ReadFrame(b []byte) (int, error) {
 		return 0, os.NewSyscallError("read", rerr)
 	}
 	return n, nil
+}
+
+// readOnce is ReadFrame's callback: false asks the poller to wait.
+func (q *tapQueue) readOnce(fd uintptr) bool {
+	for {
+		q.rn, q.rerr = q.rd.Read(int(fd), q.rbuf)
+		if q.rerr != unix.EINTR {
+			return q.rerr != unix.EAGAIN
+		}
+	}
 }
 
 // WriteFrame implements Device with one writev per frame.
