@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -268,15 +269,12 @@ func (q *tapQueue) readOnce(fd uintptr) bool {
 
 // WriteFrame implements Device with one writev per frame.
 func (q *tapQueue) WriteFrame(bufs [][]byte) error {
-	var werr error
-	err := q.rc.Write(func(fd uintptr) bool {
-		for {
-			_, werr = nbio.Writev(int(fd), bufs)
-			if werr != unix.EINTR {
-				return werr != unix.EAGAIN
-			}
-		}
-	})
+	w := writeCalls.Get().(*writeCall)
+	w.bufs = bufs
+	err := q.rc.Write(w.fn)
+	werr := w.err
+	w.bufs, w.err = nil, nil
+	writeCalls.Put(w)
 	if q.gone(err) {
 		return errClosed
 	}
@@ -284,6 +282,31 @@ func (q *tapQueue) WriteFrame(bufs [][]byte) error {
 		return err
 	}
 	return werr
+}
+
+// writeCall is one WriteFrame's callback and its state, reused through
+// writeCalls (writers may be concurrent): a closure per call cost an
+// allocation per frame.
+type writeCall struct {
+	bufs [][]byte
+	err  error
+	fn   func(uintptr) bool
+}
+
+var writeCalls = sync.Pool{New: func() any {
+	w := &writeCall{}
+	w.fn = w.write
+	return w
+}}
+
+// write is the callback: false asks the poller to wait for room.
+func (w *writeCall) write(fd uintptr) bool {
+	for {
+		_, w.err = nbio.Writev(int(fd), w.bufs)
+		if w.err != unix.EINTR {
+			return w.err != unix.EAGAIN
+		}
+	}
 }
 
 // gone says whether err, from the RawConn, comes from Close (a pending
