@@ -175,10 +175,10 @@ func TestTAPWithOffloads(t *testing.T) {
 	}
 }
 
-// TestTAPReadFrameAllocatesNothing reads frames that an AF_PACKET socket
+// TestTAPFramesAllocateNothing reads frames that an AF_PACKET socket
 // sends out of the TAP's interface (nothing leaves the TAP): the read
 // path makes no allocation per frame, nor does the write path.
-func TestTAPReadFrameAllocatesNothing(t *testing.T) {
+func TestTAPFramesAllocateNothing(t *testing.T) {
 	requireTUN(t)
 	name := "tsta" + time.Now().Format("150405")
 	tap, err := link.OpenTAP(link.TAPConfig{Name: name})
