@@ -259,12 +259,8 @@ func (q *tapQueue) ReadFrame(b []byte) (int, error) {
 
 // readOnce is ReadFrame's callback: false asks the poller to wait.
 func (q *tapQueue) readOnce(fd uintptr) bool {
-	for {
-		q.rn, q.rerr = q.rd.Read(int(fd), q.rbuf)
-		if q.rerr != unix.EINTR {
-			return q.rerr != unix.EAGAIN
-		}
-	}
+	q.rn, q.rerr = q.rd.Read(int(fd), q.rbuf)
+	return q.rerr != unix.EAGAIN
 }
 
 // WriteFrame implements Device with one writev per frame.
@@ -301,12 +297,8 @@ var writeCalls = sync.Pool{New: func() any {
 
 // write is the callback: false asks the poller to wait for room.
 func (w *writeCall) write(fd uintptr) bool {
-	for {
-		_, w.err = nbio.Writev(int(fd), w.bufs)
-		if w.err != unix.EINTR {
-			return w.err != unix.EAGAIN
-		}
-	}
+	_, w.err = nbio.Writev(int(fd), w.bufs)
+	return w.err != unix.EAGAIN
 }
 
 // gone says whether err, from the RawConn, comes from Close (a pending

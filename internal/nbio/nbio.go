@@ -28,20 +28,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// errnoErr returns e as an error without allocating for the common
-// values.
-func errnoErr(e syscall.Errno) error {
-	switch e {
-	case 0:
-		return nil
-	case unix.EAGAIN:
-		return unix.EAGAIN
-	case unix.EINTR:
-		return unix.EINTR
-	}
-	return e
-}
-
 // Small is the most a call moves for this package to make it straight.
 const Small = 16 << 10
 
@@ -57,7 +43,7 @@ func (r *Reader) Read(fd int, p []byte) (int, error) {
 	var n int
 	var err error
 	if r.large {
-		n, err = unix.Read(fd, p)
+		n, err = slow(unix.Read, fd, p)
 	} else {
 		n, err = Read(fd, p)
 	}
@@ -68,41 +54,53 @@ func (r *Reader) Read(fd int, p []byte) (int, error) {
 }
 
 // Read is read(2), made straight whatever its size.
-func Read(fd int, p []byte) (int, error) {
-	var ptr unsafe.Pointer
-	if len(p) > 0 {
-		ptr = unsafe.Pointer(&p[0])
-	}
-	n, _, e := syscall.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(ptr), uintptr(len(p)))
-	if e != 0 {
-		return 0, errnoErr(e)
-	}
-	return int(n), nil
-}
+func Read(fd int, p []byte) (int, error) { return straight(unix.SYS_READ, fd, p) }
 
 // Write is write(2).
 func Write(fd int, p []byte) (int, error) {
 	if len(p) > Small {
-		return unix.Write(fd, p)
+		return slow(unix.Write, fd, p)
 	}
+	return straight(unix.SYS_WRITE, fd, p)
+}
+
+// straight makes the read or write system call trap on p without
+// entersyscall, again after EINTR.
+func straight(trap uintptr, fd int, p []byte) (int, error) {
 	var ptr unsafe.Pointer
 	if len(p) > 0 {
 		ptr = unsafe.Pointer(&p[0])
 	}
-	n, _, e := syscall.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(ptr), uintptr(len(p)))
-	if e != 0 {
-		return 0, errnoErr(e)
+	for {
+		n, _, e := syscall.RawSyscall(trap, uintptr(fd), uintptr(ptr), uintptr(len(p)))
+		switch e {
+		case 0:
+			return int(n), nil
+		case unix.EINTR:
+			continue
+		}
+		return 0, e
 	}
-	return int(n), nil
+}
+
+// slow makes call the usual way, again after EINTR.
+func slow[T any](call func(int, T) (int, error), fd int, p T) (int, error) {
+	for {
+		n, err := call(fd, p)
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
 }
 
 // maxIovecs is how many buffers Writev takes without allocating.
 const maxIovecs = 16
 
 // Writev is writev(2). It allocates nothing for up to 16 buffers.
+// Like every call here, it is made again after EINTR.
 func Writev(fd int, bufs [][]byte) (int, error) {
 	if len(bufs) > maxIovecs {
-		return unix.Writev(fd, bufs)
+		return slow(unix.Writev, fd, bufs)
 	}
 	var iov [maxIovecs]unix.Iovec
 	n, size := 0, 0
@@ -116,11 +114,16 @@ func Writev(fd int, bufs [][]byte) (int, error) {
 		size += len(b)
 	}
 	if size > Small {
-		return unix.Writev(fd, bufs)
+		return slow(unix.Writev, fd, bufs)
 	}
-	w, _, e := syscall.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
-	if e != 0 {
-		return 0, errnoErr(e)
+	for {
+		w, _, e := syscall.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
+		switch e {
+		case 0:
+			return int(w), nil
+		case unix.EINTR:
+			continue
+		}
+		return 0, e
 	}
-	return int(w), nil
 }
