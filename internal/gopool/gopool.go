@@ -135,13 +135,6 @@ func (p *Pool) unpark(w *worker) bool {
 	return false
 }
 
-// waiting returns the number of goroutines waiting for work.
-func (p *Pool) waiting() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.idle)
-}
-
 // Close makes Go refuse, ends the waiting goroutines and waits for the
 // running functions to return. It is idempotent.
 func (p *Pool) Close() {

@@ -9,6 +9,13 @@ import (
 	"time"
 )
 
+// waiting returns the number of goroutines waiting for work.
+func (p *Pool) waiting() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
+}
+
 // goid returns the calling goroutine's id, from its stack trace header.
 func goid() int {
 	var b [64]byte
