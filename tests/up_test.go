@@ -279,7 +279,8 @@ func TestBenchQuickJSON(t *testing.T) {
 	every := []string{"TCP 1 stream ns→server", "TCP 1 stream server→ns", "TCP 4 streams ns→server", "TCP 4 streams server→ns",
 		"UDP full rate, received", "UDP full rate, loss",
 		"TCP RR avg", "TCP RR p99", "UDP RR avg", "UDP RR p99", "TCP connections/s (sequential)", "TCP connections/s (16 parallel)"}
-	daemon := []string{"CPU s per GB (TCP ns→server)", "daemon RSS idle", "daemon RSS, 1000 idle conns"}
+	daemon := []string{"CPU s per GB (TCP ns→server)", "CPU µs per TCP exchange", "CPU µs per UDP exchange", "CPU µs per connection",
+		"daemon RSS idle", "daemon RSS, 1000 idle conns"}
 	for _, p := range wantPaths {
 		want := every
 		switch p {

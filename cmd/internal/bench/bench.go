@@ -629,7 +629,8 @@ func (r *runner) measure(ctx context.Context, p path) {
 }
 
 // rrCases are the figures of one pyRR run.
-var rrCases = []string{"TCP RR avg", "TCP RR p99", "UDP RR avg", "UDP RR p99", "TCP connections/s (sequential)", "TCP connections/s (16 parallel)"}
+var rrCases = []string{"TCP RR avg", "TCP RR p99", "UDP RR avg", "UDP RR p99", "TCP connections/s (sequential)", "TCP connections/s (16 parallel)",
+	"CPU µs per TCP exchange", "CPU µs per UDP exchange", "CPU µs per connection"}
 
 // measureRR runs the request/response and connection-rate cases.
 func (r *runner) measureRR(ctx context.Context, p path) {
@@ -640,9 +641,13 @@ func (r *runner) measureRR(ctx context.Context, p path) {
 	if r.opts.Quick {
 		n = 400
 	}
-	argv := p.wrap("python3", "-c", pyRR, p.server, strconv.Itoa(p.echoPort), strconv.Itoa(p.sinkPort), strconv.Itoa(n))
+	who := p.pidFile
+	if p.pid != 0 {
+		who = strconv.Itoa(p.pid)
+	}
+	argv := p.wrap("python3", "-c", pyRR, p.server, strconv.Itoa(p.echoPort), strconv.Itoa(p.sinkPort), strconv.Itoa(n), who)
 	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).Output()
-	var rr struct{ TCPAvg, TCPP99, UDPAvg, UDPP99, UDPLost, ConnSeq, ConnPar float64 }
+	var rr struct{ TCPAvg, TCPP99, UDPAvg, UDPP99, UDPLost, ConnSeq, ConnPar, TCPCPU, UDPCPU, ConnCPU float64 }
 	if err == nil {
 		err = json.Unmarshal(out, &rr)
 	}
@@ -659,6 +664,16 @@ func (r *runner) measureRR(ctx context.Context, p path) {
 		r.add(Result{Case: "UDP RR p99", Path: p.name, Unit: "µs", Value: rr.UDPP99})
 		r.add(Result{Case: "TCP connections/s (sequential)", Path: p.name, Unit: "conn/s", Value: rr.ConnSeq})
 		r.add(Result{Case: "TCP connections/s (16 parallel)", Path: p.name, Unit: "conn/s", Value: rr.ConnPar})
+		// The daemon's CPU per operation: where a path is slower, this
+		// tells its own work from the time it waits on the kernel.
+		for _, c := range []struct {
+			name string
+			v    float64
+		}{{"CPU µs per TCP exchange", rr.TCPCPU}, {"CPU µs per UDP exchange", rr.UDPCPU}, {"CPU µs per connection", rr.ConnCPU}} {
+			if c.v >= 0 && who != "" {
+				r.add(Result{Case: c.name, Path: p.name, Unit: "µs", Value: c.v})
+			}
+		}
 	}
 }
 
@@ -781,15 +796,48 @@ func (r *runner) holdConns(ctx context.Context, p path, conns int) {
 
 // pyRR measures request/response latency over one TCP connection and
 // over UDP to the echo port, then connections per second to the sink
-// port, one at a time and from 16 threads; it prints JSON.
+// port, one at a time and from 16 threads; it prints JSON. Given the
+// daemon's PID or a file that holds it (argv[5]), it also weighs the CPU
+// time the daemon's threads spent per exchange and per sequential
+// connection (/proc/PID/task/*/schedstat, in nanoseconds).
 const pyRR = `
-import json, socket, sys, threading, time
+import json, os, socket, sys, threading, time
 host, echo, sink, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+who = sys.argv[5] if len(sys.argv) > 5 else ""
 fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+def pid():
+    if who.isdigit():
+        return int(who)
+    try:
+        return int(open(who).read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+def cpu():
+    # the daemon's CPU time in µs, summed over its threads
+    p = pid()
+    if p == 0:
+        return None
+    t = 0
+    try:
+        tasks = os.listdir("/proc/%d/task" % p)
+    except OSError:
+        return None
+    for k in tasks:
+        try:
+            t += int(open("/proc/%d/task/%s/schedstat" % (p, k)).read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that ended
+    return t / 1e3
+def per(c0, m):
+    c1 = cpu()
+    return -1 if c0 is None or c1 is None else (c1 - c0) / m
 def rr(s):
     lat = []
     lost = 0
+    c0 = None
     for i in range(n + 50):
+        if i == 50:
+            c0 = cpu()
         t = time.perf_counter()
         s.send(b"x")
         try:
@@ -799,32 +847,36 @@ def rr(s):
             continue
         if i >= 50:
             lat.append((time.perf_counter() - t) * 1e6)
+    cpu1 = per(c0, n)
     lat.sort()
-    return sum(lat) / len(lat), lat[int(len(lat) * 0.99)], lost
+    return sum(lat) / len(lat), lat[int(len(lat) * 0.99)], lost, cpu1
 s = socket.create_connection((host, echo), timeout=10)
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-tavg, tp99, _ = rr(s)
+tavg, tp99, _, tcpu = rr(s)
 s.close()
 u = socket.socket(fam, socket.SOCK_DGRAM)
 u.settimeout(0.5)
 u.connect((host, echo))
-uavg, up99, ulost = rr(u)
+uavg, up99, ulost, ucpu = rr(u)
 u.close()
 def conns(m):
     for i in range(m):
         c = socket.create_connection((host, sink), timeout=10)
         c.close()
 m = n // 2
+c0 = cpu()
 t = time.perf_counter()
 conns(m)
 seq = m / (time.perf_counter() - t)
+ccpu = per(c0, m)
 m = (n // 16) * 16
 ts = [threading.Thread(target=conns, args=(m // 16,)) for i in range(16)]
 t = time.perf_counter()
 for th in ts: th.start()
 for th in ts: th.join()
 par = m / (time.perf_counter() - t)
-print(json.dumps({"TCPAvg": tavg, "TCPP99": tp99, "UDPAvg": uavg, "UDPP99": up99, "UDPLost": ulost, "ConnSeq": seq, "ConnPar": par}))
+print(json.dumps({"TCPAvg": tavg, "TCPP99": tp99, "UDPAvg": uavg, "UDPP99": up99, "UDPLost": ulost, "ConnSeq": seq, "ConnPar": par,
+    "TCPCPU": tcpu, "UDPCPU": ucpu, "ConnCPU": ccpu}))
 `
 
 // pyHold opens argv[3] connections to argv[1]:argv[2] and holds them for
