@@ -1904,7 +1904,8 @@ func (p *protocol) isSubnetLocalBroadcastAddress(addr tcpip.Address) bool {
 }
 
 // parseAndValidate parses the packet (including its transport layer header) and
-// returns the parsed IP header.
+// returns a copy of the parsed IP header in a view of its own. The caller is
+// responsible for releasing the returned View.
 //
 // Returns true if the IP header was successfully parsed.
 func (p *protocol) parseAndValidate(pkt *stack.PacketBuffer) (*buffer.View, bool) {
@@ -1928,7 +1929,11 @@ func (p *protocol) parseAndValidate(pkt *stack.PacketBuffer) (*buffer.View, bool
 		p.parseTransport(pkt, transProtoNum)
 	}
 
-	return pkt.NetworkHeader().View(), true
+	// A copy, not a clone of the packet's view: a clone would share the
+	// packet's chunk, and while it is shared every later PullUp of a header
+	// (the next NetworkHeader().Slice(), say) copies the whole chunk, the
+	// payload too, so that the caller may write to it.
+	return buffer.NewViewWithData(pkt.NetworkHeader().Slice()), true
 }
 
 func (p *protocol) parseTransport(pkt *stack.PacketBuffer, transProtoNum tcpip.TransportProtocolNumber) {

@@ -1029,6 +1029,22 @@ func (e *endpoint) HandlePacket(id stack.TransportEndpointID, pkt *stack.PacketB
 
 	wasEmpty := e.rcvBufSize == 0
 
+	// Save any useful information from the network header to the packet,
+	// before the clone below shares the packet's memory: a header read from
+	// a shared chunk copies all of it, the payload too.
+	tosOrTClass, _ := pkt.Network().TOS()
+	// TODO(gvisor.dev/issue/3556): r.LocalAddress may be a multicast or broadcast
+	// address. packetInfo.LocalAddr should hold a unicast address that can be
+	// used to respond to the incoming packet.
+	localAddr := pkt.Network().DestinationAddress()
+	var ttlOrHopLimit uint8
+	switch pkt.NetworkProtocolNumber {
+	case header.IPv4ProtocolNumber:
+		ttlOrHopLimit = header.IPv4(pkt.NetworkHeader().Slice()).TTL()
+	case header.IPv6ProtocolNumber:
+		ttlOrHopLimit = header.IPv6(pkt.NetworkHeader().Slice()).HopLimit()
+	}
+
 	// Push new packet into receive list and increment the buffer size.
 	packet := &udpPacket{
 		netProto: pkt.NetworkProtocolNumber,
@@ -1049,19 +1065,7 @@ func (e *endpoint) HandlePacket(id stack.TransportEndpointID, pkt *stack.PacketB
 	e.rcvList.PushBack(packet)
 	e.rcvBufSize += pkt.Data().Size()
 
-	// Save any useful information from the network header to the packet.
-	packet.tosOrTClass, _ = pkt.Network().TOS()
-	switch pkt.NetworkProtocolNumber {
-	case header.IPv4ProtocolNumber:
-		packet.ttlOrHopLimit = header.IPv4(pkt.NetworkHeader().Slice()).TTL()
-	case header.IPv6ProtocolNumber:
-		packet.ttlOrHopLimit = header.IPv6(pkt.NetworkHeader().Slice()).HopLimit()
-	}
-
-	// TODO(gvisor.dev/issue/3556): r.LocalAddress may be a multicast or broadcast
-	// address. packetInfo.LocalAddr should hold a unicast address that can be
-	// used to respond to the incoming packet.
-	localAddr := pkt.Network().DestinationAddress()
+	packet.tosOrTClass, packet.ttlOrHopLimit = tosOrTClass, ttlOrHopLimit
 	packet.packetInfo.LocalAddr = localAddr
 	packet.packetInfo.DestinationAddr = localAddr
 	packet.packetInfo.NIC = pkt.NICID
