@@ -317,7 +317,7 @@ func (v *View) WriteAt(p []byte, off int) (int, error) {
 
 // Grow increases the size of the view. If the new size is greater than the
 // view's current capacity, Grow will reallocate the view with an increased
-// capacity.
+// capacity. The bytes it adds are zero.
 func (v *View) Grow(n int) {
 	if v == nil {
 		panic("cannot grow a nil view")
@@ -325,6 +325,8 @@ func (v *View) Grow(n int) {
 	if v.write+n > v.Capacity() {
 		v.growCap(n)
 	}
+	// The chunk may come from a pool with a previous user's bytes.
+	clear(v.chunk.data[v.write : v.write+n])
 	v.write += n
 }
 
