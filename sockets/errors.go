@@ -28,6 +28,17 @@ func (e *Error) Error() string {
 	return e.Errno.Error()
 }
 
+// Is reports whether target is e's errno. errors.Is asks it first, so
+// the common test for an errno builds no Unwrap list.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(syscall.Errno)
+	return ok && t == e.Errno
+}
+
+// errWouldBlock is what a call on a non-blocking socket returns when it
+// would wait: one value, as it is the common answer of a busy event loop.
+var errWouldBlock = &Error{Errno: syscall.EAGAIN, Msg: "resource temporarily unavailable (non-blocking socket)"}
+
 // Unwrap returns the errno and the cause.
 func (e *Error) Unwrap() []error {
 	if e.Cause != nil {

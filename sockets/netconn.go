@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -52,7 +53,9 @@ func (c *Conn) Read(b []byte) (int, error) {
 // returns nil at the end of the stream. An error of w's ends it and is
 // returned as is, with the bytes w accepted consumed and the rest left
 // to read. With MSG_DONTWAIT in flags it never waits: it returns an
-// EAGAIN error once nothing is left to read for now (wait with Poll).
+// EAGAIN error once nothing is left to read for now (wait with Poll);
+// that error names no operation or address, as it is the usual end of
+// a call in an event loop and costs nothing to make.
 //
 // w must not block: the connection cannot process what arrives (ACKs
 // included) while w.Write runs, so a w that waits on this connection's
@@ -67,7 +70,12 @@ func (c *Conn) DrainTo(w io.Writer, flags int) (int64, error) {
 	}
 	s.readMu.Lock()
 	defer s.readMu.Unlock()
-	cw := errWriter{w: w}
+	cw := errWriters.Get().(*errWriter)
+	*cw = errWriter{w: w}
+	defer func() {
+		*cw = errWriter{}
+		errWriters.Put(cw)
+	}()
 	var total int64
 	for {
 		if s.isClosed() {
@@ -76,12 +84,15 @@ func (c *Conn) DrainTo(w io.Writer, flags int) (int64, error) {
 		var res tcpip.ReadResult
 		err := s.do(waiter.ReadableEvents, true, flags, func() tcpip.Error {
 			var terr tcpip.Error
-			res, terr = s.ep.Read(&cw, tcpip.ReadOptions{})
+			res, terr = s.ep.Read(cw, tcpip.ReadOptions{})
 			return terr
 		})
 		total += int64(res.Count)
 		if cw.err != nil {
 			return total, cw.err
+		}
+		if err == errWouldBlock {
+			return total, err
 		}
 		if err != nil {
 			return total, renameOp(s.opError("read", nil, err), "read")
@@ -91,6 +102,10 @@ func (c *Conn) DrainTo(w io.Writer, flags int) (int64, error) {
 		}
 	}
 }
+
+// errWriters are DrainTo's (one per call escaped to the heap: an
+// allocation per call).
+var errWriters = sync.Pool{New: func() any { return new(errWriter) }}
 
 // errWriter keeps the first error of w, which gVisor would turn into
 // ErrBadBuffer.

@@ -411,16 +411,22 @@ func (s *Socket) send(b []byte, to *tcpip.FullAddress, flags int) (int, error) {
 	if flags&^(MSG_DONTWAIT) != 0 {
 		return 0, errnoErr(syscall.EOPNOTSUPP, fmt.Sprintf("operation not supported: send flags %#x", flags))
 	}
-	var r bytes.Reader
+	r := payloads.Get().(*bytes.Reader)
+	defer payloads.Put(r)
 	var n int64
 	err := s.do(waiter.WritableEvents, false, flags, func() tcpip.Error {
 		r.Reset(b)
 		var terr tcpip.Error
-		n, terr = s.ep.Write(&r, tcpip.WriteOptions{To: to})
+		n, terr = s.ep.Write(r, tcpip.WriteOptions{To: to})
 		return terr
 	})
+	r.Reset(nil) // the pool keeps no caller's buffer
 	return int(n), err
 }
+
+// payloads are the readers send hands gVisor (one per call escaped to
+// the heap: an allocation per send).
+var payloads = sync.Pool{New: func() any { return new(bytes.Reader) }}
 
 // Recv receives up to bufsize bytes: Python's recv(bufsize[, flags]). At
 // the end of a stream it returns an empty slice and no error, as Python
@@ -682,7 +688,7 @@ func (s *Socket) do(ev waiter.EventMask, read bool, flags int, try func() tcpip.
 	}
 	start := time.Now()
 	if _, nonblock := s.deadline(read, flags, start); nonblock {
-		return &Error{Errno: syscall.EAGAIN, Msg: "resource temporarily unavailable (non-blocking socket)"}
+		return errWouldBlock
 	}
 	entry, ch := waiter.NewChannelEntry(ev | waiter.EventHUp | waiter.EventErr)
 	s.wq.EventRegister(&entry)

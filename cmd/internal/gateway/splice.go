@@ -171,8 +171,9 @@ func (r *spliceState) copyDown() {
 	// not at each wait (a bulk transfer waits thousands of times a
 	// second).
 	var deadline time.Time
+	h := newHostReader()
 	for {
-		readErr, writeErr, idle := hostToNS(r.rc, r.ns, r.f)
+		readErr, writeErr, idle := h.toNS(r.rc, r.ns, r.f)
 		if !idle {
 			r.endDown(readErr, writeErr)
 			return
@@ -184,7 +185,7 @@ func (r *spliceState) copyDown() {
 				return
 			}
 		}
-		more, err := waitReadable(r.rc)
+		more, err := h.waitReadable(r.rc)
 		if err != nil {
 			r.endDown(err, nil)
 			return
@@ -232,8 +233,9 @@ func (r *spliceState) drain() {
 			timer.Stop()
 		}
 	}()
+	w := newHostWriter(r.ns, r.fd, r.f)
 	for {
-		n, readErr, writeErr, idle := drainOnce(r.ns, r.rc, r.f)
+		n, readErr, writeErr, idle := w.drainOnce(r.rc)
 		if !idle {
 			r.endNS(readErr, writeErr)
 			return
@@ -311,32 +313,54 @@ func readable(ns *sockets.Conn) bool {
 	return n > 0
 }
 
+// hostWriter drains the namespace socket into the host socket for one
+// run of drain. Its callback is made once per run: a closure per call
+// was an allocation per request.
+type hostWriter struct {
+	ns    *sockets.Conn
+	dst   io.Writer // the host socket, as an fdWriter
+	f     *flow
+	moved int64
+	err   error
+	fn    func(uintptr) bool
+}
+
+func newHostWriter(ns *sockets.Conn, fd int, f *flow) *hostWriter {
+	w := &hostWriter{ns: ns, dst: fdWriter(fd), f: f}
+	w.fn = w.write
+	return w
+}
+
+// write is RawConn.Write's callback: false asks to wait for room.
+func (w *hostWriter) write(uintptr) bool {
+	n, err := w.ns.DrainTo(w.dst, sockets.MSG_DONTWAIT)
+	w.moved += n
+	w.err = err
+	w.f.moved(true, int(n))
+	return err != errHostFull
+}
+
 // drainOnce moves what the namespace socket holds into the host socket
 // (moved bytes), straight from the stack's buffers, waiting only for
 // room on the host.
 // idle means the namespace socket is empty for now; otherwise its stream
 // ended (readErr nil) or an error ended it.
-func drainOnce(ns *sockets.Conn, rc syscall.RawConn, f *flow) (moved int64, readErr, writeErr error, idle bool) {
-	var err error
+func (w *hostWriter) drainOnce(rc syscall.RawConn) (moved int64, readErr, writeErr error, idle bool) {
+	w.moved, w.err = 0, nil
 	// RawConn.Write waits for room in the send buffer each time the
 	// callback returns false (the host socket is full).
-	if perr := rc.Write(func(fd uintptr) bool {
-		var n int64
-		n, err = ns.DrainTo(fdWriter(fd), sockets.MSG_DONTWAIT)
-		moved += n
-		f.moved(true, int(n))
-		return !errors.Is(err, errHostFull)
-	}); perr != nil {
-		return moved, nil, perr, false
+	if perr := rc.Write(w.fn); perr != nil {
+		return w.moved, nil, perr, false
 	}
+	err := w.err
 	if errors.Is(err, syscall.EAGAIN) {
-		return moved, nil, nil, true
+		return w.moved, nil, nil, true
 	}
 	var se *os.SyscallError
 	if errors.As(err, &se) {
-		return moved, nil, err, false
+		return w.moved, nil, err, false
 	}
-	return moved, err, nil, false
+	return w.moved, err, nil, false
 }
 
 // The states of a relayed connection's namespace → host drainer.
@@ -377,17 +401,49 @@ func (fd fdWriter) Write(b []byte) (int, error) {
 // short enough that idle connections hold no goroutine.
 const hostIdleHandoff = time.Second
 
+// hostReader reads the host socket for one run of copyDown. Its
+// callbacks are made once per run: a closure per call was an allocation
+// per answer.
+type hostReader struct {
+	rd     nbio.Reader
+	bp     *[]byte // taken while data keeps coming
+	n      int
+	err    error
+	waited bool
+	readFn func(uintptr) bool
+	waitFn func(uintptr) bool
+}
+
+func newHostReader() *hostReader {
+	h := &hostReader{}
+	h.readFn = h.read
+	h.waitFn = h.wait
+	return h
+}
+
+func (h *hostReader) read(fd uintptr) bool {
+	if h.bp == nil {
+		h.bp = spliceBufs.Get().(*[]byte)
+	}
+	h.n, h.err = h.rd.Read(int(fd), *h.bp)
+	// RawConn.Read never waits here (the waiting is copyDown's, in
+	// waitReadable or on hostWaiter): it only keeps the fd open meanwhile.
+	return true
+}
+
+func (h *hostReader) wait(uintptr) bool {
+	if !h.waited {
+		h.waited = true
+		return false // wait once in the poller
+	}
+	return true
+}
+
 // waitReadable waits for the host socket to be readable (more) until
 // its read deadline, and reports any other error.
-func waitReadable(rc syscall.RawConn) (more bool, err error) {
-	waited := false
-	err = rc.Read(func(uintptr) bool {
-		if !waited {
-			waited = true
-			return false // wait once in the poller
-		}
-		return true
-	})
+func (h *hostReader) waitReadable(rc syscall.RawConn) (more bool, err error) {
+	h.waited = false
+	err = rc.Read(h.waitFn)
 	switch {
 	case err == nil:
 		return true, nil
@@ -397,31 +453,19 @@ func waitReadable(rc syscall.RawConn) (more bool, err error) {
 	return false, err
 }
 
-// hostToNS copies the host socket's stream into the namespace's until
+// toNS copies the host socket's stream into the namespace's until
 // the host socket has nothing more to read for now (idle) or its stream
 // ends (readErr io.EOF) or fails. It holds a buffer only while data
 // keeps coming.
-func hostToNS(rc syscall.RawConn, ns *sockets.Conn, f *flow) (readErr, writeErr error, idle bool) {
-	var bp *[]byte
+func (h *hostReader) toNS(rc syscall.RawConn, ns *sockets.Conn, f *flow) (readErr, writeErr error, idle bool) {
 	defer func() {
-		if bp != nil {
-			spliceBufs.Put(bp)
+		if h.bp != nil {
+			spliceBufs.Put(h.bp)
+			h.bp = nil
 		}
 	}()
-	var rd nbio.Reader
 	for {
-		var n int
-		var err error
-		// The function returns true: RawConn.Read never waits here (the
-		// waiting is copyDown's, in waitReadable or on hostWaiter), it
-		// only keeps the fd open meanwhile.
-		if perr := rc.Read(func(fd uintptr) bool {
-			if bp == nil {
-				bp = spliceBufs.Get().(*[]byte)
-			}
-			n, err = rd.Read(int(fd), *bp)
-			return true
-		}); perr != nil {
+		if perr := rc.Read(h.readFn); perr != nil {
 			if errors.Is(perr, os.ErrDeadlineExceeded) {
 				// The idle deadline of copyDown passed while data kept
 				// coming: nothing was read; wait (at once) the other way.
@@ -429,6 +473,7 @@ func hostToNS(rc syscall.RawConn, ns *sockets.Conn, f *flow) (readErr, writeErr 
 			}
 			return perr, nil, false
 		}
+		n, err := h.n, h.err
 		switch {
 		case err == unix.EAGAIN:
 			return nil, nil, true
@@ -437,7 +482,7 @@ func hostToNS(rc syscall.RawConn, ns *sockets.Conn, f *flow) (readErr, writeErr 
 		case n == 0:
 			return io.EOF, nil, false
 		}
-		if _, werr := ns.Write((*bp)[:n]); werr != nil {
+		if _, werr := ns.Write((*h.bp)[:n]); werr != nil {
 			return nil, werr, false
 		}
 		f.moved(false, n)
