@@ -161,6 +161,9 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { return c.s.SetWriteDeadline
 
 // renameOp gives a socket error net's operation name.
 func renameOp(err error, op string) error {
+	if err == nil {
+		return nil // errors.As would move oe to the heap: a call's allocation
+	}
 	var oe *net.OpError
 	if errors.As(err, &oe) {
 		c := *oe

@@ -477,10 +477,13 @@ func (s *Socket) recv(op string, b []byte, flags int, needAddr bool) (int, Addr,
 	}
 	total := 0
 	var from tcpip.FullAddress
+	// One writer per call, not per try: it escapes to the heap through
+	// gVisor's io.Writer, and each wait-and-try cost an allocation.
+	var w tcpip.SliceWriter
 	for {
 		var res tcpip.ReadResult
 		err := s.do(waiter.ReadableEvents, true, flags, func() tcpip.Error {
-			w := tcpip.SliceWriter(b[total:])
+			w = tcpip.SliceWriter(b[total:])
 			var terr tcpip.Error
 			res, terr = s.ep.Read(&w, tcpip.ReadOptions{Peek: flags&MSG_PEEK != 0, NeedRemoteAddr: needAddr})
 			return terr

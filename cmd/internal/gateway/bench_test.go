@@ -115,3 +115,41 @@ func BenchmarkRelayExchange(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRelayUDPExchange: one datagram from the namespace through the
+// relay to a host echo on loopback and back, per operation.
+func BenchmarkRelayUDPExchange(b *testing.B) {
+	_, ns := rig(b, Config{})
+	hc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer hc.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := hc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			hc.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	addr := netip.AddrPortFrom(netip.MustParseAddr("10.0.9.1"), uint16(hc.LocalAddr().(*net.UDPAddr).Port)).String()
+	c, err := sockets.Dial(context.Background(), ns, "udp4", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	p := []byte{'x'}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Write(p); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Read(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

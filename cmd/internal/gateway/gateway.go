@@ -629,7 +629,7 @@ func (g *Gateway) relayUDP(r *sockets.UDPRequest, s *sockets.Socket, dst netip.A
 	if err != nil {
 		return
 	}
-	host := hostDatagrams{hc, rc}
+	host := newHostDatagrams(hc, rc)
 	done := make(chan struct{}, 2)
 	copyDatagrams := func(dst io.Writer, src deadlineReader, up bool) {
 		defer func() { done <- struct{}{} }()
@@ -680,32 +680,59 @@ type deadlineReader interface {
 }
 
 // hostDatagrams reads and writes a relayed flow's connected host UDP
-// socket through nbio (see there why); its errors carry the errno.
+// socket without entering Go's scheduler as a system call (nbio). Read
+// and Write each run on one goroutine, with callbacks made once per flow
+// (a closure per datagram was an allocation).
 type hostDatagrams struct {
 	*net.UDPConn
 	rc syscall.RawConn
+
+	rb, wb          []byte
+	rn, wn          int
+	rerr, werr      error
+	readFn, writeFn func(uintptr) bool
 }
 
-func (h hostDatagrams) Read(b []byte) (int, error) {
-	return h.io(b, nbio.Read, h.rc.Read, "read")
+func newHostDatagrams(hc *net.UDPConn, rc syscall.RawConn) *hostDatagrams {
+	h := &hostDatagrams{UDPConn: hc, rc: rc}
+	h.readFn = h.read
+	h.writeFn = h.write
+	return h
 }
 
-func (h hostDatagrams) Write(b []byte) (int, error) {
-	return h.io(b, nbio.Write, h.rc.Write, "write")
+// read and write are the callbacks: false asks the poller to wait.
+func (h *hostDatagrams) read(fd uintptr) bool {
+	h.rn, h.rerr = nbio.Read(int(fd), h.rb)
+	return h.rerr != unix.EAGAIN
 }
 
-// io makes call once the socket is ready for it (wait waits).
-func (h hostDatagrams) io(b []byte, call func(int, []byte) (int, error), wait func(func(uintptr) bool) error, op string) (int, error) {
-	var n int
-	var serr error
-	if err := wait(func(fd uintptr) bool {
-		n, serr = call(int(fd), b)
-		return serr != unix.EAGAIN
-	}); err != nil {
-		return 0, err
+func (h *hostDatagrams) write(fd uintptr) bool {
+	h.wn, h.werr = nbio.Write(int(fd), h.wb)
+	return h.werr != unix.EAGAIN
+}
+
+func (h *hostDatagrams) Read(b []byte) (int, error) {
+	h.rb = b
+	err := h.rc.Read(h.readFn)
+	h.rb = nil
+	return callResult(h.rn, err, h.rerr, "read")
+}
+
+func (h *hostDatagrams) Write(b []byte) (int, error) {
+	h.wb = b
+	err := h.rc.Write(h.writeFn)
+	h.wb = nil
+	return callResult(h.wn, err, h.werr, "write")
+}
+
+// callResult is a call's outcome: the poller's error (waitErr) first, then
+// the system call's.
+func callResult(n int, waitErr, callErr error, op string) (int, error) {
+	if waitErr != nil {
+		return 0, waitErr
 	}
-	if serr != nil {
-		return 0, os.NewSyscallError(op, serr)
+	if callErr != nil {
+		return 0, os.NewSyscallError(op, callErr)
 	}
 	return n, nil
 }

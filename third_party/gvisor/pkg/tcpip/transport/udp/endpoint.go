@@ -1032,11 +1032,12 @@ func (e *endpoint) HandlePacket(id stack.TransportEndpointID, pkt *stack.PacketB
 	// Save any useful information from the network header to the packet,
 	// before the clone below shares the packet's memory: a header read from
 	// a shared chunk copies all of it, the payload too.
-	tosOrTClass, _ := pkt.Network().TOS()
+	// netHdr is still the packet's: nothing shares its memory yet.
+	tosOrTClass, _ := netHdr.TOS()
 	// TODO(gvisor.dev/issue/3556): r.LocalAddress may be a multicast or broadcast
 	// address. packetInfo.LocalAddr should hold a unicast address that can be
 	// used to respond to the incoming packet.
-	localAddr := pkt.Network().DestinationAddress()
+	localAddr := netHdr.DestinationAddress()
 	var ttlOrHopLimit uint8
 	switch pkt.NetworkProtocolNumber {
 	case header.IPv4ProtocolNumber:
