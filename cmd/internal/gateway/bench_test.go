@@ -153,3 +153,37 @@ func BenchmarkRelayUDPExchange(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRelayConnect: a connection from the namespace through the
+// relay to a host listener on loopback, accepted, then closed by the
+// namespace, per operation.
+func BenchmarkRelayConnect(b *testing.B) {
+	_, ns := rig(b, Config{})
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(io.Discard, c)
+				c.Close()
+			}()
+		}
+	}()
+	addr := netip.AddrPortFrom(netip.MustParseAddr("10.0.9.1"), uint16(ln.Addr().(*net.TCPAddr).Port)).String()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c, err := sockets.Dial(context.Background(), ns, "tcp4", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+}
