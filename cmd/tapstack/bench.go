@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tapstack/tapstack/cmd/internal/bench"
+	"github.com/tapstack/tapstack/internal/bench"
 	"github.com/tapstack/tapstack/link"
 	"github.com/tapstack/tapstack/stack"
 )

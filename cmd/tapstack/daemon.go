@@ -16,10 +16,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tapstack/tapstack/cmd/internal/capture"
-	"github.com/tapstack/tapstack/cmd/internal/control"
-	"github.com/tapstack/tapstack/cmd/internal/gateway"
-	"github.com/tapstack/tapstack/cmd/internal/services"
+	"github.com/tapstack/tapstack/internal/capture"
+	"github.com/tapstack/tapstack/internal/control"
+	"github.com/tapstack/tapstack/relay"
+	"github.com/tapstack/tapstack/internal/services"
 	"github.com/tapstack/tapstack/link"
 	"github.com/tapstack/tapstack/stack"
 	"github.com/tapstack/tapstack/stack/nshost"
@@ -29,7 +29,7 @@ import (
 var defaultDNSAddrs = []netip.Prefix{netip.MustParsePrefix("10.0.2.3/24"), netip.MustParsePrefix("fd00::3/64")}
 
 // forwardList is the repeatable -p flag.
-type forwardList []gateway.Forward
+type forwardList []relay.Forward
 
 func (l *forwardList) String() string {
 	var s []string
@@ -40,7 +40,7 @@ func (l *forwardList) String() string {
 }
 
 func (l *forwardList) Set(v string) error {
-	f, err := gateway.ParseForward(v)
+	f, err := relay.ParseForward(v)
 	if err != nil {
 		return err
 	}
@@ -54,7 +54,7 @@ type prefixFlag []netip.Prefix
 func (p *prefixFlag) String() string { return joinPrefixes(*p) }
 
 func (p *prefixFlag) Set(v string) error {
-	ps, err := gateway.ParsePrefixes(v)
+	ps, err := relay.ParsePrefixes(v)
 	if err != nil {
 		return fmt.Errorf("%q: want CIDRs like 10.0.0.0/8,192.0.2.1", v)
 	}
@@ -115,7 +115,7 @@ func (r *relayFlags) register(fs *flag.FlagSet) {
 // session is a running host with its relay and services.
 type session struct {
 	host   *nshost.Host
-	gw     *gateway.Gateway
+	gw     *relay.Gateway
 	ctl    *control.Server
 	srv    *services.Server
 	netns  string
@@ -274,7 +274,7 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 		return nil, err
 	}
 	logf := printf(logger)
-	gcfg := gateway.Config{
+	gcfg := relay.Config{
 		OutboundAddrs: outbound,
 		MaxFlows:      rf.maxFlows, MaxPendingDials: rf.maxDials, MaxDNSQueries: rf.maxDNS, MaxPings: rf.maxPings,
 		ConnectTimeout: rf.connectTimeout, UDPIdleTimeout: rf.udpIdle,
@@ -291,7 +291,7 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 		}
 		return host.AddGuest(a)
 	}
-	gw := gateway.New(gcfg)
+	gw := relay.New(gcfg)
 	cfg.Gateway = true
 	cfg.ExtraStackAddrs = dnsPrefixes
 	cfg.Init = gw.Install
@@ -344,7 +344,7 @@ func startSessionWith(ctx context.Context, hf *hostFlags, rf *relayFlags, serve 
 			ctlPath = control.PathFor("ns-" + hex.EncodeToString(sum[:8]))
 		}
 	}
-	ctl, err := control.Listen(ctlPath, daemonControl{s: s, ControlHandler: gateway.ControlHandler{G: gw, Extra: func() map[string]uint64 {
+	ctl, err := control.Listen(ctlPath, daemonControl{s: s, ControlHandler: relay.ControlHandler{G: gw, Extra: func() map[string]uint64 {
 		ls := h.Link.Stats()
 		up, down := gw.Bytes()
 		return map[string]uint64{

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/tapstack/tapstack/cmd/internal/control"
+	"github.com/tapstack/tapstack/internal/control"
 )
 
 func runForward(args []string, stdout, stderr io.Writer) error {

@@ -17,8 +17,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/tapstack/tapstack/cmd/internal/control"
-	"github.com/tapstack/tapstack/cmd/internal/gateway"
+	"github.com/tapstack/tapstack/internal/control"
+	"github.com/tapstack/tapstack/relay"
 	"github.com/tapstack/tapstack/link"
 	"github.com/tapstack/tapstack/sockets"
 	"github.com/tapstack/tapstack/stack/nshost"
@@ -27,7 +27,7 @@ import (
 // daemonControl is what a daemon's control socket serves: the gateway's
 // forwards and counters, captures, and the ss and status reports.
 type daemonControl struct {
-	gateway.ControlHandler
+	relay.ControlHandler
 	s *session
 }
 
@@ -96,9 +96,9 @@ func (d daemonControl) Report(op string) (any, bool, error) {
 
 // ssReport is tapstack ss's document.
 type ssReport struct {
-	Flows        []gateway.FlowInfo    `json:"flows"`
-	Forwards     []gateway.ForwardInfo `json:"forwards"`
-	PendingDials []gateway.DialInfo    `json:"pending_dials"`
+	Flows        []relay.FlowInfo    `json:"flows"`
+	Forwards     []relay.ForwardInfo `json:"forwards"`
+	PendingDials []relay.DialInfo    `json:"pending_dials"`
 	SocketsInUse int                   `json:"sockets_in_use"`
 	SocketLimit  int                   `json:"socket_limit"`
 	// Sockets are the stack's sockets when asked for (tapstack ss -a).

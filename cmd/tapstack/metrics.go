@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/tapstack/tapstack/cmd/internal/gateway"
+	"github.com/tapstack/tapstack/relay"
 	"github.com/tapstack/tapstack/metrics"
 	"github.com/tapstack/tapstack/stack/nshost"
 )
@@ -26,7 +26,7 @@ type metricsServer struct {
 
 // startMetrics listens on addr and serves the host's, the gateway's and
 // the process's metrics on /metrics, each labelled with the namespace.
-func startMetrics(addr, netns string, h *nshost.Host, gw *gateway.Gateway, log *slog.Logger) (*metricsServer, error) {
+func startMetrics(addr, netns string, h *nshost.Host, gw *relay.Gateway, log *slog.Logger) (*metricsServer, error) {
 	reg := prometheus.NewRegistry()
 	labelled := prometheus.WrapRegistererWith(prometheus.Labels{"netns": netns}, reg)
 	labelled.MustRegister(metrics.New(h.Stack, h.Link), gw.Collector())

@@ -16,8 +16,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tapstack/tapstack/cmd/internal/sandbox"
-	"github.com/tapstack/tapstack/cmd/internal/slirpapi"
+	"github.com/tapstack/tapstack/internal/sandbox"
+	"github.com/tapstack/tapstack/internal/slirpapi"
 	"github.com/tapstack/tapstack/link"
 )
 

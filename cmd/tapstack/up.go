@@ -19,7 +19,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/tapstack/tapstack/cmd/internal/services"
+	"github.com/tapstack/tapstack/internal/services"
 	"github.com/tapstack/tapstack/link"
 	"github.com/tapstack/tapstack/stack"
 	"github.com/tapstack/tapstack/stack/nshost"

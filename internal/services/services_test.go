@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tapstack/tapstack/cmd/internal/services"
+	"github.com/tapstack/tapstack/internal/services"
 	"github.com/tapstack/tapstack/sockets"
 	"github.com/tapstack/tapstack/stack/nshost"
 	"github.com/tapstack/tapstack/tests/nstest"

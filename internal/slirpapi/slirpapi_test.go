@@ -7,12 +7,12 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/tapstack/tapstack/cmd/internal/gateway"
+	"github.com/tapstack/tapstack/relay"
 )
 
 type fakeGateway struct{ specs map[string]bool }
 
-func (f *fakeGateway) AddForward(fw gateway.Forward) error {
+func (f *fakeGateway) AddForward(fw relay.Forward) error {
 	if f.specs[fw.String()] {
 		return errors.New("exists")
 	}

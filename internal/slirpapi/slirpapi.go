@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tapstack/tapstack/cmd/internal/gateway"
+	"github.com/tapstack/tapstack/relay"
 )
 
 // maxRequest is the largest request read, as slirp4netns's buffer.
@@ -25,7 +25,7 @@ const maxRequest = 4096
 
 // Forwarder is what the API changes: a gateway's port forwards.
 type Forwarder interface {
-	AddForward(f gateway.Forward) error
+	AddForward(f relay.Forward) error
 	RemoveForward(spec string) error
 }
 
@@ -195,7 +195,7 @@ func (s *Server) add(req request) []byte {
 	if gp == 0 {
 		return bad("guest_port")
 	}
-	f := gateway.Forward{Proto: *a.Proto, Host: netip.AddrPortFrom(ha, uint16(hp)), NSPort: uint16(gp)}
+	f := relay.Forward{Proto: *a.Proto, Host: netip.AddrPortFrom(ha, uint16(hp)), NSPort: uint16(gp)}
 	if guest != s.guest {
 		f.NSAddr = guest
 	}

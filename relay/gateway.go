@@ -1,11 +1,11 @@
-// Package gateway gives a network namespace its network through a tapstack
+// Package relay gives a network namespace its network through a tapstack
 // host, as slirp4netns and pasta do: TCP connections, UDP flows and pings
 // from the namespace to other addresses end in the stack and are relayed
 // over ordinary host sockets; a DNS forwarder answers at the stack's DNS
 // addresses; port forwards carry host connections into the namespace.
 //
 // Start at New, Install (from stack.Config.Init) and Start.
-package gateway
+package relay
 
 import (
 	"context"
