@@ -73,10 +73,9 @@ type Config struct {
 
 	// Forwards are the port forwards from the host into the namespace.
 	Forwards []Forward
-	// NSAddrs are the namespace's addresses, the targets of forwards and
-	// the only sources whose flows are relayed (with IPv6 link-local
-	// ones): a packet from any other source is spoofed and dropped. Empty
-	// relays every source.
+	// NSAddrs are the namespace's addresses, the targets of forwards.
+	// The relay trusts its link to drop packets from other sources
+	// (spoofed): see nshost.Config.FilterSources.
 	NSAddrs []netip.Addr
 	// AddGuest, if set, accepts another namespace address as the target
 	// of a forward (Forward.NSAddr), or says why not. Without it forwards
@@ -134,7 +133,6 @@ type Stats struct {
 	DNSQueries                           uint64
 	Forwarded                            uint64 // port-forward connections and flows
 	UDPErrors                            uint64 // host UDP errors passed on as ICMP
-	Spoofed                              uint64 // packets from a source not the namespace's, dropped
 	PendingDials                         int    // host dials in progress
 	DialsEvicted                         uint64 // dials dropped to give their slot to a less busy address
 	DNSDropped                           uint64 // DNS queries dropped at MaxDNSQueries
@@ -162,9 +160,7 @@ type Gateway struct {
 	dnsq     chan struct{} // semaphore of MaxDNSQueries
 	pings    chan struct{} // semaphore of MaxPings
 	dials    *dialer
-	nsAddrs  map[netip.Addr]bool // the sources relayed; empty: any
-	fwdStats func() sockets.ForwardStats
-	spoofed  func() uint64 // packets dropped by the source filter
+	fwdStats func() catchStats
 
 	// uploads counts relayed TCP connections whose namespace → host
 	// direction has not ended (see Drain).
@@ -202,13 +198,9 @@ func New(cfg Config) *Gateway {
 		dnsq:    make(chan struct{}, cfg.MaxDNSQueries),
 		pings:   make(chan struct{}, cfg.MaxPings),
 		dials:   newDialer(cfg.MaxPendingDials, cfg.MaxPendingPerDest),
-		nsAddrs: map[netip.Addr]bool{},
 		closers: map[io.Closer]bool{},
 		fwds:    map[string]*forward{},
 		workers: gopool.New(gopool.Options{}),
-	}
-	for _, a := range cfg.NSAddrs {
-		g.nsAddrs[a.Unmap()] = true
 	}
 	g.resolv.path = cfg.ResolvConf
 	g.dnsTimeout = dnsTimeout
@@ -236,11 +228,10 @@ func (g *Gateway) Install(st *stack.Stack) error {
 	}
 	g.hw = hw
 	g.st = st
-	g.spoofed = sockets.FilterSources(st, g.fromNamespace)
-	g.fwdStats = sockets.ForwardTCP(st, forwarderInFlight(g.cfg.MaxPendingDials), g.handleTCP)
-	sockets.ForwardUDP(st, g.handleUDP)
+	g.fwdStats = catchTCP(st, forwarderInFlight(g.cfg.MaxPendingDials), g.handleTCP)
+	catchUDP(st, g.handleUDP)
 	if !g.cfg.NoPing {
-		sockets.ForwardEcho(st, g.handleEcho)
+		catchEcho(st, g.handleEcho)
 	}
 	return nil
 }
@@ -350,21 +341,6 @@ func (g *Gateway) spawn(f func(), pooled bool) bool {
 // (a SYN beyond a dial limit ends its attempt at once).
 func forwarderInFlight(maxDials int) int { return 2 * maxDials }
 
-// fromNamespace says whether a flow's source is one of the namespace's
-// addresses (or an IPv6 link-local one); other sources are spoofed. The
-// stack drops their packets before any other work (sockets.FilterSources).
-func (g *Gateway) fromNamespace(src netip.Addr) bool {
-	src = src.Unmap()
-	return len(g.nsAddrs) == 0 || g.nsAddrs[src] || (src.Is6() && src.IsLinkLocalUnicast())
-}
-
-func (g *Gateway) spoofedCount() uint64 {
-	if g.spoofed == nil {
-		return 0
-	}
-	return g.spoofed()
-}
-
 // Stats returns a snapshot of the counters.
 func (g *Gateway) Stats() Stats {
 	pending, evicted := g.dials.stats()
@@ -373,7 +349,7 @@ func (g *Gateway) Stats() Stats {
 		synDrops = g.fwdStats().Dropped
 	}
 	return Stats{
-		Spoofed: g.spoofedCount(), PendingDials: pending, DialsEvicted: evicted,
+PendingDials: pending, DialsEvicted: evicted,
 		DNSDropped: g.stats.dnsDropped.Load(), PingsDropped: g.stats.pingsDropped.Load(), SYNsDropped: synDrops,
 		TableFull:  g.stats.tableFull.Load(),
 		TCPRelayed: g.stats.tcp.Load(), UDPRelayed: g.stats.udp.Load(), PingsRelayed: g.stats.ping.Load(),
@@ -401,13 +377,13 @@ const timeWaitGrace = time.Second
 // handleTCP runs on the goroutine the forwarder started for this SYN,
 // a new one each time: the relay runs on one of the pool's, whose stack
 // has grown already.
-func (g *Gateway) handleTCP(r *sockets.TCPRequest) {
+func (g *Gateway) handleTCP(r *tcpRequest) {
 	if !g.goPooled(func() { g.relayTCP(r) }) {
 		r.Refuse()
 	}
 }
 
-func (g *Gateway) relayTCP(r *sockets.TCPRequest) {
+func (g *Gateway) relayTCP(r *tcpRequest) {
 	if g.draining.Load() {
 		r.Refuse() // a host that is shutting down
 		return
@@ -500,7 +476,7 @@ func (g *Gateway) tableFull(err error) {
 }
 
 // handleUDP runs synchronously in the packet path: it must not block.
-func (g *Gateway) handleUDP(r *sockets.UDPRequest) bool {
+func (g *Gateway) handleUDP(r *udpRequest) bool {
 	if g.draining.Load() {
 		return false // ICMP port unreachable
 	}
@@ -533,14 +509,14 @@ func (g *Gateway) handleUDP(r *sockets.UDPRequest) bool {
 // unreachFor says which ICMP error the namespace gets for an error of a
 // host UDP socket, if any (Linux reports ICMP errors on a connected
 // socket's next call).
-func unreachFor(err error) (sockets.Unreach, bool) {
+func unreachFor(err error) (unreach, bool) {
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return sockets.UnreachPort, true
+		return unreachPort, true
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.EHOSTDOWN):
-		return sockets.UnreachHost, true
+		return unreachHost, true
 	case errors.Is(err, syscall.ENETUNREACH):
-		return sockets.UnreachNet, true
+		return unreachNet, true
 	}
 	return 0, false
 }
@@ -582,7 +558,7 @@ func drainErrQueue(hc *net.UDPConn) {
 // source port, until it idles out. Errors the host socket reports
 // (port, host or network unreachable) reach the namespace as the ICMP
 // errors Linux would send.
-func (g *Gateway) relayUDP(r *sockets.UDPRequest, s *sockets.Socket, dst netip.AddrPort) {
+func (g *Gateway) relayUDP(r *udpRequest, s *sockets.Socket, dst netip.AddrPort) {
 	var laddr *net.UDPAddr
 	if src, ok := g.outboundFor(dst.Addr()); ok {
 		laddr = &net.UDPAddr{IP: src.AsSlice()}

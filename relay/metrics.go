@@ -83,7 +83,7 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	for cause, v := range map[string]uint64{
 		"policy": st.Refused, "busy": st.DroppedBusy, "dial_evicted": st.DialsEvicted, "dns_dropped": st.DNSDropped,
 		"pings_dropped": st.PingsDropped, "syns_dropped": st.SYNsDropped, "socket_table_full": st.TableFull,
-		"spoofed": st.Spoofed, "udp_errors": st.UDPErrors, "dial_failed": st.DialFailures,
+		"udp_errors": st.UDPErrors, "dial_failed": st.DialFailures,
 	} {
 		counter(mRefusals, v, cause)
 	}

@@ -10,7 +10,6 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
-	"github.com/tapstack/tapstack/sockets"
 )
 
 // pingTimeout is how long a relayed echo waits for its reply.
@@ -19,7 +18,7 @@ const pingTimeout = 5 * time.Second
 // handleEcho relays one echo request with a host socket: an unprivileged
 // ping socket when net.ipv4.ping_group_range allows it, a raw ICMP socket
 // otherwise. A reply is returned only if the real host answered.
-func (g *Gateway) handleEcho(e *sockets.EchoRequest) {
+func (g *Gateway) handleEcho(e *echoRequest) {
 	v := g.decide(netip.AddrPortFrom(e.Dst, 0), g.st.IsLocal)
 	if !v.ok {
 		g.refused("icmp", netip.AddrPortFrom(e.Dst, 0), v.reason)
@@ -42,7 +41,7 @@ func (g *Gateway) handleEcho(e *sockets.EchoRequest) {
 	}
 }
 
-func (g *Gateway) ping(dst netip.Addr, e *sockets.EchoRequest) ([]byte, bool) {
+func (g *Gateway) ping(dst netip.Addr, e *echoRequest) ([]byte, bool) {
 	v6 := dst.Is6() && !dst.Is4In6()
 	var c *icmp.PacketConn
 	var err error

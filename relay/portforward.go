@@ -404,7 +404,7 @@ func (c ControlHandler) Stats() map[string]uint64 {
 		"tcp_relayed": st.TCPRelayed, "udp_relayed": st.UDPRelayed, "pings_relayed": st.PingsRelayed,
 		"active_flows": uint64(max(st.ActiveFlows, 0)), "refused": st.Refused, "dial_failures": st.DialFailures,
 		"dropped_busy": st.DroppedBusy, "dns_queries": st.DNSQueries, "forwarded": st.Forwarded,
-		"udp_errors": st.UDPErrors, "spoofed": st.Spoofed, "pending_dials": uint64(st.PendingDials),
+		"udp_errors": st.UDPErrors, "pending_dials": uint64(st.PendingDials),
 		"dials_evicted": st.DialsEvicted, "dns_dropped": st.DNSDropped, "pings_dropped": st.PingsDropped,
 		"syns_dropped": st.SYNsDropped, "goroutines": uint64(runtime.NumGoroutine()),
 		"sockets_in_use": uint64(sockets.Table(c.G.st).InUse), "socket_table_full": st.TableFull,

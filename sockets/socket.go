@@ -92,6 +92,30 @@ func New(st *stack.Stack, family Family, typ Type, proto int) (*Socket, error) {
 	return s, nil
 }
 
+// Adopt makes a socket of an endpoint that gVisor creates for a flow it
+// caught itself (a transport forwarder's request), for a package that
+// relays such flows. It reserves a slot of the socket table first and
+// fails with EMFILE, without calling create, when the table is full;
+// otherwise create makes the endpoint on the queue it is given.
+func Adopt(st *stack.Stack, family Family, typ Type, create func(*waiter.Queue) (tcpip.Endpoint, tcpip.Error)) (*Socket, error) {
+	_, transProto, err := protocols(family, typ, 0)
+	if err != nil {
+		return nil, err
+	}
+	tbl := tableOf(st)
+	fd, err := tbl.reserve()
+	if err != nil {
+		return nil, err
+	}
+	wq := new(waiter.Queue)
+	ep, terr := create(wq)
+	if terr != nil {
+		tbl.release(fd)
+		return nil, fromTCPIP(terr)
+	}
+	return newSocket(st, tbl, fd, family, typ, int(transProto), ep, wq)
+}
+
 // errStackClosed is what a socket made while its stack closes fails with.
 var errStackClosed = errnoErr(syscall.ENETDOWN, "network is down: the stack is closed")
 

@@ -1,4 +1,8 @@
-package sockets
+package relay
+
+// This file catches what the relay relays: the flows and pings from the
+// namespace to addresses that no socket of the stack serves, handed over
+// by gVisor's transport forwarders before the stack would answer them.
 
 import (
 	"encoding/binary"
@@ -6,7 +10,6 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"syscall"
 
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -20,17 +23,18 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
+	"github.com/tapstack/tapstack/sockets"
 	"github.com/tapstack/tapstack/stack"
 )
 
-// FlowID names a flow that reached a gateway stack: Src is the peer that
+// flowID names a flow that reached a gateway stack: Src is the peer that
 // sent it, Dst the address it was sent to.
-type FlowID struct {
+type flowID struct {
 	Src, Dst netip.AddrPort
 }
 
-func flowID(id gvstack.TransportEndpointID) FlowID {
-	return FlowID{
+func flowIDOf(id gvstack.TransportEndpointID) flowID {
+	return flowID{
 		Src: netip.AddrPortFrom(addrFromTCPIP(id.RemoteAddress), id.RemotePort),
 		Dst: netip.AddrPortFrom(addrFromTCPIP(id.LocalAddress), id.LocalPort),
 	}
@@ -43,12 +47,12 @@ func addrFromTCPIP(a tcpip.Address) netip.Addr {
 	return netip.AddrFrom16(a.As16())
 }
 
-// TCPRequest is a connection attempt (a SYN) to an address that no socket
+// tcpRequest is a connection attempt (a SYN) to an address that no socket
 // of the stack listens on. The handler must end it with exactly one of
 // Accept, Refuse, Ignore or Unreachable; the first call ends it, later
 // calls do nothing (Accept then fails with EINVAL).
-type TCPRequest struct {
-	ID FlowID
+type tcpRequest struct {
+	ID flowID
 
 	st   *stack.Stack
 	r    *tcp.ForwarderRequest
@@ -70,7 +74,7 @@ type synCopy struct {
 // end runs f, which must complete the gVisor request exactly once, if the
 // request has not ended yet, then forgets the SYN. It reports whether f
 // ran.
-func (r *TCPRequest) end(f func()) bool {
+func (r *tcpRequest) end(f func()) bool {
 	done := false
 	r.once.Do(func() {
 		f()
@@ -86,51 +90,52 @@ func (r *TCPRequest) end(f func()) bool {
 // Accept completes the handshake and returns the stack's side of the
 // connection as a socket (one slot of the socket table; EMFILE when full,
 // and then the peer gets a RST).
-func (r *TCPRequest) Accept() (*Socket, error) {
-	var s *Socket
+func (r *tcpRequest) Accept() (*sockets.Socket, error) {
+	var s *sockets.Socket
 	var err error
 	if !r.end(func() {
-		tbl := tableOf(r.st)
-		fd, rerr := tbl.reserve()
-		if rerr != nil {
-			r.r.Complete(true)
-			err = rerr
-			return
+		completed := false
+		s, err = sockets.Adopt(r.st, familyOf(r.ID.Dst.Addr()), sockets.SOCK_STREAM, func(wq *waiter.Queue) (tcpip.Endpoint, tcpip.Error) {
+			ep, terr := r.r.CreateEndpoint(wq)
+			r.r.Complete(false)
+			completed = true
+			return ep, terr
+		})
+		if !completed {
+			r.r.Complete(true) // the table is full: a RST
 		}
-		wq := new(waiter.Queue)
-		ep, terr := r.r.CreateEndpoint(wq)
-		r.r.Complete(false)
-		if terr != nil {
-			tbl.release(fd)
-			err = fromTCPIP(terr)
-			return
-		}
-		f := AF_INET
-		if r.ID.Dst.Addr().Is6() {
-			f = AF_INET6
-		}
-		s, err = newSocket(r.st, tbl, fd, f, SOCK_STREAM, IPPROTO_TCP, ep, wq)
 	}) {
-		return nil, errnoErr(syscall.EINVAL, "invalid argument: the request has already ended")
+		return nil, errRequestEnded
 	}
 	return s, err
 }
 
+// errRequestEnded is Accept's error for a request that already ended.
+var errRequestEnded = &sockets.Error{Errno: syscall.EINVAL, Msg: "invalid argument: the request has already ended"}
+
+// familyOf is the socket family of an address.
+func familyOf(a netip.Addr) sockets.Family {
+	if a.Is4() || a.Is4In6() {
+		return sockets.AF_INET
+	}
+	return sockets.AF_INET6
+}
+
 // Refuse answers with a RST, as a host with nothing on that port does.
-func (r *TCPRequest) Refuse() { r.end(func() { r.r.Complete(true) }) }
+func (r *tcpRequest) Refuse() { r.end(func() { r.r.Complete(true) }) }
 
 // Ignore drops the SYN; the peer's connect times out (or retries).
-func (r *TCPRequest) Ignore() { r.end(func() { r.r.Complete(false) }) }
+func (r *tcpRequest) Ignore() { r.end(func() { r.r.Complete(false) }) }
 
 // Unreachable drops the SYN and sends the peer an ICMP destination
 // unreachable (host unreachable, or network unreachable when net is true)
 // from the destination's address, as a router would. If the ICMP error
 // cannot be sent it answers with a RST instead.
-func (r *TCPRequest) Unreachable(net bool) {
+func (r *tcpRequest) Unreachable(net bool) {
 	r.end(func() {
-		why := UnreachHost
+		why := unreachHost
 		if net {
-			why = UnreachNet
+			why = unreachNet
 		}
 		err := errNoCopy
 		if r.syn != nil {
@@ -143,23 +148,23 @@ func (r *TCPRequest) Unreachable(net bool) {
 
 var errNoCopy = errors.New("no copy of the packet to quote")
 
-// Unreach is the reason an ICMP destination unreachable gives.
-type Unreach int
+// unreach is the reason an ICMP destination unreachable gives.
+type unreach int
 
 const (
-	// UnreachHost is ICMP host unreachable (ICMPv6 address unreachable):
+	// unreachHost is ICMP host unreachable (ICMPv6 address unreachable):
 	// the peer sees EHOSTUNREACH.
-	UnreachHost Unreach = iota
-	// UnreachNet is ICMP network unreachable (ICMPv6 no route): the
+	unreachHost unreach = iota
+	// unreachNet is ICMP network unreachable (ICMPv6 no route): the
 	// peer sees ENETUNREACH.
-	UnreachNet
-	// UnreachPort is ICMP port unreachable: the peer sees ECONNREFUSED.
-	UnreachPort
+	unreachNet
+	// unreachPort is ICMP port unreachable: the peer sees ECONNREFUSED.
+	unreachPort
 )
 
 // sendUnreachable writes an ICMP error quoting headers (the offending
 // packet's IP header and first 8 transport bytes) back to its sender.
-func sendUnreachable(st *stack.Stack, id FlowID, syn *synCopy, why Unreach) error {
+func sendUnreachable(st *stack.Stack, id flowID, syn *synCopy, why unreach) error {
 	src := id.Dst.Addr()
 	dst := id.Src.Addr()
 	var pkt []byte
@@ -178,9 +183,9 @@ func sendUnreachable(st *stack.Stack, id FlowID, syn *synCopy, why Unreach) erro
 		ic.SetType(header.ICMPv4DstUnreachable)
 		code := header.ICMPv4HostUnreachable
 		switch why {
-		case UnreachNet:
+		case unreachNet:
 			code = header.ICMPv4NetUnreachable
-		case UnreachPort:
+		case unreachPort:
 			code = header.ICMPv4PortUnreachable
 		}
 		ic.SetCode(code)
@@ -200,9 +205,9 @@ func sendUnreachable(st *stack.Stack, id FlowID, syn *synCopy, why Unreach) erro
 		ic.SetType(header.ICMPv6DstUnreachable)
 		code := header.ICMPv6AddressUnreachable
 		switch why {
-		case UnreachNet:
+		case unreachNet:
 			code = header.ICMPv6NetworkUnreachable
-		case UnreachPort:
+		case unreachPort:
 			code = header.ICMPv6PortUnreachable
 		}
 		ic.SetCode(code)
@@ -261,8 +266,8 @@ func (f *tcpForwarder) forget(id gvstack.TransportEndpointID) {
 	f.mu.Unlock()
 }
 
-// ForwardStats counts a TCP forwarder's connection attempts.
-type ForwardStats struct {
+// catchStats counts a TCP forwarder's connection attempts.
+type catchStats struct {
 	InFlight int    // requests started and not yet ended
 	Dropped  uint64 // SYNs dropped because MaxInFlight were in flight
 }
@@ -299,23 +304,19 @@ func copyHeaders(pkt *gvstack.PacketBuffer) *synCopy {
 	}
 }
 
-// ForwardTCP makes st hand every connection attempt that no socket takes
+// catchTCP makes st hand every connection attempt that no socket takes
 // to h, on a goroutine of its own. At most maxInFlight attempts are open
 // (not yet ended by the handler) at once; more SYNs are dropped, and the
 // peers retry. Call it from stack.Config.Init, before traffic flows; the
 // NIC must be a gateway (stack.LinkConfig.Gateway) to see other hosts'
 // addresses. The returned function reports the forwarder's counters.
-func ForwardTCP(st *stack.Stack, maxInFlight int, h func(*TCPRequest)) func() ForwardStats {
+func catchTCP(st *stack.Stack, maxInFlight int, h func(*tcpRequest)) func() catchStats {
 	tf := &tcpForwarder{max: maxInFlight, pending: make(map[gvstack.TransportEndpointID]*synCopy)}
 	fwd := tcp.NewForwarder(st.GV(), 0, maxInFlight, func(r *tcp.ForwarderRequest) {
 		id := r.ID()
-		h(&TCPRequest{ID: flowID(id), st: st, r: r, gid: id, syn: tf.synOf(id), f: tf})
+		h(&tcpRequest{ID: flowIDOf(id), st: st, r: r, gid: id, syn: tf.synOf(id), f: tf})
 	})
-	filter := sourceFilterOf(st)
 	st.GV().SetTransportProtocolHandler(tcp.ProtocolNumber, func(id gvstack.TransportEndpointID, pkt *gvstack.PacketBuffer) bool {
-		if !filter.allows(id.RemoteAddress) {
-			return true // dropped, in silence
-		}
 		sc, isSYN := copySYN(pkt)
 		if !isSYN {
 			return fwd.HandlePacket(id, pkt) // not for the forwarder: a RST
@@ -330,17 +331,17 @@ func ForwardTCP(st *stack.Stack, maxInFlight int, h func(*TCPRequest)) func() Fo
 		}
 		return true
 	})
-	return func() ForwardStats {
+	return func() catchStats {
 		tf.mu.Lock()
 		defer tf.mu.Unlock()
-		return ForwardStats{InFlight: len(tf.pending), Dropped: tf.dropped}
+		return catchStats{InFlight: len(tf.pending), Dropped: tf.dropped}
 	}
 }
 
-// UDPRequest is the first datagram of a flow to an address and port no
+// udpRequest is the first datagram of a flow to an address and port no
 // socket of the stack has bound.
-type UDPRequest struct {
-	ID FlowID
+type udpRequest struct {
+	ID flowID
 
 	st    *stack.Stack
 	r     *udp.ForwarderRequest
@@ -353,7 +354,7 @@ type UDPRequest struct {
 // socket then fails with ECONNREFUSED, EHOSTUNREACH or ENETUNREACH. The
 // relay calls it when its host socket reports such an error. It may be
 // called at any time while the flow lives.
-func (r *UDPRequest) Unreachable(why Unreach) error {
+func (r *udpRequest) Unreachable(why unreach) error {
 	if r.first == nil {
 		return errNoCopy
 	}
@@ -362,42 +363,25 @@ func (r *UDPRequest) Unreachable(why Unreach) error {
 
 // Accept returns a socket bound to the flow's destination and connected
 // to its source; the first datagram is waiting in it.
-func (r *UDPRequest) Accept() (*Socket, error) {
-	tbl := tableOf(r.st)
-	fd, err := tbl.reserve()
-	if err != nil {
-		return nil, err
-	}
-	wq := new(waiter.Queue)
-	ep, terr := r.r.CreateEndpoint(wq)
-	if terr != nil {
-		tbl.release(fd)
-		return nil, fromTCPIP(terr)
-	}
-	f := AF_INET
-	if r.ID.Dst.Addr().Is6() {
-		f = AF_INET6
-	}
-	return newSocket(r.st, tbl, fd, f, SOCK_DGRAM, IPPROTO_UDP, ep, wq)
-}
-
-// ForwardUDP makes st hand the first datagram of every flow no socket
-// takes to h, synchronously: h must return quickly (Accept, then hand the
-// socket to a goroutine). If h returns false the stack answers as for a
-// closed port (ICMP port unreachable). Call it from stack.Config.Init.
-func ForwardUDP(st *stack.Stack, h func(*UDPRequest) bool) {
-	filter := sourceFilterOf(st)
-	st.GV().SetTransportProtocolHandler(udp.ProtocolNumber, func(id gvstack.TransportEndpointID, pkt *gvstack.PacketBuffer) bool {
-		if !filter.allows(id.RemoteAddress) {
-			return true // dropped, in silence
-		}
-		return h(&UDPRequest{ID: flowID(id), st: st, r: udp.NewForwarderRequest(st.GV(), id, pkt.Clone()), first: copyHeaders(pkt)})
+func (r *udpRequest) Accept() (*sockets.Socket, error) {
+	return sockets.Adopt(r.st, familyOf(r.ID.Dst.Addr()), sockets.SOCK_DGRAM, func(wq *waiter.Queue) (tcpip.Endpoint, tcpip.Error) {
+		return r.r.CreateEndpoint(wq)
 	})
 }
 
-// EchoRequest is an ICMP echo request to an address that is not the
+// catchUDP makes st hand the first datagram of every flow no socket
+// takes to h, synchronously: h must return quickly (Accept, then hand the
+// socket to a goroutine). If h returns false the stack answers as for a
+// closed port (ICMP port unreachable). Call it from stack.Config.Init.
+func catchUDP(st *stack.Stack, h func(*udpRequest) bool) {
+	st.GV().SetTransportProtocolHandler(udp.ProtocolNumber, func(id gvstack.TransportEndpointID, pkt *gvstack.PacketBuffer) bool {
+		return h(&udpRequest{ID: flowIDOf(id), st: st, r: udp.NewForwarderRequest(st.GV(), id, pkt.Clone()), first: copyHeaders(pkt)})
+	})
+}
+
+// echoRequest is an ICMP echo request to an address that is not the
 // stack's own.
-type EchoRequest struct {
+type echoRequest struct {
 	Src, Dst netip.Addr
 	// ID, Seq and Data are the echo's identifier, sequence number and
 	// payload.
@@ -411,7 +395,7 @@ type EchoRequest struct {
 
 // Reply sends the echo reply a real Dst would have sent, with data as its
 // payload.
-func (e *EchoRequest) Reply(data []byte) error {
+func (e *echoRequest) Reply(data []byte) error {
 	var pkt []byte
 	var proto tcpip.NetworkProtocolNumber
 	if e.Dst.Is4() {
@@ -456,21 +440,17 @@ func (e *EchoRequest) Reply(data []byte) error {
 	return nil
 }
 
-// ForwardEcho makes st hand ICMP echo requests to addresses that are not
+// catchEcho makes st hand ICMP echo requests to addresses that are not
 // its own to h (on a goroutine of its own) instead of answering them: a
 // gateway stack in promiscuous mode would otherwise answer for every
 // address. Requests to the stack's own addresses are answered as usual.
 // Call it from stack.Config.Init.
-func ForwardEcho(st *stack.Stack, h func(*EchoRequest)) {
-	filter := sourceFilterOf(st)
+func catchEcho(st *stack.Stack, h func(*echoRequest)) {
 	handle := func(v6 bool) func(gvstack.TransportEndpointID, *gvstack.PacketBuffer) bool {
 		return func(id gvstack.TransportEndpointID, pkt *gvstack.PacketBuffer) bool {
 			dst := addrFromTCPIP(id.LocalAddress)
 			if st.IsLocal(dst) {
 				return false
-			}
-			if !filter.allows(id.RemoteAddress) {
-				return true // dropped, in silence
 			}
 			th := pkt.TransportHeader().Slice()
 			if len(th) == 0 {
@@ -490,7 +470,7 @@ func ForwardEcho(st *stack.Stack, h func(*EchoRequest)) {
 			if !isEcho {
 				return false
 			}
-			e := &EchoRequest{
+			e := &echoRequest{
 				Src: addrFromTCPIP(id.RemoteAddress), Dst: dst,
 				ID: binary.BigEndian.Uint16(th[4:6]), Seq: binary.BigEndian.Uint16(th[6:8]),
 				Data: append([]byte{}, th[8:]...),
@@ -502,40 +482,4 @@ func ForwardEcho(st *stack.Stack, h func(*EchoRequest)) {
 	}
 	st.GV().SetTransportProtocolHandler(header.ICMPv4ProtocolNumber, handle(false))
 	st.GV().SetTransportProtocolHandler(header.ICMPv6ProtocolNumber, handle(true))
-}
-
-// sourceFilter holds the sources a gateway stack forwards flows from.
-type sourceFilter struct {
-	f       atomic.Pointer[func(netip.Addr) bool]
-	dropped atomic.Uint64
-}
-
-type sourceFilterKey struct{}
-
-func sourceFilterOf(st *stack.Stack) *sourceFilter {
-	return st.Value(sourceFilterKey{}, func() any { return new(sourceFilter) }).(*sourceFilter)
-}
-
-func (s *sourceFilter) allows(a tcpip.Address) bool {
-	f := s.f.Load()
-	if f == nil || (*f)(addrFromTCPIP(a)) {
-		return true
-	}
-	s.dropped.Add(1)
-	return false
-}
-
-// FilterSources makes ForwardTCP, ForwardUDP and ForwardEcho drop, before
-// any other work, packets whose source allow rejects (a gateway knows the
-// addresses of the hosts behind it: any other source is spoofed); nil
-// allows every source. It returns a function that counts the packets
-// dropped so far. allow runs in the packet path: it must be quick.
-func FilterSources(st *stack.Stack, allow func(netip.Addr) bool) (dropped func() uint64) {
-	sf := sourceFilterOf(st)
-	if allow == nil {
-		sf.f.Store(nil)
-	} else {
-		sf.f.Store(&allow)
-	}
-	return sf.dropped.Load
 }

@@ -1,4 +1,4 @@
-package sockets_test
+package relay
 
 import (
 	"net/netip"
@@ -20,7 +20,7 @@ func ether(t tcpip.NetworkProtocolNumber, payload []byte) []byte {
 	return b
 }
 
-func ipv4(src, dst string, proto tcpip.TransportProtocolNumber, payload []byte) []byte {
+func ip4Packet(src, dst string, proto tcpip.TransportProtocolNumber, payload []byte) []byte {
 	b := make([]byte, header.IPv4MinimumSize+len(payload))
 	ip := header.IPv4(b)
 	ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: uint8(proto),
@@ -30,7 +30,7 @@ func ipv4(src, dst string, proto tcpip.TransportProtocolNumber, payload []byte) 
 	return ether(header.IPv4ProtocolNumber, b)
 }
 
-func ipv6(src, dst string, proto tcpip.TransportProtocolNumber, payload []byte) []byte {
+func ip6Packet(src, dst string, proto tcpip.TransportProtocolNumber, payload []byte) []byte {
 	b := make([]byte, header.IPv6MinimumSize+len(payload))
 	header.IPv6(b).Encode(&header.IPv6Fields{PayloadLength: uint16(len(payload)), TransportProtocol: proto, HopLimit: 64,
 		SrcAddr: tcpip.AddrFrom16(netip.MustParseAddr(src).As16()), DstAddr: tcpip.AddrFrom16(netip.MustParseAddr(dst).As16())})
@@ -98,17 +98,17 @@ func frameSeeds() [][]byte {
 	copy(a.ProtocolAddressTarget(), netip.MustParseAddr(gw4).AsSlice())
 	return [][]byte{
 		ether(header.ARPProtocolNumber, arp),
-		ipv4(ns4, far4, header.TCPProtocolNumber, tcpSeg(ns4, far4, 40000, 80, header.TCPFlagSyn, nil)),
-		ipv4(ns4, far4, header.TCPProtocolNumber, tcpSeg(ns4, far4, 40001, 81, header.TCPFlagSyn, nil)),
-		ipv4(ns4, far4, header.TCPProtocolNumber, tcpSeg(ns4, far4, 40002, 82, header.TCPFlagAck|header.TCPFlagPsh, []byte("data"))),
-		ipv4(ns4, gw4, header.TCPProtocolNumber, tcpSeg(ns4, gw4, 40003, 7, header.TCPFlagSyn, nil)),
-		ipv4(ns4, far4, header.UDPProtocolNumber, udpDgram(ns4, far4, 5000, 53, []byte("query"))),
-		ipv4(ns4, far4, header.UDPProtocolNumber, udpDgram(ns4, far4, 5001, 54, []byte("x"))),
-		ipv4(ns4, far4, header.ICMPv4ProtocolNumber, icmp4Echo([]byte("ping"))),
-		ipv4(ns4, gw4, header.ICMPv4ProtocolNumber, icmp4Echo([]byte("ping"))),
-		ipv6(ns6, far6, header.TCPProtocolNumber, tcpSeg(ns6, far6, 40000, 80, header.TCPFlagSyn, nil)),
-		ipv6(ns6, far6, header.UDPProtocolNumber, udpDgram(ns6, far6, 5000, 53, []byte("query"))),
-		ipv6(ns6, far6, header.ICMPv6ProtocolNumber, icmp6Echo(ns6, far6, []byte("ping"))),
-		ipv6(ns6, gw6, header.ICMPv6ProtocolNumber, icmp6Echo(ns6, gw6, []byte("ping"))),
+		ip4Packet(ns4, far4, header.TCPProtocolNumber, tcpSeg(ns4, far4, 40000, 80, header.TCPFlagSyn, nil)),
+		ip4Packet(ns4, far4, header.TCPProtocolNumber, tcpSeg(ns4, far4, 40001, 81, header.TCPFlagSyn, nil)),
+		ip4Packet(ns4, far4, header.TCPProtocolNumber, tcpSeg(ns4, far4, 40002, 82, header.TCPFlagAck|header.TCPFlagPsh, []byte("data"))),
+		ip4Packet(ns4, gw4, header.TCPProtocolNumber, tcpSeg(ns4, gw4, 40003, 7, header.TCPFlagSyn, nil)),
+		ip4Packet(ns4, far4, header.UDPProtocolNumber, udpDgram(ns4, far4, 5000, 53, []byte("query"))),
+		ip4Packet(ns4, far4, header.UDPProtocolNumber, udpDgram(ns4, far4, 5001, 54, []byte("x"))),
+		ip4Packet(ns4, far4, header.ICMPv4ProtocolNumber, icmp4Echo([]byte("ping"))),
+		ip4Packet(ns4, gw4, header.ICMPv4ProtocolNumber, icmp4Echo([]byte("ping"))),
+		ip6Packet(ns6, far6, header.TCPProtocolNumber, tcpSeg(ns6, far6, 40000, 80, header.TCPFlagSyn, nil)),
+		ip6Packet(ns6, far6, header.UDPProtocolNumber, udpDgram(ns6, far6, 5000, 53, []byte("query"))),
+		ip6Packet(ns6, far6, header.ICMPv6ProtocolNumber, icmp6Echo(ns6, far6, []byte("ping"))),
+		ip6Packet(ns6, gw6, header.ICMPv6ProtocolNumber, icmp6Echo(ns6, gw6, []byte("ping"))),
 	}
 }

@@ -1,4 +1,4 @@
-package sockets_test
+package relay
 
 import (
 	"net/netip"
@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/tapstack/tapstack/link"
-	"github.com/tapstack/tapstack/sockets"
 	"github.com/tapstack/tapstack/stack"
 )
 
@@ -38,7 +37,7 @@ func gatewayRig(t testing.TB) *frameRig {
 		}
 		_, err = stack.New(stack.Config{
 			Init: func(st *stack.Stack) error {
-				sockets.ForwardTCP(st, 64, func(r *sockets.TCPRequest) {
+				catchTCP(st, 64, func(r *tcpRequest) {
 					switch r.ID.Dst.Port() % 4 {
 					case 0:
 						r.Refuse()
@@ -52,9 +51,9 @@ func gatewayRig(t testing.TB) *frameRig {
 						r.Ignore()
 					}
 				})
-				sockets.ForwardUDP(st, func(r *sockets.UDPRequest) bool {
+				catchUDP(st, func(r *udpRequest) bool {
 					if r.ID.Dst.Port()%2 == 0 {
-						_ = r.Unreachable(sockets.UnreachPort)
+						_ = r.Unreachable(unreachPort)
 						return true
 					}
 					if s, err := r.Accept(); err == nil {
@@ -62,7 +61,7 @@ func gatewayRig(t testing.TB) *frameRig {
 					}
 					return true
 				})
-				sockets.ForwardEcho(st, func(e *sockets.EchoRequest) { _ = e.Reply(e.Data) })
+				catchEcho(st, func(e *echoRequest) { _ = e.Reply(e.Data) })
 				return nil
 			},
 			Links: []stack.LinkConfig{

@@ -1,4 +1,4 @@
-package sockets_test
+package relay
 
 import (
 	"errors"
@@ -55,9 +55,9 @@ func gatewayPair(t testing.TB, init func(*stack.Stack) error) (gw, c *stack.Stac
 // retransmitted SYNs leaked until their map was full).
 func TestForwarderUnreachableAfterRetransmittedSYNs(t *testing.T) {
 	const maxInFlight, perWave, waves = 8, 8, 3
-	var stats func() sockets.ForwardStats
+	var stats func() catchStats
 	gw, c := gatewayPair(t, func(st *stack.Stack) error {
-		stats = sockets.ForwardTCP(st, maxInFlight, func(r *sockets.TCPRequest) {
+		stats = catchTCP(st, maxInFlight, func(r *tcpRequest) {
 			time.Sleep(1100 * time.Millisecond) // past the first SYN retransmission
 			r.Unreachable(r.ID.Dst.Addr().Is6())
 		})
@@ -114,7 +114,7 @@ func TestForwarderUnreachableAfterRetransmittedSYNs(t *testing.T) {
 func TestForwardedPortReuseAfterActiveClose(t *testing.T) {
 	done := make(chan struct{}, 4)
 	_, c := gatewayPair(t, func(st *stack.Stack) error {
-		sockets.ForwardTCP(st, 8, func(r *sockets.TCPRequest) {
+		catchTCP(st, 8, func(r *tcpRequest) {
 			s, err := r.Accept()
 			if err != nil {
 				return
