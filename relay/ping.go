@@ -9,7 +9,6 @@ import (
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
-
 )
 
 // pingTimeout is how long a relayed echo waits for its reply.

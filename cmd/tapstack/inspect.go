@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -18,176 +17,8 @@ import (
 	"time"
 
 	"github.com/tapstack/tapstack/internal/control"
-	"github.com/tapstack/tapstack/relay"
 	"github.com/tapstack/tapstack/link"
-	"github.com/tapstack/tapstack/sockets"
-	"github.com/tapstack/tapstack/stack/nshost"
 )
-
-// daemonControl is what a daemon's control socket serves: the gateway's
-// forwards and counters, captures, and the ss and status reports.
-type daemonControl struct {
-	relay.ControlHandler
-	s *session
-}
-
-// StartCapture starts a capture to a file.
-func (d daemonControl) StartCapture(path string, snaplen int) error {
-	return d.s.caps.StartFile(path, snaplen)
-}
-
-// StreamCapture streams a capture to w.
-func (d daemonControl) StreamCapture(ctx context.Context, w io.Writer, snaplen int, started func()) error {
-	return d.s.caps.Stream(ctx, w, snaplen, started)
-}
-
-// StopCaptures stops every capture started at run time.
-func (d daemonControl) StopCaptures() (int, error) { return d.s.caps.Stop() }
-
-// Captures names the captures running, --pcap's included.
-func (d daemonControl) Captures() []string {
-	l := d.s.caps.List()
-	if d.s.pcapPath != "" {
-		l = append([]string{d.s.pcapPath + " (--pcap)"}, l...)
-	}
-	return l
-}
-
-// Impair changes the wire's impairment (unless spec is empty) and
-// describes it.
-func (d daemonControl) Impair(spec string) (string, error) {
-	h := d.s.host
-	if spec != "" {
-		sp, err := link.ParseImpairSpec(spec)
-		if err != nil {
-			return "", err
-		}
-		if err := h.SetImpairment(sp); err != nil {
-			return "", err
-		}
-		d.s.log.Info("impairment set", "spec", sp.String())
-	}
-	return describeImpairment(h), nil
-}
-
-// describeImpairment says what impairs the host's wire and what it did.
-func describeImpairment(h *nshost.Host) string {
-	sp, seed, in, out, ok := h.Impairment()
-	if !ok {
-		return "this wire cannot be impaired"
-	}
-	line := func(dir string, st link.ImpairStats) string {
-		return fmt.Sprintf("%s: %d frames, %d lost, %d overflowed, %d duplicated, %d corrupted, %d reordered, %d delayed",
-			dir, st.Frames, st.Dropped, st.Overflowed, st.Duplicated, st.Corrupted, st.Reordered, st.Delayed)
-	}
-	return fmt.Sprintf("%v (seed %d)\n%s\n%s", sp, seed, line("in (to the stack)", in), line("out (to the namespace)", out))
-}
-
-// Report answers "ss" and "status".
-func (d daemonControl) Report(op string) (any, bool, error) {
-	switch op {
-	case "ss":
-		return d.ss(), true, nil
-	case "status":
-		return d.status(), true, nil
-	}
-	return nil, false, nil
-}
-
-// ssReport is tapstack ss's document.
-type ssReport struct {
-	Flows        []relay.FlowInfo    `json:"flows"`
-	Forwards     []relay.ForwardInfo `json:"forwards"`
-	PendingDials []relay.DialInfo    `json:"pending_dials"`
-	SocketsInUse int                   `json:"sockets_in_use"`
-	SocketLimit  int                   `json:"socket_limit"`
-	// Sockets are the stack's sockets when asked for (tapstack ss -a).
-	Sockets  []sockets.SocketInfo `json:"sockets,omitempty"`
-	Refusals map[string]uint64    `json:"refusals"`
-}
-
-// refusalKeys are the Stats counters of flows and packets refused,
-// dropped or failed, by cause.
-var refusalKeys = []string{
-	"refused", "dial_failures", "dropped_busy", "dials_evicted", "dns_dropped", "pings_dropped",
-	"syns_dropped", "socket_table_full", "spoofed", "udp_errors", "rx_errors", "tx_errors",
-}
-
-func (d daemonControl) refusals() map[string]uint64 {
-	st := d.Stats()
-	m := make(map[string]uint64, len(refusalKeys))
-	for _, k := range refusalKeys {
-		m[k] = st[k]
-	}
-	return m
-}
-
-func (d daemonControl) ss() ssReport {
-	tab := sockets.Table(d.s.host.Stack)
-	return ssReport{
-		Flows: d.G.FlowList(), Forwards: d.G.ForwardList(), PendingDials: d.G.PendingDials(),
-		SocketsInUse: tab.InUse, SocketLimit: tab.Limit, Sockets: tab.Sockets, Refusals: d.refusals(),
-	}
-}
-
-// statusReport is tapstack status's document.
-type statusReport struct {
-	Namespace    string            `json:"namespace"`
-	PID          int               `json:"pid"`
-	TAP          string            `json:"tap"`
-	StackAddrs   []string          `json:"stack_addrs"`
-	NSAddrs      []string          `json:"ns_addrs"`
-	MTU          int               `json:"mtu"`
-	Offload      bool              `json:"offload"`
-	Uptime       time.Duration     `json:"uptime_ns"`
-	Flows        int               `json:"flows"`
-	Forwards     int               `json:"forwards"`
-	BytesUp      uint64            `json:"bytes_up"`
-	BytesDown    uint64            `json:"bytes_down"`
-	RxFrames     uint64            `json:"rx_frames"`
-	TxFrames     uint64            `json:"tx_frames"`
-	SocketsInUse int               `json:"sockets_in_use"`
-	SocketLimit  int               `json:"socket_limit"`
-	Captures     []string          `json:"captures,omitempty"`
-	Drops        map[string]uint64 `json:"drops"`
-	RSSKiB       int               `json:"rss_kib"`
-	Goroutines   int               `json:"goroutines"`
-}
-
-func (d daemonControl) status() statusReport {
-	h := d.s.host
-	tab := sockets.Table(h.Stack)
-	ls := h.Link.Stats()
-	up, down := d.G.Bytes()
-	r := statusReport{
-		Namespace: d.s.netns, PID: os.Getpid(), TAP: h.TAP, MTU: h.MTU, Offload: d.s.offload,
-		Uptime: time.Since(d.s.started).Round(time.Millisecond), Flows: d.G.FlowCount(), Forwards: len(d.G.Forwards()),
-		BytesUp: up, BytesDown: down, RxFrames: ls.RxFrames, TxFrames: ls.TxFrames,
-		SocketsInUse: tab.InUse, SocketLimit: tab.Limit, Captures: d.Captures(), Drops: d.refusals(),
-		RSSKiB: rssKiB(), Goroutines: runtime.NumGoroutine(),
-	}
-	r.Drops["stack_dropped_packets"] = h.Stack.Stats().Protocols.DroppedPackets
-	for _, p := range h.StackAddrs {
-		r.StackAddrs = append(r.StackAddrs, p.String())
-	}
-	for _, p := range h.NSAddrs {
-		r.NSAddrs = append(r.NSAddrs, p.String())
-	}
-	return r
-}
-
-// rssKiB is this process's resident set, from /proc.
-func rssKiB() int {
-	b, _ := os.ReadFile("/proc/self/status")
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			var n int
-			fmt.Sscan(f[1], &n)
-			return n
-		}
-	}
-	return 0
-}
 
 // controlFlags are the flags that find a daemon's control socket.
 type controlFlags struct {
@@ -308,7 +139,7 @@ func runSS(args []string, stdout, stderr io.Writer) error {
 		return errUsage
 	}
 	return watchLoop(*watch, !*asJSON, stdout, func() error {
-		var r ssReport
+		var r control.SSReport
 		if err := report(cf.socket(), "ss", &r); err != nil {
 			return err
 		}
@@ -323,7 +154,7 @@ func runSS(args []string, stdout, stderr io.Writer) error {
 	})
 }
 
-func printSS(w io.Writer, r ssReport) {
+func printSS(w io.Writer, r control.SSReport) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "Proto\tKind\tNamespace\tPeer\tHost side\tState\tBytes up\tBytes down\tAge\tIdle\n")
 	for _, f := range r.Flows {
@@ -390,7 +221,7 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "tapstack status: takes no arguments")
 		return errUsage
 	}
-	var r statusReport
+	var r control.StatusReport
 	if err := report(cf.socket(), "status", &r); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@
 //	tapstack run [flags] -- CMD  run CMD in a namespace networked through tapstack
 //	tapstack nc [flags] [HOST] PORT  netcat through a tapstack host
 //	tapstack forward|capture|impair|ss|status [flags]  act on or look into a running daemon
+//	tapstack bench [flags]    measure tapstack against the kernel and its peers
 //	tapstack slirp4netns [OPTION]... PID|PATH [TAPNAME]  slirp4netns's command line
 //	tapstack version          print the version
 //	tapstack help [command]   show help
@@ -65,14 +66,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	name := args[0]
 	if name == slirpTAPCmd {
-		if err := runSlirpTAP(args[1:], stderr); err != nil {
+		if err := runSlirpTAP(args[1:]); err != nil {
 			fmt.Fprintf(stderr, "slirp4netns: %v\n", err)
 			return 1
 		}
 		return 0
 	}
 	if name == usernsChildCmd {
-		if err := runUsernsChild(args[1:], stderr); err != nil {
+		if err := runUsernsChild(args[1:]); err != nil {
 			fmt.Fprintf(stderr, "tapstack run: %v\n", err)
 			return 1
 		}

@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -16,9 +16,13 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tapstack/tapstack/daemon"
+	"github.com/tapstack/tapstack/internal/handoff"
 	"github.com/tapstack/tapstack/internal/sandbox"
 	"github.com/tapstack/tapstack/internal/slirpapi"
 	"github.com/tapstack/tapstack/link"
+	"github.com/tapstack/tapstack/relay"
+	"github.com/tapstack/tapstack/stack/nshost"
 )
 
 // slirpVersion is what -v reports as the slirp4netns version spoken: the
@@ -236,26 +240,20 @@ func parseSlirpArgs(args []string) (*slirpOptions, error) {
 
 // plan returns the address plan slirp4netns uses for o.cidr: the gateway
 // (and host loopback) at .2, DNS at .3, the namespace at .100; with -6,
-// fd00::2, fd00::3 and fd00::100 on fd00::/64.
-func (o *slirpOptions) plan() (stackAddrs, nsAddrs, dns []netip.Prefix) {
-	base := o.cidr.Addr().As4()
-	at := func(n byte) netip.Prefix {
-		b := base
-		b[3] += n
-		return netip.PrefixFrom(netip.AddrFrom4(b), o.cidr.Bits())
-	}
-	stackAddrs = []netip.Prefix{at(2)}
-	nsAddrs = []netip.Prefix{at(100)}
-	dns = []netip.Prefix{at(3)}
+// also fd00::2, fd00::3 and fd00::100 on fd00::/64.
+func (o *slirpOptions) plan() nshost.Plan {
+	var v6 netip.Prefix
 	if o.ipv6 {
-		stackAddrs = append(stackAddrs, netip.MustParsePrefix("fd00::2/64"))
-		nsAddrs = append(nsAddrs, netip.MustParsePrefix("fd00::100/64"))
-		dns = append(dns, netip.MustParsePrefix("fd00::3/64"))
+		v6 = netip.MustParsePrefix(nshost.DefaultNetwork6)
+	}
+	p, err := nshost.PlanFor(o.cidr, v6)
+	if err != nil {
+		panic(err) // parseSlirpArgs checked the CIDR
 	}
 	if o.noDNS {
-		dns = []netip.Prefix{}
+		p.DNS = nil
 	}
-	return stackAddrs, nsAddrs, dns
+	return p
 }
 
 // runSlirp is `tapstack slirp4netns`, and tapstack invoked as slirp4netns:
@@ -293,8 +291,8 @@ func runSlirpCommand(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// serveSlirp runs the host until the exit FD closes, a signal comes, or
-// the namespace goes away.
+// serveSlirp runs the daemon until the exit FD closes, a signal comes,
+// or the namespace goes away.
 func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 	if os.Geteuid() == 0 {
 		if err := preflight(); err != nil {
@@ -303,56 +301,64 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 	} else if why := usernsMissing(); why != "" {
 		return fmt.Errorf("cannot run without root: %s", why)
 	}
-	stackAddrs, nsAddrs, dns := o.plan()
-	// The defaults of up and run (registering the flags sets them), then
-	// what slirp4netns's command line says.
-	var hf hostFlags
-	var rf relayFlags
-	defaults := flag.NewFlagSet("slirp4netns", flag.ContinueOnError)
-	hf.register(defaults, "")
-	rf.register(defaults)
-	hf.tap, hf.mtu, hf.addrs, hf.nsAddrs = o.tap, o.mtu, stackAddrs, nsAddrs
-	hf.noConfigure, hf.mac = !o.configure, o.mac
+	plan := o.plan()
+	log, _ := daemon.NewLogger(stderr, "text", "", false)
+	cfg := daemon.Config{TAP: o.tap, MTU: o.mtu, Plan: plan, NoConfigure: !o.configure, MAC: o.mac, Log: log,
+		Relay: relay.Config{HostLoopback: !o.noHostLoopback}}
 	if o.netnsType == "pid" {
-		hf.pid, _ = strconv.Atoi(o.target)
+		cfg.PID, _ = strconv.Atoi(o.target)
 	} else {
-		hf.netnsPath = o.target
+		cfg.NetnsPath = o.target
 	}
-	rf.hostLoopback, rf.dnsAddrs = !o.noHostLoopback, dns
-	rf.outbound4, rf.outbound6 = o.outbound4, o.outbound6
-	maxSocketsFor(&hf, &rf)
+	for _, a := range []struct {
+		flag, val string
+		v4        bool
+	}{{"--outbound-addr", o.outbound4, true}, {"--outbound-addr6", o.outbound6, false}} {
+		if a.val == "" {
+			continue
+		}
+		addr, err := relay.OutboundAddr(a.val, a.v4)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", a.flag, a.val, err)
+		}
+		cfg.Relay.OutboundAddrs = append(cfg.Relay.OutboundAddrs, addr)
+	}
+	setProcs(0)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	opener := slirpTAPConfig{childConfig: childConfig{TAP: o.tap, MTU: o.mtu, NSAddrs: nsAddrs, StackAddrs: stackAddrs, Offload: hf.offload},
-		Configure: o.configure}
-	if o.mac != nil {
-		opener.MAC = o.mac.String()
+	if os.Geteuid() != 0 {
+		// Without root the helper opens the TAP in the target's
+		// namespaces, user namespace included, and hands it over.
+		hc := handoff.Config{TAP: o.tap, MTU: o.mtu, Offload: true, Configure: o.configure,
+			NSAddrs: plan.NS, StackAddrs: plan.Stack}
+		if o.mac != nil {
+			hc.MAC = o.mac.String()
+		}
+		tap, err := openTAPInTarget(o, hc)
+		if err != nil {
+			return err
+		}
+		cfg.Devices = tap.Devices()
 	}
-	s, err := startSessionWith(ctx, &hf, &rf, nil, stderr, slirpBuild(o, opener))
+	d, err := daemon.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer d.Close()
 	fmt.Fprintf(stdout, "tapstack slirp4netns: %s in the namespace of %s, MTU %d, network %s, gateway %s, DNS %s, namespace %s\n",
-		o.tap, o.target, o.mtu, o.cidr, stackAddrs[0].Addr(), joinPrefixes(dns), nsAddrs[0].Addr())
+		o.tap, o.target, o.mtu, o.cidr, plan.Stack[0].Addr(), joinPrefixes(plan.DNS), plan.NS[0].Addr())
 	if o.apiSocket != "" {
-		api, err := slirpapi.Listen(o.apiSocket, s.gw, nsAddrs[0].Addr())
+		api, err := slirpapi.Listen(o.apiSocket, d.Relay(), plan.NS[0].Addr())
 		if err != nil {
 			return err
 		}
 		defer api.Close()
 	}
-	exited := make(chan struct{})
 	if o.exitFD >= 0 {
-		go watchExitFD(ctx, o.exitFD, exited)
-	}
-	// A process's namespace ends with it; one opened by path has no
-	// process to watch (nil: never ready).
-	var gone <-chan string
-	if hf.pid != 0 {
-		wctx, wcancel := context.WithCancel(context.Background())
-		defer wcancel()
-		gone = watchGone(wctx, "", hf.pid)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go watchExitFD(ctx, o.exitFD, cancel)
 	}
 	// Restricted once set up, before it says it is ready: from here on
 	// the daemon only moves packets and sockets.
@@ -382,23 +388,13 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 		}
 		f.Close()
 	}
-	select {
-	case <-ctx.Done():
-	case <-exited:
-	case why := <-gone:
-		s.log.Info(why + "; stopping")
-		return nil
-	case <-s.host.Link.Failed():
-		return fmt.Errorf("the TAP %s is gone (%v)", o.tap, s.host.Link.Err())
-	}
-	s.drain(rf.drainTimeout)
-	return nil
+	return d.Wait(ctx)
 }
 
-// watchExitFD closes exited when the other end of fd is closed (or it
+// watchExitFD calls exited when the other end of fd is closed (or it
 // becomes readable), as slirp4netns's --exit-fd.
-func watchExitFD(ctx context.Context, fd int, exited chan<- struct{}) {
-	defer close(exited)
+func watchExitFD(ctx context.Context, fd int, exited func()) {
+	defer exited()
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	for ctx.Err() == nil {
 		n, err := unix.Poll(fds, 250)
@@ -406,4 +402,76 @@ func watchExitFD(ctx context.Context, fd int, exited chan<- struct{}) {
 			return
 		}
 	}
+}
+
+// slirpTAPCmd is the hidden subcommand that opens the TAP inside the
+// target's user and network namespaces, started there by nsenter, for a
+// slirp4netns run without root.
+const slirpTAPCmd = "__slirp-tap"
+
+// nsenterArgs are nsenter's arguments to enter o's target namespaces,
+// user namespace included. The credentials are kept: this user is root of
+// the target's user namespace (rootless podman and rootlesskit map it to
+// 0), so the opener keeps its capabilities there, and such namespaces
+// often deny setgroups, which nsenter would otherwise call.
+func (o *slirpOptions) nsenterArgs() ([]string, error) {
+	args := []string{"--preserve-credentials"}
+	if o.netnsType == "pid" {
+		args = append(args, "--target", o.target, "--net")
+		if o.usernsPath == "" {
+			args = append(args, "--user")
+		}
+	} else {
+		args = append(args, "--net="+o.target)
+		if o.usernsPath == "" {
+			return nil, errors.New("--netns-type=path without root needs --userns-path (the user namespace that owns the network namespace)")
+		}
+	}
+	if o.usernsPath != "" {
+		args = append(args, "--user="+o.usernsPath)
+	}
+	return args, nil
+}
+
+// openTAPInTarget runs the helper in the target's namespaces and returns
+// the TAP it hands back.
+func openTAPInTarget(o *slirpOptions, cfg handoff.Config) (*link.TAP, error) {
+	nsenter, err := exec.LookPath("nsenter")
+	if err != nil {
+		return nil, errors.New("without root, needs util-linux's nsenter on PATH to enter the target's user namespace")
+	}
+	nsArgs, err := o.nsenterArgs()
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(nsenter, append(nsArgs, self, slirpTAPCmd, cfg.Encode())...)
+	cmd.Stderr = os.Stderr
+	p, err := handoff.Start(cmd, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("cannot join the namespace of %s: %w", o.target, err)
+	}
+	p.Close()
+	_ = cmd.Wait() // the helper exits once it handed the TAP over
+	return p.TAP, nil
+}
+
+// runSlirpTAP is the helper: inside the target's namespaces it opens the
+// TAP (configured with -c), hands it to the parent, and exits.
+func runSlirpTAP(args []string) error {
+	if len(args) != 1 {
+		return errors.New("internal: bad opener arguments")
+	}
+	cfg, err := handoff.Decode(args[0])
+	if err != nil {
+		return err
+	}
+	tap, err := handoff.Open(cfg)
+	if err != nil {
+		return err
+	}
+	return tap.Close()
 }

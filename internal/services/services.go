@@ -20,13 +20,20 @@ import (
 	"github.com/tapstack/tapstack/stack"
 )
 
-// Ports of the built-in services.
-var Ports = map[string]int{"echo": 7, "discard": 9, "iperf3": IPerf3Port}
+// ports of the built-in services.
+var ports = map[string]int{"echo": 7, "discard": 9, "iperf3": IPerf3Port}
+
+// Port returns the port of the built-in service name, and whether there
+// is such a service.
+func Port(name string) (int, bool) {
+	p, ok := ports[name]
+	return p, ok
+}
 
 // Names lists the services Start knows, sorted.
 func Names() []string {
 	var n []string
-	for k := range Ports {
+	for k := range ports {
 		n = append(n, k)
 	}
 	sort.Strings(n)
@@ -64,7 +71,7 @@ func StartWith(st *stack.Stack, opts Options, names ...string) (*Server, error) 
 	}
 	s := &Server{socks: make(map[*sockets.Socket]bool), idle: opts.IdleTimeout}
 	for _, name := range names {
-		port, ok := Ports[name]
+		port, ok := ports[name]
 		if !ok {
 			s.Close()
 			return nil, fmt.Errorf("unknown service %q (known: %s)", name, strings.Join(Names(), ", "))

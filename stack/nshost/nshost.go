@@ -24,12 +24,6 @@ import (
 	"github.com/tapstack/tapstack/stack/netns"
 )
 
-// Defaults of the address plan (slirp4netns's).
-var (
-	DefaultStackAddrs = []netip.Prefix{netip.MustParsePrefix("10.0.2.2/24"), netip.MustParsePrefix("fd00::2/64")}
-	DefaultNSAddrs    = []netip.Prefix{netip.MustParsePrefix("10.0.2.100/24"), netip.MustParsePrefix("fd00::100/64")}
-)
-
 // DefaultTAP is the TAP's name inside the namespace.
 const DefaultTAP = "tap0"
 
@@ -62,9 +56,9 @@ type Config struct {
 	// TxQueues is the number of transmit queues between the stack and
 	// the TAP (stack.LinkConfig.TxQueues; 0 writes from the sender).
 	TxQueues int
-	// StackAddrs are the stack's addresses (DefaultStackAddrs).
+	// StackAddrs are the stack's addresses (DefaultPlan().Stack).
 	StackAddrs []netip.Prefix
-	// NSAddrs are the kernel side's addresses (DefaultNSAddrs). The first
+	// NSAddrs are the kernel side's addresses (DefaultPlan().NS). The first
 	// stack address of each family is the namespace's default gateway.
 	NSAddrs []netip.Prefix
 	// MaxSockets is the socket table capacity (stack.DefaultMaxSockets).
@@ -215,10 +209,10 @@ func (c *Config) fill() error {
 		return fmt.Errorf("MTU %d out of range 1280..%d (IPv6 needs 1280)", c.MTU, link.MaxMTU)
 	}
 	if len(c.StackAddrs) == 0 {
-		c.StackAddrs = DefaultStackAddrs
+		c.StackAddrs = DefaultPlan().Stack
 	}
 	if len(c.NSAddrs) == 0 {
-		c.NSAddrs = DefaultNSAddrs
+		c.NSAddrs = DefaultPlan().NS
 	}
 	for _, p := range append(append([]netip.Prefix{}, c.StackAddrs...), c.NSAddrs...) {
 		if !p.IsValid() || p.Addr().Zone() != "" || p.Addr().Is4In6() {

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -21,10 +21,11 @@ func TestLoggerFormatsAndLevels(t *testing.T) {
 		{"", "WARN", false, false, true},
 	} {
 		var b bytes.Buffer
-		l, err := newLogger(&b, tc.format, tc.level, tc.verbose, "ns1")
+		l0, err := NewLogger(&b, tc.format, tc.level, tc.verbose)
 		if err != nil {
 			t.Fatalf("%+v: %v", tc, err)
 		}
+		l := l0.With("netns", "ns1")
 		l.Debug("flow start", "proto", "tcp")
 		l.Warn("limit reached")
 		out := b.String()
@@ -49,7 +50,7 @@ func TestLoggerFormatsAndLevels(t *testing.T) {
 		}
 	}
 	for _, bad := range [][2]string{{"xml", ""}, {"text", "loud"}} {
-		if _, err := newLogger(&bytes.Buffer{}, bad[0], bad[1], false, ""); err == nil {
+		if _, err := NewLogger(&bytes.Buffer{}, bad[0], bad[1], false); err == nil {
 			t.Errorf("--log-format %q --log-level %q accepted", bad[0], bad[1])
 		}
 	}

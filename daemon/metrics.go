@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"errors"
@@ -12,8 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/tapstack/tapstack/relay"
 	"github.com/tapstack/tapstack/metrics"
+	"github.com/tapstack/tapstack/relay"
 	"github.com/tapstack/tapstack/stack/nshost"
 )
 
@@ -26,14 +26,14 @@ type metricsServer struct {
 
 // startMetrics listens on addr and serves the host's, the gateway's and
 // the process's metrics on /metrics, each labelled with the namespace.
-func startMetrics(addr, netns string, h *nshost.Host, gw *relay.Gateway, log *slog.Logger) (*metricsServer, error) {
+func startMetrics(addr, netns string, h *nshost.Host, gw *relay.Gateway, more []relay.Counter, log *slog.Logger) (*metricsServer, error) {
 	reg := prometheus.NewRegistry()
 	labelled := prometheus.WrapRegistererWith(prometheus.Labels{"netns": netns}, reg)
-	labelled.MustRegister(metrics.New(h.Stack, h.Link), gw.Collector())
+	labelled.MustRegister(metrics.New(h.Stack, h.Link), gw.Collector(more...))
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("--metrics %s: %w", addr, err)
+		return nil, fmt.Errorf("metrics %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, MaxRequestsInFlight: 4}))

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -371,8 +370,8 @@ func (g *Gateway) serveForwardUDP(fw *forward) {
 // ControlHandler adapts a Gateway to the control socket's string requests.
 type ControlHandler struct {
 	G *Gateway
-	// Extra, if set, adds counters of other parts (the link) to Stats.
-	Extra func() map[string]uint64
+	// Extra are the counters of other parts (the link) that Stats adds.
+	Extra []Counter
 }
 
 // AddForward parses spec and starts the forward.
@@ -396,23 +395,8 @@ func (c ControlHandler) ListForwards() []string {
 	return out
 }
 
-// Stats returns the gateway's counters and the process's goroutines, by
-// name, for the control socket's "stats".
+// Stats returns the counter table, by name, for the control socket's
+// "stats": the gateway's, the process's, and Extra's.
 func (c ControlHandler) Stats() map[string]uint64 {
-	st := c.G.Stats()
-	m := map[string]uint64{
-		"tcp_relayed": st.TCPRelayed, "udp_relayed": st.UDPRelayed, "pings_relayed": st.PingsRelayed,
-		"active_flows": uint64(max(st.ActiveFlows, 0)), "refused": st.Refused, "dial_failures": st.DialFailures,
-		"dropped_busy": st.DroppedBusy, "dns_queries": st.DNSQueries, "forwarded": st.Forwarded,
-		"udp_errors": st.UDPErrors, "pending_dials": uint64(st.PendingDials),
-		"dials_evicted": st.DialsEvicted, "dns_dropped": st.DNSDropped, "pings_dropped": st.PingsDropped,
-		"syns_dropped": st.SYNsDropped, "goroutines": uint64(runtime.NumGoroutine()),
-		"sockets_in_use": uint64(sockets.Table(c.G.st).InUse), "socket_table_full": st.TableFull,
-	}
-	if c.Extra != nil {
-		for k, v := range c.Extra() {
-			m[k] = v
-		}
-	}
-	return m
+	return CounterMap(append(append(c.G.Counters(), ProcessCounters()...), c.Extra...))
 }
