@@ -3,6 +3,7 @@ package tests
 import (
 	"encoding/json"
 	"os/exec"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -32,55 +33,114 @@ func listPackages(t *testing.T) map[string]pkgInfo {
 	return pkgs
 }
 
-// TestLayering keeps the layer table of DESIGN.md true.
+// mayImport is the import map of the module's packages: who may import
+// whom within the module (the layers of the design, bottom up). A package
+// not named here fails the test until it is placed.
+var mayImport = map[string][]string{
+	"internal/cienv":    nil,
+	"internal/nbio":     nil,
+	"internal/gopool":   nil,
+	"link":              {"internal/nbio"},
+	"stack":             {"link"}, // link only for its constants: TestLayering checks stack stays off the TAP below
+	"stack/netns":       nil,
+	"stack/nshost":      {"link", "stack", "stack/netns", "internal/nbio"},
+	"sockets":           {"stack", "internal/nbio"},
+	"sockets/examples":  {"sockets", "stack", "link"},
+	"metrics":           {"link", "stack", "sockets", "internal/nbio"},
+	"relay":             {"stack", "sockets", "internal/gopool", "internal/nbio"},
+	"internal/capture":  {"link", "internal/nbio"},
+	"internal/control":  {"relay", "sockets", "stack", "internal/gopool", "internal/nbio"},
+	"internal/services": {"stack", "sockets", "internal/nbio"},
+	"internal/handoff":  {"link", "stack/netns", "stack/nshost", "stack", "internal/nbio"},
+	"internal/sandbox":  nil,
+	"internal/slirpapi": {"relay", "stack", "sockets", "internal/gopool", "internal/nbio"},
+	"internal/ncat":     {"sockets", "stack", "internal/nbio"},
+	"internal/bench":    {"internal/cienv"},
+	"daemon": {"link", "stack", "stack/netns", "stack/nshost", "sockets", "metrics", "relay",
+		"internal/capture", "internal/control", "internal/services", "internal/gopool", "internal/nbio"},
+	"tests/nstest": {"daemon", "link", "stack", "stack/netns", "stack/nshost", "sockets", "metrics", "relay",
+		"internal/capture", "internal/control", "internal/services", "internal/gopool", "internal/nbio", "internal/cienv"},
+	"cmd/tapstack": {"daemon", "link", "stack", "stack/netns", "stack/nshost", "sockets", "metrics", "relay",
+		"internal/bench", "internal/capture", "internal/control", "internal/services", "internal/handoff",
+		"internal/sandbox", "internal/slirpapi", "internal/ncat", "internal/gopool", "internal/nbio", "internal/cienv"},
+}
+
+// TestLayering keeps the layers of the design true: every package of the
+// module is in the import map, depends only on what the map allows, and
+// no two packages depend on each other (go list would fail on a cycle,
+// and the map is checked to have none).
 func TestLayering(t *testing.T) {
 	const mod = "github.com/tapstack/tapstack/"
 	pkgs := listPackages(t)
-	rules := []struct {
-		pkgPrefix string
-		forbidden []string
-	}{
-		{mod + "link", []string{mod + "stack", mod + "sockets", mod + "cmd"}},
-		{mod + "stack", []string{mod + "sockets", mod + "cmd"}},
-		{mod + "stack/netns", []string{"gvisor.dev/gvisor", "github.com/songgao/water", mod + "link"}},
-		{mod + "sockets", []string{"github.com/songgao/water", mod + "link", mod + "stack/netns", mod + "stack/nshost", mod + "cmd"}},
-	}
 	for path, p := range pkgs {
-		for _, r := range rules {
-			if path != r.pkgPrefix && !strings.HasPrefix(path, r.pkgPrefix+"/") {
-				continue
+		rel := strings.TrimPrefix(path, mod)
+		allowed, ok := mayImport[rel]
+		if !ok {
+			if strings.HasPrefix(rel, "tests") || strings.HasPrefix(rel, "third_party") {
+				continue // test-only packages and the vendored gVisor
 			}
-			for _, d := range p.Deps {
-				for _, f := range r.forbidden {
-					if d == f || strings.HasPrefix(d, f+"/") {
-						t.Errorf("%s depends on %s", path, d)
-					}
-				}
-			}
-		}
-		// The stack package itself never touches the TAP library; its
-		// nshost subpackage is where a TAP and a stack meet.
-		if path == mod+"stack" {
-			for _, d := range p.Deps {
-				if strings.HasPrefix(d, "github.com/songgao/water") || d == mod+"link" {
-					t.Errorf("stack depends on %s", d)
-				}
-			}
-		}
-		if strings.HasPrefix(path, mod+"cmd/") {
-			for _, d := range p.Imports {
-				if strings.HasPrefix(d, "gvisor.dev/gvisor") {
-					t.Errorf("%s imports %s directly: go through stack or sockets", path, d)
-				}
-			}
+			t.Errorf("%s is not in the import map of TestLayering: place it in a layer", rel)
+			continue
 		}
 		for _, d := range p.Deps {
+			if !strings.HasPrefix(d, mod) {
+				continue
+			}
+			dep := strings.TrimPrefix(d, mod)
+			if !contains(allowed, dep) {
+				t.Errorf("%s depends on %s, which the import map does not allow", rel, dep)
+			}
+		}
+		// The stack never touches the TAP library; the lowest layers
+		// never reach a command line or the relay.
+		for _, d := range p.Deps {
+			if (rel == "stack" || rel == "sockets" || rel == "relay") && strings.HasPrefix(d, "github.com/songgao/water") {
+				t.Errorf("%s depends on %s", rel, d)
+			}
+			if rel == "stack/netns" && (strings.HasPrefix(d, "gvisor.dev/gvisor") || strings.HasPrefix(d, "github.com/songgao/water")) {
+				t.Errorf("%s depends on %s", rel, d)
+			}
 			if d == "testing" {
-				t.Errorf("non-test package %s depends on testing", path)
+				t.Errorf("non-test package %s depends on testing", rel)
+			}
+		}
+		if strings.HasPrefix(rel, "cmd/") || rel == "daemon" {
+			for _, d := range p.Imports {
+				if strings.HasPrefix(d, "gvisor.dev/gvisor") {
+					t.Errorf("%s imports %s directly: go through stack, sockets or relay", rel, d)
+				}
 			}
 		}
 	}
-	if len(pkgs) < 6 {
+	// No cycle in the map itself: a layer never allows one above it.
+	var visit func(p string, seen []string)
+	visit = func(p string, seen []string) {
+		if contains(seen, p) {
+			t.Errorf("the import map has a cycle: %s", strings.Join(append(seen, p), " → "))
+			return
+		}
+		for _, q := range mayImport[p] {
+			visit(q, append(seen, p))
+		}
+	}
+	names := make([]string, 0, len(mayImport))
+	for p := range mayImport {
+		names = append(names, p)
+	}
+	sort.Strings(names)
+	for _, p := range names {
+		visit(p, nil)
+	}
+	if len(pkgs) < 15 {
 		t.Fatalf("go list found only %d packages", len(pkgs))
 	}
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
 }

@@ -175,61 +175,6 @@ for i in range(3):
     print(s.recvfrom(100)[0].decode())
 `
 
-func TestRunUDPAndPingAndDNS(t *testing.T) {
-	o := newOuter(t)
-	o.bg("python3", "-c", pyUDPEchoServer, "7000")
-	// dnsmasq as the upstream resolver, on the outer address only.
-	hf := dnsmasqHosts(t)
-	bin, err := exec.LookPath("dnsmasq")
-	if err != nil {
-		cienv.Skip(t, "needs dnsmasq")
-	}
-	o.bg(bin, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--addn-hosts="+hf,
-		"--local=/test/", "--listen-address="+outerV4, "--bind-interfaces", "--port=53", "--user=root",
-		"--pid-file="+filepath.Join(o.dir, "dnsmasq.pid"))
-	resolv := filepath.Join(o.dir, "resolv.conf")
-	os.WriteFile(resolv, []byte("nameserver "+outerV4+"\n"), 0o644)
-	time.Sleep(300 * time.Millisecond)
-
-	script := fmt.Sprintf(`
-set -e
-python3 -c '%s' %s 7000
-python3 -c '%s' %s 7000
-ping -c 2 -W 3 %s >/dev/null && echo ping4 ok
-ping -6 -c 2 -W 3 %s >/dev/null && echo ping6 ok
-ping -c 1 -W 2 198.51.100.77 >/dev/null || echo ping to nobody fails
-python3 -c 'import socket; print(sorted({a[4][0] for a in socket.getaddrinfo("name.test", 80)}))'
-`, pyUDPClient, outerV4, pyUDPClient, outerV6, outerV4, outerV6)
-	out, errs, code := o.run(60*time.Second, []string{"--resolv-conf", resolv}, "sh", "-c", script)
-	want := "echo:q0\necho:q1\necho:q2\necho:q0\necho:q1\necho:q2\nping4 ok\nping6 ok\nping to nobody fails\n['10.0.2.50', 'fd00::50']\n"
-	if code != 0 || out != want {
-		t.Fatalf("exit %d\nout:\n%s\nwant:\n%s\nstderr: %s", code, out, want, errs)
-	}
-}
-
-func TestHostLoopbackIsOptIn(t *testing.T) {
-	o := newOuter(t)
-	d := filepath.Join(o.dir, "lo")
-	os.MkdirAll(d, 0o755)
-	os.WriteFile(filepath.Join(d, "index.html"), []byte("host loopback"), 0o644)
-	o.bg("python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory", d, "9000")
-	o.waitTCP("127.0.0.1", 9000)
-	_, _, code := o.run(30*time.Second, nil, "curl", "-s", "--max-time", "5", "http://10.0.2.2:9000/")
-	if code == 0 {
-		t.Fatal("the host's loopback was reachable without --host-loopback")
-	}
-	out, errs, code := o.run(30*time.Second, []string{"--host-loopback"}, "curl", "-sS", "--max-time", "5", "http://10.0.2.2:9000/")
-	if code != 0 || out != "host loopback" {
-		t.Fatalf("with --host-loopback: exit %d, %q, %s", code, out, errs)
-	}
-	// Cloud metadata and --deny ranges are refused too.
-	o.run(30*time.Second, nil, "true")
-	_, _, code = o.run(30*time.Second, []string{"--deny", outerV4}, "curl", "-s", "--max-time", "5", "http://"+outerV4+":9000/")
-	if code == 0 {
-		t.Fatal("--deny did not refuse")
-	}
-}
-
 // A black hole: an on-link address in the outer namespace that nobody
 // answers ARP for, so dials to it hang.
 func (o *outer) blackHole() string {
