@@ -154,27 +154,6 @@ func netnsLeft(t *testing.T, prefix string) bool {
 	return false
 }
 
-const pyUDPEchoServer = `
-import socket, sys
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-s.bind(("::", int(sys.argv[1])))
-while True:
-    d, a = s.recvfrom(65535)
-    s.sendto(b"echo:" + d, a)
-`
-
-const pyUDPClient = `
-import socket, sys
-host, port = sys.argv[1], int(sys.argv[2])
-fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-s = socket.socket(fam, socket.SOCK_DGRAM)
-s.settimeout(3)
-for i in range(3):
-    s.sendto(b"q%d" % i, (host, port))
-    print(s.recvfrom(100)[0].decode())
-`
-
 // A black hole: an on-link address in the outer namespace that nobody
 // answers ARP for, so dials to it hang.
 func (o *outer) blackHole() string {

@@ -206,20 +206,29 @@ func (f *daemonFlags) config(stderr io.Writer) (daemon.Config, error) {
 	if f.drainTimeout == 0 {
 		cfg.DrainTimeout = -1
 	}
+	if cfg.Relay.OutboundAddrs, err = outboundAddrs(f.outbound4, f.outbound6); err != nil {
+		return daemon.Config{}, err
+	}
+	return cfg, nil
+}
+
+// outboundAddrs resolves --outbound-addr and --outbound-addr6.
+func outboundAddrs(v4, v6 string) ([]netip.Addr, error) {
+	var out []netip.Addr
 	for _, o := range []struct {
 		flag, val string
 		v4        bool
-	}{{"--outbound-addr", f.outbound4, true}, {"--outbound-addr6", f.outbound6, false}} {
+	}{{"--outbound-addr", v4, true}, {"--outbound-addr6", v6, false}} {
 		if o.val == "" {
 			continue
 		}
 		a, err := relay.OutboundAddr(o.val, o.v4)
 		if err != nil {
-			return daemon.Config{}, fmt.Errorf("%s %s: %w", o.flag, o.val, err)
+			return nil, fmt.Errorf("%s %s: %w", o.flag, o.val, err)
 		}
-		cfg.Relay.OutboundAddrs = append(cfg.Relay.OutboundAddrs, a)
+		out = append(out, a)
 	}
-	return cfg, nil
+	return out, nil
 }
 
 // check checks the host flags' values.

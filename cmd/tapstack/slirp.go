@@ -310,18 +310,9 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 	} else {
 		cfg.NetnsPath = o.target
 	}
-	for _, a := range []struct {
-		flag, val string
-		v4        bool
-	}{{"--outbound-addr", o.outbound4, true}, {"--outbound-addr6", o.outbound6, false}} {
-		if a.val == "" {
-			continue
-		}
-		addr, err := relay.OutboundAddr(a.val, a.v4)
-		if err != nil {
-			return fmt.Errorf("%s %s: %w", a.flag, a.val, err)
-		}
-		cfg.Relay.OutboundAddrs = append(cfg.Relay.OutboundAddrs, addr)
+	var err error
+	if cfg.Relay.OutboundAddrs, err = outboundAddrs(o.outbound4, o.outbound6); err != nil {
+		return err
 	}
 	setProcs(0)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
