@@ -26,6 +26,8 @@ need runc runc
 need busybox busybox-static
 need rootlesskit rootlesskit
 need newuidmap uidmap
+# scripts/vendor-gvisor.sh applies the gVisor patches with patch(1)
+need patch patch
 # scapy for Debian's python3 (the injection test crafts malformed frames)
 /usr/bin/python3 -c 'import scapy' >/dev/null 2>&1 || pkgs+=(python3-scapy)
 
