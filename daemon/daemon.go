@@ -67,7 +67,8 @@ const (
 )
 
 // Config describes a daemon. The zero value of each field is its
-// default; the zero Config is `tapstack up` with no flags.
+// default; the zero Config is `tapstack up` with no flags but --serve
+// none (up runs the echo and discard services unless told otherwise).
 type Config struct {
 	// Name names the daemon in its log lines, its metrics' netns label
 	// and its control socket's default path ("": the namespace's name,

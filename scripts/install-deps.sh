@@ -28,6 +28,8 @@ need rootlesskit rootlesskit
 need newuidmap uidmap
 # scripts/vendor-gvisor.sh applies the gVisor patches with patch(1)
 need patch patch
+# go test -race needs cgo, and cgo a C compiler
+need gcc gcc
 # scapy for Debian's python3 (the injection test crafts malformed frames)
 /usr/bin/python3 -c 'import scapy' >/dev/null 2>&1 || pkgs+=(python3-scapy)
 

@@ -247,8 +247,8 @@ func TestSeeingInside(t *testing.T) {
 	if second <= first {
 		t.Fatalf("the download's bytes did not grow in 1.2 s: %d then %d", first, second)
 	}
-	if !strings.Contains(ssJSON, "gateway.go:") {
-		t.Errorf("ss -a --json names no socket made in the gateway:\n%s", ssJSON)
+	if !strings.Contains(ssJSON, "relay/catch.go:") {
+		t.Errorf("ss -a --json names no socket made by the relay:\n%s", ssJSON)
 	}
 	text := tapstackCtl(t, d.ctl, "ss")
 	if !strings.Contains(text, outerV4+":8081") || !strings.Contains(text, "established") {

@@ -118,7 +118,7 @@ func (f *hostFlags) register(fs *flag.FlagSet, defaultNetns string) {
 	fs.IntVar(&f.mtu, "mtu", daemon.DefaultMTU, "IP MTU of the TAP (1280..65520)")
 	fs.Var(&f.addrs, "addr", "stack address `CIDR`, repeatable (default "+joinPrefixes(nshost.DefaultPlan().Stack)+")")
 	fs.Var(&f.nsAddrs, "ns-addr", "namespace-side address `CIDR`, repeatable (default "+joinPrefixes(nshost.DefaultPlan().NS)+")")
-	fs.IntVar(&f.maxSockets, "max-sockets", stack.DefaultMaxSockets, "capacity of the stack's socket table (raised to --max-flows + 64 when smaller)")
+	fs.IntVar(&f.maxSockets, "max-sockets", stack.DefaultMaxSockets, "capacity of the stack's socket table (up and run raise it to --max-flows + 64 when smaller)")
 	fs.BoolVar(&f.offload, "offload", true, "open the TAP with virtio_net_hdr: TSO and checksum offload both ways (false: a plain TAP opened with water)")
 	fs.IntVar(&f.procs, "procs", 0, "CPUs the stack may use at once (GOMAXPROCS; 0: $GOMAXPROCS if set, else half the CPUs, at least 1)")
 	fs.StringVar(&f.pcap, "pcap", "", "write every frame on the TAP, both ways, to this pcap `FILE` (tcpdump -r, tshark -r, Wireshark)")

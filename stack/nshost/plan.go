@@ -41,14 +41,14 @@ func DefaultPlan() Plan {
 // PlanFor makes the plan on the networks given (either may be the zero
 // Prefix: no such family). A network must be a network address (no host
 // bits set) with room for .100: an IPv4 prefix of at most 25 bits, an
-// IPv6 one of at most 120.
+// IPv6 one of at most 112.
 func PlanFor(v4, v6 netip.Prefix) (Plan, error) {
 	var p Plan
 	for _, n := range []struct {
 		net     netip.Prefix
 		is4     bool
 		maxBits int
-	}{{v4, true, 25}, {v6, false, 120}} {
+	}{{v4, true, 25}, {v6, false, 112}} {
 		if !n.net.IsValid() {
 			continue
 		}
@@ -61,9 +61,14 @@ func PlanFor(v4, v6 netip.Prefix) (Plan, error) {
 		if n.net.Bits() > n.maxBits {
 			return Plan{}, fmt.Errorf("%s: a prefix of %d bits or fewer leaves room for .100", n.net, n.maxBits)
 		}
+		// .100 in IPv4, ::100 (hexadecimal) in IPv6, as slirp4netns.
+		ns := uint16(100)
+		if !n.is4 {
+			ns = 0x100
+		}
 		p.Stack = append(p.Stack, hostIn(n.net, 2))
 		p.DNS = append(p.DNS, hostIn(n.net, 3))
-		p.NS = append(p.NS, hostIn(n.net, 100))
+		p.NS = append(p.NS, hostIn(n.net, ns))
 	}
 	if len(p.Stack) == 0 {
 		return Plan{}, fmt.Errorf("an address plan needs a network")
@@ -72,9 +77,10 @@ func PlanFor(v4, v6 netip.Prefix) (Plan, error) {
 }
 
 // hostIn is the address n of network net, with the network's length.
-func hostIn(net netip.Prefix, n byte) netip.Prefix {
+func hostIn(net netip.Prefix, n uint16) netip.Prefix {
 	b := net.Addr().AsSlice()
-	b[len(b)-1] += n
+	v := uint16(b[len(b)-2])<<8 | uint16(b[len(b)-1]) + n
+	b[len(b)-2], b[len(b)-1] = byte(v>>8), byte(v)
 	a, _ := netip.AddrFromSlice(b)
 	return netip.PrefixFrom(a, net.Bits())
 }
