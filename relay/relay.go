@@ -103,26 +103,22 @@ const (
 )
 
 func (c *Config) fill() {
-	if c.MaxFlows <= 0 {
-		c.MaxFlows = DefaultMaxFlows
+	for _, n := range []struct {
+		v   *int
+		def int
+	}{{&c.MaxFlows, DefaultMaxFlows}, {&c.MaxPendingDials, DefaultMaxPendingDials}, {&c.MaxPendingPerDest, DefaultMaxPendingPerDest},
+		{&c.MaxDNSQueries, DefaultMaxDNSQueries}, {&c.MaxPings, DefaultMaxPings}} {
+		if *n.v <= 0 {
+			*n.v = n.def
+		}
 	}
-	if c.MaxPendingDials <= 0 {
-		c.MaxPendingDials = DefaultMaxPendingDials
-	}
-	if c.MaxPendingPerDest <= 0 {
-		c.MaxPendingPerDest = DefaultMaxPendingPerDest
-	}
-	if c.MaxDNSQueries <= 0 {
-		c.MaxDNSQueries = DefaultMaxDNSQueries
-	}
-	if c.MaxPings <= 0 {
-		c.MaxPings = DefaultMaxPings
-	}
-	if c.ConnectTimeout <= 0 {
-		c.ConnectTimeout = DefaultConnectTimeout
-	}
-	if c.UDPIdleTimeout <= 0 {
-		c.UDPIdleTimeout = DefaultUDPIdleTimeout
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&c.ConnectTimeout, DefaultConnectTimeout}, {&c.UDPIdleTimeout, DefaultUDPIdleTimeout}} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
 	}
 	if c.ResolvConf == "" {
 		c.ResolvConf = DefaultResolvConf

@@ -91,7 +91,7 @@ command line and API).
 // options may come after the operands.
 func parseSlirpArgs(args []string) (*slirpOptions, error) {
 	o := &slirpOptions{exitFD: -1, readyFD: -1, mtu: 1500, netnsType: "pid", targetType: "netns",
-		cidr: netip.MustParsePrefix("10.0.2.0/24")}
+		cidr: netip.MustParsePrefix(nshost.DefaultNetwork4)}
 	needsValue := map[string]bool{"e": true, "r": true, "m": true, "a": true, "exit-fd": true, "ready-fd": true,
 		"mtu": true, "api-socket": true, "cidr": true, "netns-type": true, "userns-path": true, "outbound-addr": true,
 		"outbound-addr6": true, "macaddress": true, "target-type": true}

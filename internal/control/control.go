@@ -1,7 +1,11 @@
 // Package control is the control socket of a running tapstack daemon: a
 // unix socket (mode 0600) that takes one JSON request per line and answers
-// one JSON line, so that `tapstack forward add|rm|ls` can change a running
-// daemon's port forwards.
+// one JSON line. Through it `tapstack forward` changes the port forwards,
+// `tapstack capture` starts and stops captures, `tapstack impair` changes
+// the wire's impairment, and `tapstack ss` and `tapstack status` read the
+// flows, the counters and the SSReport and StatusReport documents. The
+// server side is a Handler (with Capturer, Impairer and Reporter); the
+// client side is Call and Stream.
 package control
 
 import (

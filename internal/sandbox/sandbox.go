@@ -117,11 +117,13 @@ func dropCapabilities() (string, error) {
 	return fmt.Sprintf("capabilities: %q; %s", keep.String(), bound), nil
 }
 
-// Blocked are the system calls slirp4netns's --enable-seccomp blocks
+// Blocked returns the system calls slirp4netns's --enable-seccomp blocks
 // (its seccompfilter_rules.h): a call to one kills the process, except
 // prctl, which fails with EPERM (the Go runtime names its memory
 // mappings with it and copes with a refusal).
-var Blocked = []string{
+func Blocked() []string { return append([]string(nil), blocked...) }
+
+var blocked = []string{
 	"execve", "execveat", "lookup_dcookie", "pidfd_getfd", "ptrace", "process_vm_readv", "process_vm_writev",
 	"delete_module", "finit_module", "init_module", "chroot", "fsconfig", "fsmount", "fsopen", "fspick",
 	"mount", "move_mount", "open_tree", "pivot_root", "umount2", "open_by_handle_at",
@@ -138,7 +140,7 @@ func Seccomp() (Report, error) {
 	policy := seccomp.Policy{
 		DefaultAction: seccomp.ActionAllow,
 		Syscalls: []seccomp.SyscallGroup{
-			{Action: seccomp.ActionKillProcess, Names: Blocked},
+			{Action: seccomp.ActionKillProcess, Names: blocked},
 			{Action: seccomp.ActionErrno | seccomp.Action(unix.EPERM), Names: []string{"prctl"}},
 		},
 	}
@@ -181,7 +183,7 @@ func Seccomp() (Report, error) {
 	if r1 != 0 {
 		return nil, fmt.Errorf("seccomp: thread %d could not be synchronised", r1)
 	}
-	return Report{"seccomp: killed on " + strings.Join(Blocked, " ") + "; prctl fails with EPERM; other architectures killed"}, nil
+	return Report{"seccomp: killed on " + strings.Join(blocked, " ") + "; prctl fails with EPERM; other architectures killed"}, nil
 }
 
 // nativeArch is the AUDIT_ARCH value of this build's system calls.

@@ -44,7 +44,7 @@ func ExampleServeOnce() {
 		done <- fmt.Sprintf("server got %q from %s (err %v)", req, peer.Host, err)
 	}()
 	<-ready
-	reply, err := examples.HTTPGet(st, examples.Addresses.Localhost)
+	reply, err := examples.HTTPGet(st, examples.Addresses().Localhost)
 	fmt.Printf("client got %q (err %v)\n", reply, err)
 	fmt.Println(<-done)
 	// Output:
@@ -67,7 +67,7 @@ func ExampleReceiveDatagram() {
 }
 
 func ExampleAddresses() {
-	fmt.Println(examples.Addresses.Server, examples.Addresses.Any, examples.Addresses.Localhost, examples.Addresses.Broadcast)
+	fmt.Println(examples.Addresses().Server, examples.Addresses().Any, examples.Addresses().Localhost, examples.Addresses().Broadcast)
 	// Output:
 	// 192.168.1.50:80 0.0.0.0:8000 127.0.0.1:8000 255.255.255.255:9999
 }

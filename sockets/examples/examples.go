@@ -32,14 +32,22 @@ func OpenTCPAndUDP(st *stack.Stack) (tcp, udp *sockets.Socket, err error) {
 	return tcp, udp, nil
 }
 
-// Addresses are the seed's address tuples and its three special hosts.
-var Addresses = struct {
-	Server, Any, Localhost, Broadcast sockets.Addr
-}{
-	Server:    sockets.Addr{Host: "192.168.1.50", Port: 80}, // ("192.168.1.50", 80)
-	Any:       sockets.Addr{Host: "0.0.0.0", Port: 8000},    // every IPv4 interface
-	Localhost: sockets.Addr{Host: "127.0.0.1", Port: 8000},  // never leaves the host
-	Broadcast: sockets.Addr{Host: "255.255.255.255", Port: 9999},
+// SeedAddrs are the seed's address tuples and its three special hosts.
+type SeedAddrs struct {
+	Server    sockets.Addr // ("192.168.1.50", 80)
+	Any       sockets.Addr // every IPv4 interface
+	Localhost sockets.Addr // never leaves the host
+	Broadcast sockets.Addr // every host on the segment
+}
+
+// Addresses returns the seed's addresses.
+func Addresses() SeedAddrs {
+	return SeedAddrs{
+		Server:    sockets.Addr{Host: "192.168.1.50", Port: 80},
+		Any:       sockets.Addr{Host: "0.0.0.0", Port: 8000},
+		Localhost: sockets.Addr{Host: "127.0.0.1", Port: 8000},
+		Broadcast: sockets.Addr{Host: "255.255.255.255", Port: 9999},
+	}
 }
 
 // HTTPGet is the seed's client, in the with pattern:
