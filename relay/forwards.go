@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tapstack/tapstack/sockets"
@@ -20,8 +21,12 @@ import (
 // Forward is a port forward from the host into the namespace: connections
 // (or datagrams) to Host on the host go to NSPort on NSAddr, or on the
 // namespace's address of the same family when NSAddr is not set. The
-// namespace sees them come from the stack's address (10.0.2.2 or fd00::2
-// by default).
+// namespace sees them come from the client's own address and port, as
+// slirp4netns keeps them; a client on the host's loopback, of the other
+// family, or at an address the namespace could not answer through the
+// stack (one of the namespace's own networks, link-local, multicast)
+// comes from the stack's gateway address (10.0.2.2 or fd00::2 by
+// default) instead.
 type Forward struct {
 	Proto  string // "tcp" or "udp"
 	Host   netip.AddrPort
@@ -242,10 +247,6 @@ func (g *Gateway) Forwards() []Forward {
 }
 
 func (g *Gateway) serveForwardTCP(fw *forward) {
-	network := "tcp4"
-	if fw.target.Addr().Is6() {
-		network = "tcp6"
-	}
 	for {
 		hc, err := fw.ln.Accept()
 		if err != nil {
@@ -258,7 +259,7 @@ func (g *Gateway) serveForwardTCP(fw *forward) {
 		g.stats.forwarded.Add(1)
 		g.goTracked(func() {
 			ctx, cancel := context.WithTimeout(g.ctx, g.cfg.ConnectTimeout)
-			c, err := sockets.Dial(ctx, g.st, network, fw.target.String())
+			c, err := g.dialFrom(ctx, sockets.SOCK_STREAM, addrPortOf(hc.RemoteAddr()), fw.target)
 			cancel()
 			if err != nil {
 				// Nothing listens in the namespace: reset the host side.
@@ -282,10 +283,6 @@ func (g *Gateway) serveForwardTCP(fw *forward) {
 // serveForwardUDP keeps one stack socket per host peer, connected to the
 // target, until the flow idles out.
 func (g *Gateway) serveForwardUDP(fw *forward) {
-	network := "udp4"
-	if fw.target.Addr().Is6() {
-		network = "udp6"
-	}
 	var mu sync.Mutex
 	type udpFlow struct {
 		c net.Conn
@@ -318,7 +315,7 @@ func (g *Gateway) serveForwardUDP(fw *forward) {
 				g.limitLog("fwd-flows", "%d flows: dropping datagrams of new UDP forward flows (--max-flows)", g.cfg.MaxFlows)
 				continue
 			}
-			c, err = sockets.Dial(g.ctx, g.st, network, fw.target.String())
+			c, err = g.dialFrom(g.ctx, sockets.SOCK_DGRAM, addrPortOf(from), fw.target)
 			if err != nil {
 				release(g.flows)
 				continue
@@ -365,6 +362,81 @@ func (g *Gateway) serveForwardUDP(fw *forward) {
 			f.moved(true, n)
 		}
 	}
+}
+
+// forwardSource is where a forwarded client appears from in the
+// namespace (see Forward): its own address and port, or the gateway's
+// address of the target's family (port 0: any).
+func (g *Gateway) forwardSource(client netip.AddrPort, target netip.Addr) netip.AddrPort {
+	a := client.Addr().Unmap()
+	gateway := func() netip.AddrPort {
+		for _, l := range g.cfg.LoopbackAddrs {
+			if l.Is4() == target.Is4() {
+				return netip.AddrPortFrom(l, 0)
+			}
+		}
+		return netip.AddrPort{}
+	}
+	if !a.IsValid() || a.Is4() != target.Is4() || a.IsLoopback() || a.IsUnspecified() || a.IsLinkLocalUnicast() ||
+		a.IsMulticast() || g.st.IsLocal(a) || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return gateway()
+	}
+	for _, n := range g.st.NICs() {
+		for _, p := range n.Addrs {
+			if !n.Loopback && p.Masked().Contains(a) {
+				return gateway() // on the namespace's link: it would ask ARP for it
+			}
+		}
+	}
+	return netip.AddrPortFrom(a, client.Port())
+}
+
+// dialFrom connects a stack socket of type typ to target, from where the
+// forwarded client appears (forwardSource). The gateway NIC owns every
+// address (it spoofs), so a client's address can be bound; if its port
+// is taken (a client that reuses one quickly), any port does.
+func (g *Gateway) dialFrom(ctx context.Context, typ sockets.Type, client, target netip.AddrPort) (net.Conn, error) {
+	src := g.forwardSource(client, target.Addr())
+	s, err := sockets.New(g.st, familyOf(target.Addr()), typ, 0)
+	if err != nil {
+		return nil, err
+	}
+	if src.IsValid() {
+		err := s.Bind(sockets.Addr{Host: src.Addr().String(), Port: int(src.Port())})
+		if errors.Is(err, syscall.EADDRINUSE) {
+			err = s.Bind(sockets.Addr{Host: src.Addr().String()})
+		}
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	stop := context.AfterFunc(ctx, func() { _ = s.SetDeadline(time.Unix(1, 0)) })
+	err = s.Connect(sockets.Addr{Host: target.Addr().String(), Port: int(target.Port())})
+	if !stop() && err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	_ = s.SetDeadline(time.Time{})
+	if typ == sockets.SOCK_STREAM {
+		return sockets.NewConn(s), nil
+	}
+	return sockets.NewPacketConn(s), nil
+}
+
+// addrPortOf is a host socket address as a netip.AddrPort (zero if it is
+// not an IP address).
+func addrPortOf(a net.Addr) netip.AddrPort {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return a.AddrPort()
+	case *net.UDPAddr:
+		return a.AddrPort()
+	}
+	return netip.AddrPort{}
 }
 
 // ControlHandler adapts a Gateway to the control socket's string requests.
