@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,6 +47,62 @@ func serveHTTP(t *testing.T, addr string, h http.Handler) {
 // counters reads the daemon's counter table as its control socket does.
 func counters(env *nstest.Relayed) map[string]uint64 {
 	return relay.CounterMap(env.Daemon.Relay().Counters())
+}
+
+// serveTCP accepts connections on addr in the test's namespace and hands
+// each to handle on a goroutine of its own, until the test ends; then it
+// closes the listener and the connections and waits for the handlers.
+func serveTCP(t *testing.T, addr string, handle func(net.Conn)) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu     sync.Mutex
+		conns  []net.Conn
+		closed bool
+		wg     sync.WaitGroup
+	)
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			if closed {
+				mu.Unlock()
+				c.Close()
+				return
+			}
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() { defer c.Close(); handle(c) })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		closed = true
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+}
+
+// dialInside dials addr from a socket in env's namespace: the namespace's
+// kernel makes the connection, as a tool's there would, and the relay
+// carries it.
+func dialInside(env *nstest.Relayed, network, addr string, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	err := env.NS.Do(func() (err error) {
+		c, err = net.DialTimeout(network, addr, timeout)
+		return err
+	})
+	return c, err
 }
 
 // TestRelayedDownloadAndUploadKeepEveryByte: curl in the namespace
@@ -81,10 +138,11 @@ func TestRelayedDownloadAndUploadKeepEveryByte(t *testing.T) {
 	}
 }
 
-// TestRelayedUDPPingAndDNS: UDP to both families, pings relayed (and a
-// ping to nobody unanswered), names resolved through the DNS forwarder
-// from a dnsmasq upstream named in the relay's resolv.conf.
-func TestRelayedUDPPingAndDNS(t *testing.T) {
+// startDNSMasq runs dnsmasq on nstest.OuterV4:53 in the test's namespace
+// until the test ends, answering for name.test: 10.0.2.50 and fd00::50.
+// Without dnsmasq the test skips.
+func startDNSMasq(t *testing.T) {
+	t.Helper()
 	bin, err := exec.LookPath("dnsmasq")
 	if err != nil {
 		cienv.Skip(t, "needs dnsmasq")
@@ -99,7 +157,14 @@ func TestRelayedUDPPingAndDNS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dns.Process.Kill(); dns.Wait() })
-	resolv := filepath.Join(dir, "resolv.conf")
+}
+
+// TestRelayedUDPPingAndDNS: UDP to both families, pings relayed (and a
+// ping to nobody unanswered), names resolved through the DNS forwarder
+// from a dnsmasq upstream named in the relay's resolv.conf.
+func TestRelayedUDPPingAndDNS(t *testing.T) {
+	startDNSMasq(t)
+	resolv := filepath.Join(t.TempDir(), "resolv.conf")
 	os.WriteFile(resolv, []byte("nameserver "+nstest.OuterV4+"\n"), 0o644)
 	echo, err := net.ListenUDP("udp", &net.UDPAddr{Port: 7000})
 	if err != nil {
