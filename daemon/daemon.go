@@ -32,6 +32,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tapstack/tapstack/internal/capture"
@@ -108,8 +109,9 @@ type Config struct {
 	SocketSites bool
 
 	// Relay configures the relay. The daemon fills in its
-	// LoopbackAddrs, DNSAddrs, NSAddrs, AddGuest and Log from the plan
-	// and the host.
+	// LoopbackAddrs, DNSAddrs, NSAddrs, NSPrefixes, Gateway4, MTU,
+	// AddGuest and Log from the plan and the host, and sets NoSLAAC
+	// unless NoConfigure.
 	Relay relay.Config
 	// Services are built-in services to run at the stack's addresses
 	// (services: echo, discard, iperf3).
@@ -256,13 +258,27 @@ func (d *Daemon) start(ctx context.Context) error {
 		rc.LoopbackAddrs = append(rc.LoopbackAddrs, gw6)
 	}
 	rc.Log = d.log
-	// Forwards to other addresses of the namespace are checked and let
-	// through the source filter by the host, once it exists.
+	// The DHCP server and the router advertisements configure a
+	// namespace nobody configured; one with its addresses set gets no
+	// second address by SLAAC.
+	rc.NSPrefixes = cfg.Plan.NS
+	rc.Gateway4 = gw4
+	rc.MTU = cfg.MTU
+	if !cfg.NoConfigure {
+		rc.NoSLAAC = true
+	}
+	// Forwards to other addresses of the namespace, addresses leased by
+	// DHCP and those the namespace makes by SLAAC are checked and let
+	// through the source filter by the host, once it exists. The DHCP
+	// server and the RAs call it from the packet path, which may run
+	// before New returns: they find the host through up.
+	var up atomic.Pointer[nshost.Host]
 	rc.AddGuest = func(a netip.Addr) error {
-		if d.host == nil {
+		h := up.Load()
+		if h == nil {
 			return errors.New("the host is not up yet")
 		}
-		return d.host.AddGuest(a)
+		return h.AddGuest(a)
 	}
 	d.gw = relay.New(rc)
 	hc := nshost.Config{
@@ -294,6 +310,7 @@ func (d *Daemon) start(ctx context.Context) error {
 		return err
 	}
 	h := d.host
+	up.Store(h)
 	if !cfg.Impair.IsZero() {
 		d.log.Info(fmt.Sprintf("impairing the wire: %v (seed %d; replay with --impair-seed %d)", cfg.Impair, cfg.ImpairSeed, cfg.ImpairSeed))
 	}

@@ -373,10 +373,142 @@ func (r *udpRequest) Accept() (*sockets.Socket, error) {
 // takes to h, synchronously: h must return quickly (Accept, then hand the
 // socket to a goroutine). If h returns false the stack answers as for a
 // closed port (ICMP port unreachable). Call it from stack.Config.Init.
-func catchUDP(st *stack.Stack, h func(*udpRequest) bool) {
+func catchUDP(st *stack.Stack, h func(*udpRequest) bool) { catchUDPWith(st, h, nil) }
+
+// catchUDPWith is catchUDP with dhcp, which sees first each IPv4
+// datagram to port 67 (the DHCP server's: from 0.0.0.0 to
+// 255.255.255.255, or to the server's address) and keeps those it
+// serves (it returns true); the others go on to h. dhcp runs
+// synchronously and must not block.
+func catchUDPWith(st *stack.Stack, h func(*udpRequest) bool, dhcp func(*linkDatagram) bool) {
 	st.GV().SetTransportProtocolHandler(udp.ProtocolNumber, func(id gvstack.TransportEndpointID, pkt *gvstack.PacketBuffer) bool {
+		if dhcp != nil && id.LocalPort == dhcpServerPort && pkt.NetworkProtocolNumber == ipv4.ProtocolNumber {
+			if d := datagramOf(st, id, pkt); d != nil && dhcp(d) {
+				return true
+			}
+		}
 		return h(&udpRequest{ID: flowIDOf(id), st: st, r: udp.NewForwarderRequest(st.GV(), id, pkt.Clone()), first: copyHeaders(pkt)})
 	})
+}
+
+// linkDatagram is an IPv4 UDP datagram as it came off the link, for a
+// service of the stack that answers at the link layer, to a peer that
+// may have no address yet (DHCP).
+type linkDatagram struct {
+	Src, Dst netip.AddrPort
+	// SrcMAC is the Ethernet source of the frame.
+	SrcMAC  tcpip.LinkAddress
+	Payload []byte
+
+	st  *stack.Stack
+	nic tcpip.NICID
+}
+
+// datagramOf copies what a linkDatagram holds out of pkt; nil if pkt has
+// no Ethernet header or a bad UDP checksum (the stack checks it only
+// when a socket takes the datagram).
+func datagramOf(st *stack.Stack, id gvstack.TransportEndpointID, pkt *gvstack.PacketBuffer) *linkDatagram {
+	lh := pkt.LinkHeader().Slice()
+	uh := header.UDP(pkt.TransportHeader().Slice())
+	if len(lh) < header.EthernetMinimumSize || len(uh) < header.UDPMinimumSize || int(uh.Length()) != len(uh)+pkt.Data().Size() {
+		return nil
+	}
+	payload := pkt.Data().AsRange().ToSlice()
+	if uh.Checksum() != 0 && !uh.IsChecksumValid(id.RemoteAddress, id.LocalAddress, checksum.Checksum(payload, 0)) {
+		return nil
+	}
+	return &linkDatagram{
+		Src:    netip.AddrPortFrom(addrFromTCPIP(id.RemoteAddress), id.RemotePort),
+		Dst:    netip.AddrPortFrom(addrFromTCPIP(id.LocalAddress), id.LocalPort),
+		SrcMAC: header.Ethernet(lh).SourceAddress(), Payload: payload,
+		st: st, nic: pkt.NICID,
+	}
+}
+
+// Reply sends payload from src to dst in an IPv4 UDP datagram, in a
+// frame to dstMAC on the link the datagram came from.
+func (d *linkDatagram) Reply(src, dst netip.AddrPort, dstMAC tcpip.LinkAddress, payload []byte) error {
+	pkt := make([]byte, header.IPv4MinimumSize+header.UDPMinimumSize+len(payload))
+	s, t := tcpip.AddrFrom4(src.Addr().As4()), tcpip.AddrFrom4(dst.Addr().As4())
+	ip := header.IPv4(pkt)
+	ip.Encode(&header.IPv4Fields{
+		TotalLength: uint16(len(pkt)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber), SrcAddr: s, DstAddr: t,
+	})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	u := header.UDP(pkt[header.IPv4MinimumSize:])
+	u.Encode(&header.UDPFields{SrcPort: src.Port(), DstPort: dst.Port(), Length: uint16(len(u))})
+	copy(u.Payload(), payload)
+	sum := ^u.CalculateChecksum(checksum.Checksum(payload, header.PseudoHeaderChecksum(header.UDPProtocolNumber, s, t, uint16(len(u)))))
+	if sum == 0 {
+		sum = 0xffff
+	}
+	u.SetChecksum(sum)
+	if terr := d.st.GV().WritePacketToRemote(d.nic, dstMAC, ipv4.ProtocolNumber, buffer.MakeWithData(pkt)); terr != nil {
+		return fmt.Errorf("send to %s: %s", dst, terr)
+	}
+	return nil
+}
+
+// ndpPacket is a router solicitation, or a neighbor solicitation from
+// the unspecified address (duplicate address detection of Target), as
+// it came off the link.
+type ndpPacket struct {
+	Type   header.ICMPv6Type
+	Src    netip.Addr
+	Target netip.Addr // of a neighbor solicitation
+	SrcMAC tcpip.LinkAddress
+	NIC    tcpip.NICID
+}
+
+// catchNDP hands h the router solicitations and the neighbor
+// solicitations of duplicate address detection that reach st, with a
+// hop limit of 255 (they come from the link), synchronously: h must not
+// block. The stack goes on handling them as before: its NICs are not
+// routers, so it ignores solicitations for routers, and it answers a
+// neighbor solicitation only for a group it joined (its own addresses').
+// Call it from stack.Config.Init.
+func catchNDP(st *stack.Stack, h func(*ndpPacket)) error {
+	if terr := st.GV().RegisterRawTransportEndpoint(ipv6.ProtocolNumber, header.ICMPv6ProtocolNumber, ndpTap(h)); terr != nil {
+		return fmt.Errorf("catch NDP: %s", terr)
+	}
+	return nil
+}
+
+// ndpTap is a raw ICMPv6 endpoint of gVisor's, which sees a copy of
+// every valid ICMPv6 packet before the stack handles it, whatever its
+// destination.
+type ndpTap func(*ndpPacket)
+
+// HandlePacket implements gvstack.RawTransportEndpoint.
+func (h ndpTap) HandlePacket(pkt *gvstack.PacketBuffer) {
+	ip := header.IPv6(pkt.NetworkHeader().Slice())
+	lh := pkt.LinkHeader().Slice()
+	if len(ip) < header.IPv6MinimumSize || ip.HopLimit() != header.NDPHopLimit || len(lh) < header.EthernetMinimumSize {
+		return
+	}
+	msg := append(append([]byte{}, pkt.TransportHeader().Slice()...), pkt.Data().AsRange().ToSlice()...)
+	ic := header.ICMPv6(msg)
+	if len(ic) < header.ICMPv6MinimumSize || ic.Code() != 0 {
+		return
+	}
+	p := &ndpPacket{Type: ic.Type(), Src: addrFromTCPIP(ip.SourceAddress()), SrcMAC: header.Ethernet(lh).SourceAddress(), NIC: pkt.NICID}
+	switch p.Type {
+	case header.ICMPv6RouterSolicit:
+		if len(ic) < header.ICMPv6HeaderSize+header.NDPRSMinimumSize {
+			return
+		}
+	case header.ICMPv6NeighborSolicit:
+		if len(ic) < header.ICMPv6NeighborSolicitMinimumSize || !p.Src.IsUnspecified() {
+			return
+		}
+		p.Target = addrFromTCPIP(header.NDPNeighborSolicit(ic.MessageBody()).TargetAddress())
+	default:
+		return
+	}
+	if ic.Checksum() != header.ICMPv6Checksum(header.ICMPv6ChecksumParams{Header: ic, Src: ip.SourceAddress(), Dst: ip.DestinationAddress()}) {
+		return
+	}
+	h(p)
 }
 
 // echoRequest is an ICMP echo request to an address that is not the

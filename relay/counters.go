@@ -112,6 +112,18 @@ func (g *Gateway) Counters() []Counter {
 		Refusal("syns_dropped", stat(func(s Stats) uint64 { return s.SYNsDropped })),
 		Refusal("socket_table_full", load(g.stats.tableFull.Load)),
 		Refusal("udp_errors", load(g.stats.udpErrors.Load)),
+		{Name: "dhcp_leases", Metric: "relay_dhcp_leases", Gauge: true, Help: "Addresses the DHCP server has leased to the namespace.", Value: func() uint64 {
+			if g.dhcp == nil {
+				return 0
+			}
+			return uint64(g.dhcp.Leases())
+		}},
+		{Name: "router_advertisements", Metric: "relay_router_advertisements_total", Help: "IPv6 router advertisements sent to the namespace.", Value: func() uint64 {
+			if g.ra == nil {
+				return 0
+			}
+			return g.ra.sent.Load()
+		}},
 		{Name: "sockets_in_use", Gauge: true, Value: func() uint64 {
 			if g.st == nil {
 				return 0

@@ -82,6 +82,31 @@ type Config struct {
 	// loopback leave from loopback whatever these say.
 	OutboundAddrs []netip.Addr
 
+	// NoDHCP turns off the DHCPv4 server (dhcp.go). It serves when
+	// NSPrefixes has an IPv4 network and Gateway4 is set: leases from
+	// network+15 on, Gateway4 as router and server, the IPv4 DNSAddrs,
+	// MTU; each leased address is let through AddGuest.
+	NoDHCP bool
+	// NoRA turns off the router advertisements (ra.go) of NSPrefixes'
+	// IPv6 networks, with the IPv6 DNSAddrs and MTU. Each address the
+	// namespace claims in them (duplicate address detection) is let
+	// through AddGuest.
+	NoRA bool
+	// NoSLAAC advertises the networks without the autonomous flag: for a
+	// namespace that has its addresses already (configured by the
+	// daemon), where SLAAC would add another that Linux then prefers as
+	// the source of new connections (the newest address wins its ties).
+	NoSLAAC bool
+	// NSPrefixes are the namespace's addresses with their networks'
+	// lengths: the networks DHCP leases from and RAs announce.
+	NSPrefixes []netip.Prefix
+	// Gateway4 is the stack's address that the namespace routes IPv4
+	// through: the DHCP server's address and the router it names.
+	Gateway4 netip.Addr
+	// MTU is the link's MTU, which DHCP and RAs advertise (0: they do
+	// not).
+	MTU int
+
 	// Logf, if set, receives one line per notable event.
 	Logf func(format string, args ...any)
 	// Log, if set, takes the place of Logf: refusals and forwards at
@@ -160,6 +185,9 @@ type Gateway struct {
 	dialStats dialStats    // outcomes and latency of host TCP dials
 	bytes     byteCounters // bytes relayed and forwarded, each way
 
+	dhcp *dhcpServer // nil: off
+	ra   *raServer   // nil: off
+
 	logs       logLimiter
 	dnsTimeout time.Duration // of one upstream exchange (dnsTimeout)
 	resolv     resolvers
@@ -213,7 +241,18 @@ func (g *Gateway) Install(st *stack.Stack) error {
 	g.hw = hw
 	g.st = st
 	g.fwdStats = catchTCP(st, forwarderInFlight(g.cfg.MaxPendingDials), g.handleTCP)
-	catchUDP(st, g.handleUDP)
+	g.dhcp = newDHCPServer(&g.cfg, st.IsLocal, g.logf)
+	if g.dhcp != nil {
+		catchUDPWith(st, g.handleUDP, g.dhcp.handle)
+	} else {
+		catchUDP(st, g.handleUDP)
+	}
+	if g.ra = newRAServer(&g.cfg, g.logf); g.ra != nil {
+		g.ra.st = st
+		if err := catchNDP(st, g.ra.handle); err != nil {
+			return err
+		}
+	}
 	if !g.cfg.NoPing {
 		catchEcho(st, g.handleEcho)
 	}
@@ -234,6 +273,9 @@ func (g *Gateway) Start() error {
 		if err := g.AddForward(f); err != nil {
 			return err
 		}
+	}
+	if g.ra != nil {
+		g.goTracked(func() { g.ra.run(g.ctx.Done()) })
 	}
 	return nil
 }
