@@ -16,6 +16,10 @@ type verdict struct {
 	ok     bool
 	dial   netip.AddrPort // where to dial on the host
 	reason string         // why not, when !ok
+	// netUnreach answers a refusal with ICMP network unreachable rather
+	// than as a closed port: slirp4netns's answer for the host loopback
+	// address when --disable-host-loopback is given.
+	netUnreach bool
 }
 
 // decide applies the egress policy to a destination the namespace asked
@@ -35,7 +39,7 @@ func (g *Gateway) decide(dst netip.AddrPort, isLocal func(netip.Addr) bool) verd
 				}
 			}
 		}
-		return verdict{reason: "the stack's own address (host loopback is off; see --host-loopback)"}
+		return verdict{reason: "the stack's own address (host loopback is off; see --host-loopback)", netUnreach: true}
 	}
 	switch {
 	case a.IsLoopback():

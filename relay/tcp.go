@@ -30,7 +30,11 @@ func (g *Gateway) relayTCP(r *tcpRequest) {
 	v := g.decide(r.ID.Dst, g.st.IsLocal)
 	if !v.ok {
 		g.refused("tcp", r.ID.Dst, v.reason)
-		r.Refuse()
+		if v.netUnreach {
+			r.Unreachable(true)
+		} else {
+			r.Refuse()
+		}
 		return
 	}
 	slot := g.dials.start(g.ctx, v.dial.Addr())

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -28,6 +29,38 @@ import (
 // slirpVersion is what -v reports as the slirp4netns version spoken: the
 // command line and API of slirp4netns 1.2.
 const slirpVersion = "1.2.0"
+
+// slirpLibVersion and slirpConfigVersionMax are the libslirp whose
+// features tapstack's slirp4netns mode offers, as -v reports them.
+const (
+	slirpLibVersion       = "4.7.0"
+	slirpConfigVersionMax = 4
+)
+
+// parseSlirpCIDR parses --cidr as slirp4netns does, with its messages:
+// an IPv4 network address (no host bits) with a prefix of 1 to 25 bits.
+func parseSlirpCIDR(val string) (netip.Prefix, error) {
+	addr, bits, ok := strings.Cut(val, "/")
+	if !ok || len(bits) < 1 || len(bits) > 2 || strings.Count(addr, ".") != 3 {
+		return netip.Prefix{}, fmt.Errorf("invalid CIDR: %s", val)
+	}
+	n, err := strconv.Atoi(bits)
+	if err != nil || n < 0 {
+		return netip.Prefix{}, fmt.Errorf("invalid CIDR: %s", val)
+	}
+	a, err := netip.ParseAddr(addr)
+	if err != nil || !a.Is4() {
+		return netip.Prefix{}, fmt.Errorf("invalid network address: %s", addr)
+	}
+	if n < 1 || n > 25 {
+		return netip.Prefix{}, fmt.Errorf("prefix length needs to be 1-25")
+	}
+	p := netip.PrefixFrom(a, n)
+	if p.Masked() != p {
+		return netip.Prefix{}, fmt.Errorf("CIDR needs to be a network address like %s, not like %s", p.Masked(), p)
+	}
+	return p, nil
+}
 
 // slirpOptions are slirp4netns's options (its man page, version 1.2).
 type slirpOptions struct {
@@ -120,10 +153,7 @@ func parseSlirpArgs(args []string) (*slirpOptions, error) {
 				err = fmt.Errorf("MTU must be an integer from 1280 to %d", link.MaxMTU)
 			}
 		case "cidr":
-			o.cidr, err = netip.ParsePrefix(val)
-			if err != nil || !o.cidr.Addr().Is4() || o.cidr.Bits() > 25 || o.cidr.Masked() != o.cidr {
-				err = fmt.Errorf("--cidr %q: want an IPv4 network address with a prefix of 25 bits or fewer, like 10.0.2.0/24", val)
-			}
+			o.cidr, err = parseSlirpCIDR(val)
 		case "disable-host-loopback", "no-host-loopback":
 			o.noHostLoopback = true
 		case "netns-type":
@@ -215,13 +245,17 @@ func parseSlirpArgs(args []string) (*slirpOptions, error) {
 			operands = append(operands, a)
 		}
 	}
-	switch len(operands) {
-	case 1:
-		o.tap = "tap0"
-	case 2:
-		o.tap = operands[1]
-	default:
+	switch {
+	case len(operands) == 0:
 		return nil, errors.New("want PID|PATH [TAPNAME]")
+	case len(operands) == 1:
+		o.tap = "tap0"
+	default:
+		o.tap = operands[1]
+	}
+	if len(operands) > 2 {
+		// As slirp4netns: a warning, and the rest is ignored.
+		o.warnings = append(o.warnings, "too many arguments")
 	}
 	o.target = operands[0]
 	if o.netnsType == "pid" {
@@ -266,7 +300,12 @@ func runSlirp(argv0 string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, slirpUsage, argv0)
 		return 0
 	case errors.Is(err, errSlirpVersion):
-		fmt.Fprintf(stdout, "slirp4netns version %s\ntapstack: %s\n", slirpVersion, version)
+		// The lines slirp4netns prints, which its users parse (its test
+		// suite reads SLIRP_CONFIG_VERSION_MAX to decide what to test):
+		// tapstack does what libslirp 4.7's configuration version 4
+		// offers (outbound addresses, --disable-dns, the MAC address).
+		fmt.Fprintf(stdout, "slirp4netns version %s\ncommit: tapstack-%s\nlibslirp: %s\nSLIRP_CONFIG_VERSION_MAX: %d\ntapstack: %s\n",
+			slirpVersion, version, slirpLibVersion, slirpConfigVersionMax, version)
 		return 0
 	case err != nil:
 		fmt.Fprintf(stderr, "%s: %v\n", argv0, err)
@@ -331,6 +370,16 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 		}
 		cfg.Devices = tap.Devices()
 	}
+	// The API socket exists before the TAP does: clients talk to it as
+	// soon as they see the TAP.
+	var api *slirpapi.Server
+	if o.apiSocket != "" {
+		var err error
+		if api, err = slirpapi.Bind(o.apiSocket); err != nil {
+			return err
+		}
+		defer api.Close()
+	}
 	d, err := daemon.Start(ctx, cfg)
 	if err != nil {
 		return err
@@ -338,12 +387,8 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 	defer d.Close()
 	fmt.Fprintf(stdout, "tapstack slirp4netns: %s in the namespace of %s, MTU %d, network %s, gateway %s, DNS %s, namespace %s\n",
 		o.tap, o.target, o.mtu, o.cidr, plan.Stack[0].Addr(), joinPrefixes(plan.DNS), plan.NS[0].Addr())
-	if o.apiSocket != "" {
-		api, err := slirpapi.Listen(o.apiSocket, d.Relay(), plan.NS[0].Addr())
-		if err != nil {
-			return err
-		}
-		defer api.Close()
+	if api != nil {
+		api.Serve(d.Relay(), plan.NS[0].Addr())
 	}
 	if o.exitFD >= 0 {
 		var cancel context.CancelFunc
@@ -382,15 +427,23 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 	return d.Wait(ctx)
 }
 
-// watchExitFD calls exited when the other end of fd is closed (or it
-// becomes readable), as slirp4netns's --exit-fd.
+// watchExitFD calls exited when the other end of fd is closed (hang-up,
+// error, or no such descriptor), as slirp4netns's --exit-fd; data to
+// read does not end it.
 func watchExitFD(ctx context.Context, fd int, exited func()) {
 	defer exited()
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	fds := []unix.PollFd{{Fd: int32(fd)}} // POLLHUP, POLLERR and POLLNVAL are always reported
 	for ctx.Err() == nil {
 		n, err := unix.Poll(fds, 250)
-		if err == nil && n > 0 || err != nil && !errors.Is(err, unix.EINTR) {
+		if err != nil && !errors.Is(err, unix.EINTR) {
 			return
+		}
+		if n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+			return
+		}
+		if n > 0 {
+			// Readable but not closed: wait without spinning.
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 }
