@@ -469,3 +469,89 @@ func TestSlirp4netnsSandboxSeccompOutbound(t *testing.T) {
 		t.Fatalf("still running 10 s after the exit FD closed; %s", d.out.String())
 	}
 }
+
+// checkSlirpSandbox checks a slirp4netns sandbox from outside, as
+// slirp4netns's own suite does: the process (its leader thread, what
+// getpcaps reads) holds CAP_NET_BIND_SERVICE and nothing else, and its
+// root (/proc/PID/root) shows /etc and /run but not /home, /root or
+// /var.
+func checkSlirpSandbox(t *testing.T, pid int, out *syncBuffer) {
+	t.Helper()
+	status := string(must(os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))))
+	for _, want := range []string{"CapEff:\t0000000000000400", "CapPrm:\t0000000000000400", "NoNewPrivs:\t1"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("the sandboxed daemon's status lacks %q:\n%s\ndaemon: %s", want, status, out.String())
+		}
+	}
+	root := fmt.Sprintf("/proc/%d/root/", pid)
+	for _, d := range []string{"etc", "run"} {
+		if _, err := os.Stat(root + d); err != nil {
+			t.Errorf("the sandbox's root lacks /%s: %v", d, err)
+		}
+	}
+	for _, d := range []string{"home", "root", "var", "usr", "tmp"} {
+		if _, err := os.Lstat(root + d); err == nil {
+			t.Errorf("the sandbox's root shows /%s", d)
+		}
+	}
+}
+
+// TestSlirp4netnsSandboxLikeSlirp4netns: --enable-sandbox as root and as
+// an ordinary user for a process in a user + network namespace of its
+// own (slirp4netns's suite's case): the daemon keeps its PID, says ready
+// only once sandboxed, keeps CAP_NET_BIND_SERVICE alone and sees a root
+// holding only /etc and /run; as root a forward to the host's port 80
+// added through the API afterwards serves into the namespace.
+func TestSlirp4netnsSandboxLikeSlirp4netns(t *testing.T) {
+	cienv.RequireTool(t, "setpriv", "nsenter", "unshare")
+	t.Run("root", func(t *testing.T) {
+		o := newOuter(t)
+		pid := slirpTarget(t, o)
+		api := filepath.Join(o.dir, "api.sock")
+		d := startSlirp(t, o, nil, tapstackBin, "slirp4netns", "-c", "--enable-sandbox", "--api-socket", api, "-r", "3", fmt.Sprint(pid), "tap0")
+		checkSlirpSandbox(t, d.cmd.Process.Pid, d.out)
+		srv := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-n", "python3", "-c", pyPeerServer, "10.0.2.100", "80")
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+		if got := slirpAPI(t, api, `{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", "host_port": 80, "guest_port": 80}}`); got != `{"return":{"id":1}}` {
+			t.Fatalf("add_hostfwd to the host's port 80 in the sandbox: %q; daemon: %s", got, d.out.String())
+		}
+		var got string
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			b, _ := exec.Command("ip", "netns", "exec", o.name, "python3", "-c", pyReadFrom, "127.0.0.1", "80").CombinedOutput()
+			if got = strings.TrimSpace(string(b)); got == "10.0.2.2" {
+				break
+			}
+		}
+		if got != "10.0.2.2" {
+			t.Fatalf("through the forward on port 80: %q", got)
+		}
+	})
+	t.Run("rootless", func(t *testing.T) {
+		o := newOuter(t)
+		tunForEveryone(t)
+		drop := []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "env", "HOME=/", "XDG_RUNTIME_DIR="}
+		target := exec.Command("ip", append(append([]string{"netns", "exec", o.name}, drop...), "unshare", "--user", "--map-root-user", "--net", "sleep", "300")...)
+		if err := target.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { target.Process.Kill(); target.Wait() })
+		pid := target.Process.Pid
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if cl, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.HasPrefix(string(cl), "sleep") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the target did not start")
+			}
+		}
+		d := startSlirp(t, o, drop, tapstackBin, "slirp4netns", "-c", "--enable-sandbox", "-r", "3", fmt.Sprint(pid), "tap0")
+		checkSlirpSandbox(t, d.cmd.Process.Pid, d.out)
+		out, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-n", "ip", "-br", "addr", "show", "tap0").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "10.0.2.100/24") {
+			t.Fatalf("the rootless namespace's tap0: %v %q", err, out)
+		}
+	})
+}

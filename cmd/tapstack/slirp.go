@@ -312,6 +312,11 @@ func runSlirp(argv0 string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, slirpUsage, argv0)
 		return 1
 	}
+	if o.sandbox && os.Getenv(sandbox.PrivateMountsEnv) == "" {
+		err := execSandboxed(o, args) // returns only on failure
+		fmt.Fprintf(stderr, "%s: --enable-sandbox: %v\n", argv0, err)
+		return 1
+	}
 	for _, w := range o.warnings {
 		fmt.Fprintf(stderr, "WARNING: %s\n", w)
 	}
@@ -399,11 +404,15 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 	// Restricted once set up, before it says it is ready: from here on
 	// the daemon only moves packets and sockets.
 	if o.sandbox {
+		root, err := sandbox.PivotRoot("/etc", "/run")
+		if err != nil {
+			return fmt.Errorf("--enable-sandbox: %w", err)
+		}
 		rep, err := sandbox.Restrict("/etc", "/run")
 		if err != nil {
 			return fmt.Errorf("--enable-sandbox: %w", err)
 		}
-		for _, l := range rep {
+		for _, l := range append(root, rep...) {
 			fmt.Fprintf(stdout, "sandbox: %s\n", l)
 		}
 	}
@@ -446,6 +455,38 @@ func watchExitFD(ctx context.Context, fd int, exited func()) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+}
+
+// execSandboxed starts this slirp4netns again in the same process (exec
+// keeps the PID its caller knows and the descriptors it passed), in a
+// mount namespace of its own and, without root, as root of the target's
+// user namespace, as slirp4netns's sandbox does: the pivot into a tmpfs
+// root and the capability it keeps (CAP_NET_BIND_SERVICE) need both.
+func execSandboxed(o *slirpOptions, args []string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		return errors.New("needs util-linux's unshare on PATH for a mount namespace of its own")
+	}
+	argv := append([]string{unshare, "--mount", "--propagation", "slave", "--", self, "slirp4netns"}, args...)
+	if os.Geteuid() != 0 {
+		userns := o.usernsPath
+		if userns == "" && o.netnsType == "pid" {
+			userns = "/proc/" + o.target + "/ns/user"
+		}
+		if userns == "" {
+			return errors.New("--netns-type=path without root needs --userns-path (the user namespace that owns the network namespace)")
+		}
+		nsenter, err := exec.LookPath("nsenter")
+		if err != nil {
+			return errors.New("without root, needs util-linux's nsenter on PATH to enter the target's user namespace")
+		}
+		argv = append([]string{nsenter, "--preserve-credentials", "--user=" + userns, "--"}, argv...)
+	}
+	return syscall.Exec(argv[0], argv, append(os.Environ(), sandbox.PrivateMountsEnv+"=1"))
 }
 
 // slirpTAPCmd is the hidden subcommand that opens the TAP inside the
