@@ -20,6 +20,8 @@ type verdict struct {
 	// than as a closed port: slirp4netns's answer for the host loopback
 	// address when --disable-host-loopback is given.
 	netUnreach bool
+	// silent drops the flow without an answer (Config.Silent).
+	silent bool
 }
 
 // decide applies the egress policy to a destination the namespace asked
@@ -27,6 +29,11 @@ type verdict struct {
 func (g *Gateway) decide(dst netip.AddrPort, isLocal func(netip.Addr) bool) verdict {
 	a := dst.Addr().Unmap()
 	dst = netip.AddrPortFrom(a, dst.Port())
+	for _, s := range g.cfg.Silent {
+		if s == a {
+			return verdict{reason: "dropped without an answer (the DNS address under --disable-dns)", silent: true}
+		}
+	}
 	if isLocal(a) {
 		if g.cfg.HostLoopback {
 			for _, m := range g.cfg.LoopbackAddrs {

@@ -88,6 +88,22 @@ func TestHostLoopbackOffIsNetworkUnreachable(t *testing.T) {
 	}
 }
 
+// TestSilentDestinationsGetNoAnswer: a connection to a Config.Silent
+// address (slirp4netns's DNS address under --disable-dns) gets no
+// answer at all: neither a RST nor an ICMP error, so the peer times out.
+func TestSilentDestinationsGetNoAnswer(t *testing.T) {
+	g, ns := rigAs(t, Config{Silent: []netip.Addr{netip.MustParseAddr("10.0.9.1")}}, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	_, err := sockets.Dial(ctx, ns, "tcp4", "10.0.9.1:53")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("TCP to a silent address: %v, want no answer (the dial times out)", err)
+	}
+	if st := g.Stats(); st.Refused == 0 {
+		t.Fatalf("stats %+v: the dropped SYNs were not counted", st)
+	}
+}
+
 func TestRelayTCPAndUDPToHostLoopback(t *testing.T) {
 	g, ns := rig(t, Config{})
 	// A TCP echo server and a UDP echo server on the host's loopback.

@@ -30,9 +30,12 @@ func (g *Gateway) relayTCP(r *tcpRequest) {
 	v := g.decide(r.ID.Dst, g.st.IsLocal)
 	if !v.ok {
 		g.refused("tcp", r.ID.Dst, v.reason)
-		if v.netUnreach {
+		switch {
+		case v.silent:
+			r.Ignore()
+		case v.netUnreach:
 			r.Unreachable(true)
-		} else {
+		default:
 			r.Refuse()
 		}
 		return

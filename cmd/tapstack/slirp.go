@@ -349,6 +349,13 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 	log, _ := daemon.NewLogger(stderr, "text", "", false)
 	cfg := daemon.Config{TAP: o.tap, MTU: o.mtu, Plan: plan, NoConfigure: !o.configure, MAC: o.mac, Log: log,
 		Relay: relay.Config{HostLoopback: !o.noHostLoopback}}
+	if o.noDNS {
+		// As slirp4netns: nothing answers at the DNS address, and what is
+		// sent there goes nowhere.
+		full := *o
+		full.noDNS = false
+		cfg.Relay.Silent = nshost.Addrs(full.plan().DNS)
+	}
 	if o.netnsType == "pid" {
 		cfg.PID, _ = strconv.Atoi(o.target)
 	} else {
