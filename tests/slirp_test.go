@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -233,7 +234,13 @@ func TestSlirp4netnsBadArguments(t *testing.T) {
 		{[]string{"--bogus", "1"}, "unrecognized option"},
 		{[]string{"--target-type=bess", "1"}, "only netns"},
 		{[]string{"--macaddress=02:00:00:00:00:01", "1"}, "--configure"},
-		{[]string{"--cidr=10.0.2.0/28", "1"}, "--cidr"},
+		// slirp4netns's own words, which its suite greps for.
+		{[]string{"--cidr=24", "1"}, "invalid CIDR"},
+		{[]string{"--cidr=foo", "1"}, "invalid CIDR"},
+		{[]string{"--cidr=10.0.2.0", "1"}, "invalid CIDR"},
+		{[]string{"--cidr=10.0.2.100/24", "1"}, "CIDR needs to be a network address like 10.0.2.0/24, not like 10.0.2.100/24"},
+		{[]string{"--cidr=10.0.2.100/26", "1"}, "prefix length needs to be 1-25"},
+		{[]string{"--cidr=10.0.2.0/28", "1"}, "prefix length needs to be 1-25"},
 		{[]string{}, "PID|PATH"},
 		{[]string{"abc", "tap0"}, "not a process ID"},
 		{[]string{"--netns-type=path", "/nonexistent/netns", "tap0"}, "/nonexistent/netns"},
@@ -243,6 +250,14 @@ func TestSlirp4netnsBadArguments(t *testing.T) {
 		ee, ok := err.(*exec.ExitError)
 		if !ok || ee.ExitCode() != 1 || !strings.Contains(string(b), c.want) {
 			t.Errorf("slirp4netns %v: %v, %q; want exit 1 saying %q", c.args, err, firstLine(string(b)), c.want)
+		}
+	}
+	// -v and --version print what slirp4netns's users parse.
+	for _, flag := range []string{"-v", "--version"} {
+		b, err := exec.Command(tapstackBin, "slirp4netns", flag).CombinedOutput()
+		if err != nil || !strings.HasPrefix(string(b), "slirp4netns version 1.2.0\n") || !strings.Contains(string(b), "\nSLIRP_CONFIG_VERSION_MAX: 4\n") ||
+			!strings.Contains(string(b), "\nlibslirp: 4.7.0\n") {
+			t.Errorf("slirp4netns %s: %v\n%s", flag, err, b)
 		}
 	}
 	b, err := exec.Command(tapstackBin, "slirp4netns", "--help").CombinedOutput()
@@ -554,4 +569,76 @@ func TestSlirp4netnsSandboxLikeSlirp4netns(t *testing.T) {
 			t.Fatalf("the rootless namespace's tap0: %v %q", err, out)
 		}
 	})
+}
+
+// TestSlirp4netnsAnswersAsSlirp4netns: what slirp4netns's own suite
+// checks of a running daemon. With --disable-host-loopback a connection
+// to the gateway fails with "Network is unreachable" (and the gateway
+// still answers ping); with --disable-dns a connection to 10.0.2.3:53
+// gets no answer at all, even with a server at that address on the host;
+// --outbound-addr applies to flows to the host's loopback too; an extra
+// operand is a warning; and an exit FD that is already closed ends the
+// daemon, but only once it runs.
+func TestSlirp4netnsAnswersAsSlirp4netns(t *testing.T) {
+	o := newOuter(t)
+	const outbound = "198.51.100.77"
+	for _, a := range []string{outbound + "/32", "10.0.2.3/32"} {
+		if out, err := exec.Command("ip", "-n", o.name, "addr", "add", a, "dev", "lo").CombinedOutput(); err != nil {
+			t.Fatalf("ip addr add: %v %s", err, out)
+		}
+	}
+	o.bg("python3", "-c", pyPeerServer, "127.0.0.1", "12121")
+	o.waitTCP("127.0.0.1", 12121)
+	o.bg("python3", "-c", pyPeerServer, "10.0.2.3", "53")
+	o.waitTCP("10.0.2.3", 53)
+	connect := func(pid int, host, port string) string {
+		b, _ := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-n", "python3", "-c", `
+import socket, sys
+try:
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    print("from", c.recv(100).decode())
+except OSError as e:
+    print(type(e).__name__, e.errno)
+`, host, port).CombinedOutput()
+		return strings.TrimSpace(string(b))
+	}
+
+	pid := slirpTarget(t, o)
+	d := startSlirp(t, o, nil, tapstackBin, "slirp4netns", "-c", "--disable-host-loopback", "--disable-dns", "-r", "3", fmt.Sprint(pid), "tap0", "extra-operand")
+	if !d.said("WARNING: too many arguments", 5*time.Second) {
+		t.Errorf("an extra operand gave no warning: %s", d.out.String())
+	}
+	if got := connect(pid, "10.0.2.2", "12121"); got != fmt.Sprintf("OSError %d", syscall.ENETUNREACH) {
+		t.Errorf("to the gateway with --disable-host-loopback: %q, want ENETUNREACH (Network is unreachable)", got)
+	}
+	if out, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-n", "ping", "-c", "1", "-W", "3", "10.0.2.2").CombinedOutput(); err != nil {
+		t.Errorf("ping to the gateway with --disable-host-loopback: %v %s", err, out)
+	}
+	if got := connect(pid, "10.0.2.3", "53"); got != "TimeoutError None" {
+		t.Errorf("to 10.0.2.3:53 with --disable-dns: %q, want no answer (a timeout)", got)
+	}
+
+	pid = slirpTarget(t, o)
+	startSlirp(t, o, nil, tapstackBin, "slirp4netns", "-c", "--outbound-addr="+outbound, "-r", "3", fmt.Sprint(pid), "tap0")
+	if got := connect(pid, "10.0.2.2", "12121"); got != "from "+outbound {
+		t.Errorf("to the host's loopback with --outbound-addr: %q, want the host to see %s", got, outbound)
+	}
+
+	// The exit FD closed from the start: the daemon comes up, then ends.
+	pid = slirpTarget(t, o)
+	cmd := exec.Command("ip", "netns", "exec", o.name, tapstackBin, "slirp4netns", "-c", "-e", "5", fmt.Sprint(pid), "tap0")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("with a closed exit FD: %v, want exit 0", err)
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Error("with a closed exit FD the daemon did not end")
+	}
 }

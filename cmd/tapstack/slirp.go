@@ -66,6 +66,7 @@ func parseSlirpCIDR(val string) (netip.Prefix, error) {
 type slirpOptions struct {
 	configure      bool
 	exitFD         int
+	exitFDClosed   bool // the exit FD was not open when the daemon started
 	readyFD        int
 	mtu            int
 	cidr           netip.Prefix
@@ -312,6 +313,17 @@ func runSlirp(argv0 string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, slirpUsage, argv0)
 		return 1
 	}
+	// Whether the exit FD is open is known only now: once the daemon
+	// runs, its own descriptors may take a closed one's number. The Go
+	// runtime's poller may have taken it already (an epoll and an
+	// eventfd, made before main): neither ever hangs up, so no caller
+	// passed one to be watched.
+	if o.exitFD >= 0 {
+		l, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", o.exitFD))
+		if err != nil || l == "anon_inode:[eventpoll]" || l == "anon_inode:[eventfd]" {
+			o.exitFDClosed = true
+		}
+	}
 	if o.sandbox && os.Getenv(sandbox.PrivateMountsEnv) == "" {
 		err := execSandboxed(o, args) // returns only on failure
 		fmt.Fprintf(stderr, "%s: --enable-sandbox: %v\n", argv0, err)
@@ -406,7 +418,11 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
 		defer cancel()
-		go watchExitFD(ctx, o.exitFD, cancel)
+		if o.exitFDClosed {
+			cancel() // closed before it was watched: the end, once up
+		} else {
+			go watchExitFD(ctx, o.exitFD, cancel)
+		}
 	}
 	// Restricted once set up, before it says it is ready: from here on
 	// the daemon only moves packets and sockets.
