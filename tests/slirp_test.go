@@ -316,7 +316,20 @@ func TestSlirp4netnsWithoutRoot(t *testing.T) {
 // slirp4netns binary and port driver: the command it runs fetches a file
 // from a server outside with its SHA-256 intact and serves one through
 // the published port.
-func TestRootlesskitWithTapstackAsSlirp4netns(t *testing.T) {
+func TestRootlesskitWithTapstackAsSlirp4netns(t *testing.T) { rootlesskitThroughTapstack(t, false) }
+
+// TestRootlesskitIPv6ThroughRouterAdvertisements: rootlesskit --ipv6
+// configures no IPv6 in its child; tapstack's router advertisements
+// give it an address (SLAAC) and a route, and the file fetched over
+// IPv6 from a server outside arrives with its SHA-256 intact.
+func TestRootlesskitIPv6ThroughRouterAdvertisements(t *testing.T) {
+	rootlesskitThroughTapstack(t, true)
+}
+
+// rootlesskitThroughTapstack runs rootlesskit as an ordinary user with
+// tapstack as its slirp4netns binary and port driver; with ipv6 it asks
+// for IPv6 and the command fetches over it.
+func rootlesskitThroughTapstack(t *testing.T, ipv6 bool) {
 	cienv.RequireTool(t, "rootlesskit", "newuidmap", "useradd", "userdel", "setpriv")
 	o := newOuter(t)
 	tunForEveryone(t)
@@ -339,18 +352,25 @@ func TestRootlesskitWithTapstackAsSlirp4netns(t *testing.T) {
 	sum := sha256.Sum256(blob)
 	os.WriteFile(filepath.Join(dir, "blob"), blob, 0o644)
 	os.WriteFile(filepath.Join(dir, "www", "index.html"), []byte("served through rootlesskit\n"), 0o644)
-	o.bg("python3", "-m", "http.server", "--bind", outerV4, "--directory", dir, "8000")
+	o.bg("python3", "-m", "http.server", "--bind", "::", "--directory", dir, "8000")
 	o.waitTCP(outerV4, 8000)
 	bin := filepath.Join(dir, "tapstack")
 	b, _ := os.ReadFile(tapstackBin)
 	os.WriteFile(bin, b, 0o755)
 	os.Symlink(bin, filepath.Join(dir, "slirp4netns"))
-	inner := fmt.Sprintf(`python3 -c "import hashlib, urllib.request; print(hashlib.sha256(urllib.request.urlopen('http://%s:8000/blob').read()).hexdigest())" > %s/fetched && exec python3 -m http.server --bind 0.0.0.0 --directory %s/www 80`,
-		outerV4, dir, dir)
+	server, wait, flags := outerV4, "", []string{}
+	if ipv6 {
+		// The child waits for its SLAAC address and route.
+		server, flags = "["+outerV6+"]", []string{"--ipv6"}
+		wait = "for i in $(seq 100); do ip -6 route get " + outerV6 + " >/dev/null 2>&1 && ip -6 addr show scope global | grep -q inet6 && break; sleep 0.1; done; "
+	}
+	inner := fmt.Sprintf(`%spython3 -c "import hashlib, urllib.request; print(hashlib.sha256(urllib.request.urlopen('http://%s:8000/blob').read()).hexdigest())" > %s/fetched && exec python3 -m http.server --bind 0.0.0.0 --directory %s/www 80`,
+		wait, server, dir, dir)
 	cmd := exec.Command("ip", "netns", "exec", o.name, "setpriv", "--reuid="+user, "--regid="+user, "--init-groups",
 		"env", "HOME="+dir, "XDG_RUNTIME_DIR="+filepath.Join(dir, "run"),
 		"rootlesskit", "--state-dir="+filepath.Join(dir, "state"), "--net=slirp4netns", "--slirp4netns-binary="+filepath.Join(dir, "slirp4netns"),
-		"--disable-host-loopback", "--port-driver=slirp4netns", "-p", "127.0.0.1:18080:80/tcp", "sh", "-c", inner)
+		"--disable-host-loopback", "--port-driver=slirp4netns", "-p", "127.0.0.1:18080:80/tcp")
+	cmd.Args = append(append(cmd.Args, flags...), "sh", "-c", inner)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
