@@ -16,6 +16,12 @@ type verdict struct {
 	ok     bool
 	dial   netip.AddrPort // where to dial on the host
 	reason string         // why not, when !ok
+	// netUnreach answers a refusal with ICMP network unreachable rather
+	// than as a closed port: slirp4netns's answer for the host loopback
+	// address when --disable-host-loopback is given.
+	netUnreach bool
+	// silent drops the flow without an answer (Config.Silent).
+	silent bool
 }
 
 // decide applies the egress policy to a destination the namespace asked
@@ -23,6 +29,11 @@ type verdict struct {
 func (g *Gateway) decide(dst netip.AddrPort, isLocal func(netip.Addr) bool) verdict {
 	a := dst.Addr().Unmap()
 	dst = netip.AddrPortFrom(a, dst.Port())
+	for _, s := range g.cfg.Silent {
+		if s == a {
+			return verdict{reason: "dropped without an answer (the DNS address under --disable-dns)", silent: true}
+		}
+	}
 	if isLocal(a) {
 		if g.cfg.HostLoopback {
 			for _, m := range g.cfg.LoopbackAddrs {
@@ -35,7 +46,7 @@ func (g *Gateway) decide(dst netip.AddrPort, isLocal func(netip.Addr) bool) verd
 				}
 			}
 		}
-		return verdict{reason: "the stack's own address (host loopback is off; see --host-loopback)"}
+		return verdict{reason: "the stack's own address (host loopback is off; see --host-loopback)", netUnreach: true}
 	}
 	switch {
 	case a.IsLoopback():

@@ -55,6 +55,10 @@ type Config struct {
 	// Allow, if not empty, lists the only destinations allowed; Deny
 	// lists refused ones (it wins over Allow).
 	Allow, Deny []netip.Prefix
+	// Silent lists destinations whose flows are dropped without an
+	// answer, as if nothing were there: slirp4netns's DNS address under
+	// --disable-dns.
+	Silent []netip.Addr
 
 	// DNSAddrs are the stack addresses of the DNS forwarder (none: off).
 	DNSAddrs []netip.Addr
@@ -78,8 +82,8 @@ type Config struct {
 
 	// OutboundAddrs are the host addresses relayed flows, pings and DNS
 	// queries leave from (at most one per family; none: the kernel picks
-	// by route), as slirp4netns's --outbound-addr. Flows to the host's
-	// loopback leave from loopback whatever these say.
+	// by route), as slirp4netns's --outbound-addr, flows to the host's
+	// loopback included.
 	OutboundAddrs []netip.Addr
 
 	// NoDHCP turns off the DHCPv4 server (dhcp.go). It serves when
@@ -412,12 +416,11 @@ func (g *Gateway) String() string {
 }
 
 // outboundFor is the source address for a host socket towards dst, if
-// Config.OutboundAddrs names one of its family and dst is not loopback.
+// Config.OutboundAddrs names one of its family; towards the host's
+// loopback too, as slirp4netns binds it (the host's server sees the
+// outbound address).
 func (g *Gateway) outboundFor(dst netip.Addr) (netip.Addr, bool) {
 	dst = dst.Unmap()
-	if dst.IsLoopback() {
-		return netip.Addr{}, false
-	}
 	for _, a := range g.cfg.OutboundAddrs {
 		if a.Is4() == dst.Is4() {
 			return a, true

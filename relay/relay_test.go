@@ -33,10 +33,16 @@ func rig(t testing.TB, cfg Config) (*Gateway, *stack.Stack) {
 // rigSized is rig with a socket table of maxSockets on the gateway stack.
 func rigSized(t testing.TB, cfg Config, maxSockets int) (*Gateway, *stack.Stack) {
 	t.Helper()
+	cfg.HostLoopback = true
+	return rigAs(t, cfg, maxSockets)
+}
+
+// rigAs is rigSized with cfg's HostLoopback as it is.
+func rigAs(t testing.TB, cfg Config, maxSockets int) (*Gateway, *stack.Stack) {
+	t.Helper()
 	da, db := link.Pipe()
 	la, _ := link.New(link.Options{Devices: []link.Device{da}})
 	lb, _ := link.New(link.Options{Devices: []link.Device{db}})
-	cfg.HostLoopback = true
 	cfg.LoopbackAddrs = []netip.Addr{netip.MustParseAddr("10.0.9.1")}
 	if cfg.NSAddrs == nil {
 		cfg.NSAddrs = []netip.Addr{netip.MustParseAddr("10.0.9.2")}
@@ -63,6 +69,39 @@ func rigSized(t testing.TB, cfg Config, maxSockets int) (*Gateway, *stack.Stack)
 		ns.Close()
 	})
 	return g, ns
+}
+
+// TestHostLoopbackOffIsNetworkUnreachable: with host loopback off, a
+// connection to the gateway's address on a port the stack does not serve
+// fails with ENETUNREACH, as slirp4netns answers with
+// --disable-host-loopback, and counts as refused. (A datagram gets an
+// ICMP network unreachable too, which gVisor's UDP, the client here,
+// ignores; Linux's does not: tests/ checks it with a kernel client.)
+func TestHostLoopbackOffIsNetworkUnreachable(t *testing.T) {
+	g, ns := rigAs(t, Config{}, 0)
+	_, err := sockets.Dial(context.Background(), ns, "tcp4", "10.0.9.1:8080")
+	if !errors.Is(err, syscall.ENETUNREACH) {
+		t.Fatalf("TCP to the gateway without host loopback: %v, want ENETUNREACH", err)
+	}
+	if st := g.Stats(); st.Refused != 1 {
+		t.Fatalf("refused %d, want 1", st.Refused)
+	}
+}
+
+// TestSilentDestinationsGetNoAnswer: a connection to a Config.Silent
+// address (slirp4netns's DNS address under --disable-dns) gets no
+// answer at all: neither a RST nor an ICMP error, so the peer times out.
+func TestSilentDestinationsGetNoAnswer(t *testing.T) {
+	g, ns := rigAs(t, Config{Silent: []netip.Addr{netip.MustParseAddr("10.0.9.1")}}, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	_, err := sockets.Dial(ctx, ns, "tcp4", "10.0.9.1:53")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("TCP to a silent address: %v, want no answer (the dial times out)", err)
+	}
+	if st := g.Stats(); st.Refused == 0 {
+		t.Fatalf("stats %+v: the dropped SYNs were not counted", st)
+	}
 }
 
 func TestRelayTCPAndUDPToHostLoopback(t *testing.T) {

@@ -30,7 +30,14 @@ func (g *Gateway) relayTCP(r *tcpRequest) {
 	v := g.decide(r.ID.Dst, g.st.IsLocal)
 	if !v.ok {
 		g.refused("tcp", r.ID.Dst, v.reason)
-		r.Refuse()
+		switch {
+		case v.silent:
+			r.Ignore()
+		case v.netUnreach:
+			r.Unreachable(true)
+		default:
+			r.Refuse()
+		}
 		return
 	}
 	slot := g.dials.start(g.ctx, v.dial.Addr())

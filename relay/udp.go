@@ -24,6 +24,12 @@ func (g *Gateway) handleUDP(r *udpRequest) bool {
 	v := g.decide(r.ID.Dst, g.st.IsLocal)
 	if !v.ok {
 		g.refused("udp", r.ID.Dst, v.reason)
+		if v.silent {
+			return true // dropped
+		}
+		if v.netUnreach && r.Unreachable(unreachNet) == nil {
+			return true
+		}
 		return false // ICMP port unreachable, as for a closed port
 	}
 	if !tryAcquire(g.flows) {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -233,7 +234,13 @@ func TestSlirp4netnsBadArguments(t *testing.T) {
 		{[]string{"--bogus", "1"}, "unrecognized option"},
 		{[]string{"--target-type=bess", "1"}, "only netns"},
 		{[]string{"--macaddress=02:00:00:00:00:01", "1"}, "--configure"},
-		{[]string{"--cidr=10.0.2.0/28", "1"}, "--cidr"},
+		// slirp4netns's own words, which its suite greps for.
+		{[]string{"--cidr=24", "1"}, "invalid CIDR"},
+		{[]string{"--cidr=foo", "1"}, "invalid CIDR"},
+		{[]string{"--cidr=10.0.2.0", "1"}, "invalid CIDR"},
+		{[]string{"--cidr=10.0.2.100/24", "1"}, "CIDR needs to be a network address like 10.0.2.0/24, not like 10.0.2.100/24"},
+		{[]string{"--cidr=10.0.2.100/26", "1"}, "prefix length needs to be 1-25"},
+		{[]string{"--cidr=10.0.2.0/28", "1"}, "prefix length needs to be 1-25"},
 		{[]string{}, "PID|PATH"},
 		{[]string{"abc", "tap0"}, "not a process ID"},
 		{[]string{"--netns-type=path", "/nonexistent/netns", "tap0"}, "/nonexistent/netns"},
@@ -243,6 +250,14 @@ func TestSlirp4netnsBadArguments(t *testing.T) {
 		ee, ok := err.(*exec.ExitError)
 		if !ok || ee.ExitCode() != 1 || !strings.Contains(string(b), c.want) {
 			t.Errorf("slirp4netns %v: %v, %q; want exit 1 saying %q", c.args, err, firstLine(string(b)), c.want)
+		}
+	}
+	// -v and --version print what slirp4netns's users parse.
+	for _, flag := range []string{"-v", "--version"} {
+		b, err := exec.Command(tapstackBin, "slirp4netns", flag).CombinedOutput()
+		if err != nil || !strings.HasPrefix(string(b), "slirp4netns version 1.2.0\n") || !strings.Contains(string(b), "\nSLIRP_CONFIG_VERSION_MAX: 4\n") ||
+			!strings.Contains(string(b), "\nlibslirp: 4.7.0\n") {
+			t.Errorf("slirp4netns %s: %v\n%s", flag, err, b)
 		}
 	}
 	b, err := exec.Command(tapstackBin, "slirp4netns", "--help").CombinedOutput()
@@ -301,7 +316,20 @@ func TestSlirp4netnsWithoutRoot(t *testing.T) {
 // slirp4netns binary and port driver: the command it runs fetches a file
 // from a server outside with its SHA-256 intact and serves one through
 // the published port.
-func TestRootlesskitWithTapstackAsSlirp4netns(t *testing.T) {
+func TestRootlesskitWithTapstackAsSlirp4netns(t *testing.T) { rootlesskitThroughTapstack(t, false) }
+
+// TestRootlesskitIPv6ThroughRouterAdvertisements: rootlesskit --ipv6
+// configures no IPv6 in its child; tapstack's router advertisements
+// give it an address (SLAAC) and a route, and the file fetched over
+// IPv6 from a server outside arrives with its SHA-256 intact.
+func TestRootlesskitIPv6ThroughRouterAdvertisements(t *testing.T) {
+	rootlesskitThroughTapstack(t, true)
+}
+
+// rootlesskitThroughTapstack runs rootlesskit as an ordinary user with
+// tapstack as its slirp4netns binary and port driver; with ipv6 it asks
+// for IPv6 and the command fetches over it.
+func rootlesskitThroughTapstack(t *testing.T, ipv6 bool) {
 	cienv.RequireTool(t, "rootlesskit", "newuidmap", "useradd", "userdel", "setpriv")
 	o := newOuter(t)
 	tunForEveryone(t)
@@ -324,18 +352,25 @@ func TestRootlesskitWithTapstackAsSlirp4netns(t *testing.T) {
 	sum := sha256.Sum256(blob)
 	os.WriteFile(filepath.Join(dir, "blob"), blob, 0o644)
 	os.WriteFile(filepath.Join(dir, "www", "index.html"), []byte("served through rootlesskit\n"), 0o644)
-	o.bg("python3", "-m", "http.server", "--bind", outerV4, "--directory", dir, "8000")
+	o.bg("python3", "-m", "http.server", "--bind", "::", "--directory", dir, "8000")
 	o.waitTCP(outerV4, 8000)
 	bin := filepath.Join(dir, "tapstack")
 	b, _ := os.ReadFile(tapstackBin)
 	os.WriteFile(bin, b, 0o755)
 	os.Symlink(bin, filepath.Join(dir, "slirp4netns"))
-	inner := fmt.Sprintf(`python3 -c "import hashlib, urllib.request; print(hashlib.sha256(urllib.request.urlopen('http://%s:8000/blob').read()).hexdigest())" > %s/fetched && exec python3 -m http.server --bind 0.0.0.0 --directory %s/www 80`,
-		outerV4, dir, dir)
+	server, wait, flags := outerV4, "", []string{}
+	if ipv6 {
+		// The child waits for its SLAAC address and route.
+		server, flags = "["+outerV6+"]", []string{"--ipv6"}
+		wait = "for i in $(seq 100); do ip -6 route get " + outerV6 + " >/dev/null 2>&1 && ip -6 addr show scope global | grep -q inet6 && break; sleep 0.1; done; "
+	}
+	inner := fmt.Sprintf(`%spython3 -c "import hashlib, urllib.request; print(hashlib.sha256(urllib.request.urlopen('http://%s:8000/blob').read()).hexdigest())" > %s/fetched && exec python3 -m http.server --bind 0.0.0.0 --directory %s/www 80`,
+		wait, server, dir, dir)
 	cmd := exec.Command("ip", "netns", "exec", o.name, "setpriv", "--reuid="+user, "--regid="+user, "--init-groups",
 		"env", "HOME="+dir, "XDG_RUNTIME_DIR="+filepath.Join(dir, "run"),
 		"rootlesskit", "--state-dir="+filepath.Join(dir, "state"), "--net=slirp4netns", "--slirp4netns-binary="+filepath.Join(dir, "slirp4netns"),
-		"--disable-host-loopback", "--port-driver=slirp4netns", "-p", "127.0.0.1:18080:80/tcp", "sh", "-c", inner)
+		"--disable-host-loopback", "--port-driver=slirp4netns", "-p", "127.0.0.1:18080:80/tcp")
+	cmd.Args = append(append(cmd.Args, flags...), "sh", "-c", inner)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -467,5 +502,163 @@ func TestSlirp4netnsSandboxSeccompOutbound(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("still running 10 s after the exit FD closed; %s", d.out.String())
+	}
+}
+
+// checkSlirpSandbox checks a slirp4netns sandbox from outside, as
+// slirp4netns's own suite does: the process (its leader thread, what
+// getpcaps reads) holds CAP_NET_BIND_SERVICE and nothing else, and its
+// root (/proc/PID/root) shows /etc and /run but not /home, /root or
+// /var.
+func checkSlirpSandbox(t *testing.T, pid int, out *syncBuffer) {
+	t.Helper()
+	status := string(must(os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))))
+	for _, want := range []string{"CapEff:\t0000000000000400", "CapPrm:\t0000000000000400", "NoNewPrivs:\t1"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("the sandboxed daemon's status lacks %q:\n%s\ndaemon: %s", want, status, out.String())
+		}
+	}
+	root := fmt.Sprintf("/proc/%d/root/", pid)
+	for _, d := range []string{"etc", "run"} {
+		if _, err := os.Stat(root + d); err != nil {
+			t.Errorf("the sandbox's root lacks /%s: %v", d, err)
+		}
+	}
+	for _, d := range []string{"home", "root", "var", "usr", "tmp"} {
+		if _, err := os.Lstat(root + d); err == nil {
+			t.Errorf("the sandbox's root shows /%s", d)
+		}
+	}
+}
+
+// TestSlirp4netnsSandboxLikeSlirp4netns: --enable-sandbox as root and as
+// an ordinary user for a process in a user + network namespace of its
+// own (slirp4netns's suite's case): the daemon keeps its PID, says ready
+// only once sandboxed, keeps CAP_NET_BIND_SERVICE alone and sees a root
+// holding only /etc and /run; as root a forward to the host's port 80
+// added through the API afterwards serves into the namespace.
+func TestSlirp4netnsSandboxLikeSlirp4netns(t *testing.T) {
+	cienv.RequireTool(t, "setpriv", "nsenter", "unshare")
+	t.Run("root", func(t *testing.T) {
+		o := newOuter(t)
+		pid := slirpTarget(t, o)
+		api := filepath.Join(o.dir, "api.sock")
+		d := startSlirp(t, o, nil, tapstackBin, "slirp4netns", "-c", "--enable-sandbox", "--api-socket", api, "-r", "3", fmt.Sprint(pid), "tap0")
+		checkSlirpSandbox(t, d.cmd.Process.Pid, d.out)
+		srv := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-n", "python3", "-c", pyPeerServer, "10.0.2.100", "80")
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+		if got := slirpAPI(t, api, `{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", "host_port": 80, "guest_port": 80}}`); got != `{"return":{"id":1}}` {
+			t.Fatalf("add_hostfwd to the host's port 80 in the sandbox: %q; daemon: %s", got, d.out.String())
+		}
+		var got string
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			b, _ := exec.Command("ip", "netns", "exec", o.name, "python3", "-c", pyReadFrom, "127.0.0.1", "80").CombinedOutput()
+			if got = strings.TrimSpace(string(b)); got == "10.0.2.2" {
+				break
+			}
+		}
+		if got != "10.0.2.2" {
+			t.Fatalf("through the forward on port 80: %q", got)
+		}
+	})
+	t.Run("rootless", func(t *testing.T) {
+		o := newOuter(t)
+		tunForEveryone(t)
+		drop := []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "env", "HOME=/", "XDG_RUNTIME_DIR="}
+		target := exec.Command("ip", append(append([]string{"netns", "exec", o.name}, drop...), "unshare", "--user", "--map-root-user", "--net", "sleep", "300")...)
+		if err := target.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { target.Process.Kill(); target.Wait() })
+		pid := target.Process.Pid
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if cl, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.HasPrefix(string(cl), "sleep") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the target did not start")
+			}
+		}
+		d := startSlirp(t, o, drop, tapstackBin, "slirp4netns", "-c", "--enable-sandbox", "-r", "3", fmt.Sprint(pid), "tap0")
+		checkSlirpSandbox(t, d.cmd.Process.Pid, d.out)
+		out, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-n", "ip", "-br", "addr", "show", "tap0").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "10.0.2.100/24") {
+			t.Fatalf("the rootless namespace's tap0: %v %q", err, out)
+		}
+	})
+}
+
+// TestSlirp4netnsAnswersAsSlirp4netns: what slirp4netns's own suite
+// checks of a running daemon. With --disable-host-loopback a connection
+// to the gateway fails with "Network is unreachable" (and the gateway
+// still answers ping); with --disable-dns a connection to 10.0.2.3:53
+// gets no answer at all, even with a server at that address on the host;
+// --outbound-addr applies to flows to the host's loopback too; an extra
+// operand is a warning; and an exit FD that is already closed ends the
+// daemon, but only once it runs.
+func TestSlirp4netnsAnswersAsSlirp4netns(t *testing.T) {
+	o := newOuter(t)
+	const outbound = "198.51.100.77"
+	for _, a := range []string{outbound + "/32", "10.0.2.3/32"} {
+		if out, err := exec.Command("ip", "-n", o.name, "addr", "add", a, "dev", "lo").CombinedOutput(); err != nil {
+			t.Fatalf("ip addr add: %v %s", err, out)
+		}
+	}
+	o.bg("python3", "-c", pyPeerServer, "127.0.0.1", "12121")
+	o.waitTCP("127.0.0.1", 12121)
+	o.bg("python3", "-c", pyPeerServer, "10.0.2.3", "53")
+	o.waitTCP("10.0.2.3", 53)
+	connect := func(pid int, host, port string) string {
+		b, _ := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-n", "python3", "-c", `
+import socket, sys
+try:
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    print("from", c.recv(100).decode())
+except OSError as e:
+    print(type(e).__name__, e.errno)
+`, host, port).CombinedOutput()
+		return strings.TrimSpace(string(b))
+	}
+
+	pid := slirpTarget(t, o)
+	d := startSlirp(t, o, nil, tapstackBin, "slirp4netns", "-c", "--disable-host-loopback", "--disable-dns", "-r", "3", fmt.Sprint(pid), "tap0", "extra-operand")
+	if !d.said("WARNING: too many arguments", 5*time.Second) {
+		t.Errorf("an extra operand gave no warning: %s", d.out.String())
+	}
+	if got := connect(pid, "10.0.2.2", "12121"); got != fmt.Sprintf("OSError %d", syscall.ENETUNREACH) {
+		t.Errorf("to the gateway with --disable-host-loopback: %q, want ENETUNREACH (Network is unreachable)", got)
+	}
+	if out, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-n", "ping", "-c", "1", "-W", "3", "10.0.2.2").CombinedOutput(); err != nil {
+		t.Errorf("ping to the gateway with --disable-host-loopback: %v %s", err, out)
+	}
+	if got := connect(pid, "10.0.2.3", "53"); got != "TimeoutError None" {
+		t.Errorf("to 10.0.2.3:53 with --disable-dns: %q, want no answer (a timeout)", got)
+	}
+
+	pid = slirpTarget(t, o)
+	startSlirp(t, o, nil, tapstackBin, "slirp4netns", "-c", "--outbound-addr="+outbound, "-r", "3", fmt.Sprint(pid), "tap0")
+	if got := connect(pid, "10.0.2.2", "12121"); got != "from "+outbound {
+		t.Errorf("to the host's loopback with --outbound-addr: %q, want the host to see %s", got, outbound)
+	}
+
+	// The exit FD closed from the start: the daemon comes up, then ends.
+	pid = slirpTarget(t, o)
+	cmd := exec.Command("ip", "netns", "exec", o.name, tapstackBin, "slirp4netns", "-c", "-e", "5", fmt.Sprint(pid), "tap0")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("with a closed exit FD: %v, want exit 0", err)
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Error("with a closed exit FD the daemon did not end")
 	}
 }

@@ -215,9 +215,8 @@ func runUsernsChild(args []string) error {
 			c, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
 			if err == nil {
 				c.Close()
-				break
 			}
-			if errors.Is(err, syscall.ECONNREFUSED) {
+			if nshost.Answered(err) {
 				break
 			}
 		}

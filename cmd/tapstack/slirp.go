@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -29,10 +30,43 @@ import (
 // command line and API of slirp4netns 1.2.
 const slirpVersion = "1.2.0"
 
+// slirpLibVersion and slirpConfigVersionMax are the libslirp whose
+// features tapstack's slirp4netns mode offers, as -v reports them.
+const (
+	slirpLibVersion       = "4.7.0"
+	slirpConfigVersionMax = 4
+)
+
+// parseSlirpCIDR parses --cidr as slirp4netns does, with its messages:
+// an IPv4 network address (no host bits) with a prefix of 1 to 25 bits.
+func parseSlirpCIDR(val string) (netip.Prefix, error) {
+	addr, bits, ok := strings.Cut(val, "/")
+	if !ok || len(bits) < 1 || len(bits) > 2 || strings.Count(addr, ".") != 3 {
+		return netip.Prefix{}, fmt.Errorf("invalid CIDR: %s", val)
+	}
+	n, err := strconv.Atoi(bits)
+	if err != nil || n < 0 {
+		return netip.Prefix{}, fmt.Errorf("invalid CIDR: %s", val)
+	}
+	a, err := netip.ParseAddr(addr)
+	if err != nil || !a.Is4() {
+		return netip.Prefix{}, fmt.Errorf("invalid network address: %s", addr)
+	}
+	if n < 1 || n > 25 {
+		return netip.Prefix{}, fmt.Errorf("prefix length needs to be 1-25")
+	}
+	p := netip.PrefixFrom(a, n)
+	if p.Masked() != p {
+		return netip.Prefix{}, fmt.Errorf("CIDR needs to be a network address like %s, not like %s", p.Masked(), p)
+	}
+	return p, nil
+}
+
 // slirpOptions are slirp4netns's options (its man page, version 1.2).
 type slirpOptions struct {
 	configure      bool
 	exitFD         int
+	exitFDClosed   bool // the exit FD was not open when the daemon started
 	readyFD        int
 	mtu            int
 	cidr           netip.Prefix
@@ -120,10 +154,7 @@ func parseSlirpArgs(args []string) (*slirpOptions, error) {
 				err = fmt.Errorf("MTU must be an integer from 1280 to %d", link.MaxMTU)
 			}
 		case "cidr":
-			o.cidr, err = netip.ParsePrefix(val)
-			if err != nil || !o.cidr.Addr().Is4() || o.cidr.Bits() > 25 || o.cidr.Masked() != o.cidr {
-				err = fmt.Errorf("--cidr %q: want an IPv4 network address with a prefix of 25 bits or fewer, like 10.0.2.0/24", val)
-			}
+			o.cidr, err = parseSlirpCIDR(val)
 		case "disable-host-loopback", "no-host-loopback":
 			o.noHostLoopback = true
 		case "netns-type":
@@ -215,13 +246,17 @@ func parseSlirpArgs(args []string) (*slirpOptions, error) {
 			operands = append(operands, a)
 		}
 	}
-	switch len(operands) {
-	case 1:
-		o.tap = "tap0"
-	case 2:
-		o.tap = operands[1]
-	default:
+	switch {
+	case len(operands) == 0:
 		return nil, errors.New("want PID|PATH [TAPNAME]")
+	case len(operands) == 1:
+		o.tap = "tap0"
+	default:
+		o.tap = operands[1]
+	}
+	if len(operands) > 2 {
+		// As slirp4netns: a warning, and the rest is ignored.
+		o.warnings = append(o.warnings, "too many arguments")
 	}
 	o.target = operands[0]
 	if o.netnsType == "pid" {
@@ -266,11 +301,32 @@ func runSlirp(argv0 string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, slirpUsage, argv0)
 		return 0
 	case errors.Is(err, errSlirpVersion):
-		fmt.Fprintf(stdout, "slirp4netns version %s\ntapstack: %s\n", slirpVersion, version)
+		// The lines slirp4netns prints, which its users parse (its test
+		// suite reads SLIRP_CONFIG_VERSION_MAX to decide what to test):
+		// tapstack does what libslirp 4.7's configuration version 4
+		// offers (outbound addresses, --disable-dns, the MAC address).
+		fmt.Fprintf(stdout, "slirp4netns version %s\ncommit: tapstack-%s\nlibslirp: %s\nSLIRP_CONFIG_VERSION_MAX: %d\ntapstack: %s\n",
+			slirpVersion, version, slirpLibVersion, slirpConfigVersionMax, version)
 		return 0
 	case err != nil:
 		fmt.Fprintf(stderr, "%s: %v\n", argv0, err)
 		fmt.Fprintf(stderr, slirpUsage, argv0)
+		return 1
+	}
+	// Whether the exit FD is open is known only now: once the daemon
+	// runs, its own descriptors may take a closed one's number. The Go
+	// runtime's poller may have taken it already (an epoll and an
+	// eventfd, made before main): neither ever hangs up, so no caller
+	// passed one to be watched.
+	if o.exitFD >= 0 {
+		l, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", o.exitFD))
+		if err != nil || l == "anon_inode:[eventpoll]" || l == "anon_inode:[eventfd]" {
+			o.exitFDClosed = true
+		}
+	}
+	if o.sandbox && os.Getenv(sandbox.PrivateMountsEnv) == "" {
+		err := execSandboxed(o, args) // returns only on failure
+		fmt.Fprintf(stderr, "%s: --enable-sandbox: %v\n", argv0, err)
 		return 1
 	}
 	for _, w := range o.warnings {
@@ -305,6 +361,13 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 	log, _ := daemon.NewLogger(stderr, "text", "", false)
 	cfg := daemon.Config{TAP: o.tap, MTU: o.mtu, Plan: plan, NoConfigure: !o.configure, MAC: o.mac, Log: log,
 		Relay: relay.Config{HostLoopback: !o.noHostLoopback}}
+	if o.noDNS {
+		// As slirp4netns: nothing answers at the DNS address, and what is
+		// sent there goes nowhere.
+		full := *o
+		full.noDNS = false
+		cfg.Relay.Silent = nshost.Addrs(full.plan().DNS)
+	}
 	if o.netnsType == "pid" {
 		cfg.PID, _ = strconv.Atoi(o.target)
 	} else {
@@ -331,6 +394,16 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 		}
 		cfg.Devices = tap.Devices()
 	}
+	// The API socket exists before the TAP does: clients talk to it as
+	// soon as they see the TAP.
+	var api *slirpapi.Server
+	if o.apiSocket != "" {
+		var err error
+		if api, err = slirpapi.Bind(o.apiSocket); err != nil {
+			return err
+		}
+		defer api.Close()
+	}
 	d, err := daemon.Start(ctx, cfg)
 	if err != nil {
 		return err
@@ -338,27 +411,31 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 	defer d.Close()
 	fmt.Fprintf(stdout, "tapstack slirp4netns: %s in the namespace of %s, MTU %d, network %s, gateway %s, DNS %s, namespace %s\n",
 		o.tap, o.target, o.mtu, o.cidr, plan.Stack[0].Addr(), joinPrefixes(plan.DNS), plan.NS[0].Addr())
-	if o.apiSocket != "" {
-		api, err := slirpapi.Listen(o.apiSocket, d.Relay(), plan.NS[0].Addr())
-		if err != nil {
-			return err
-		}
-		defer api.Close()
+	if api != nil {
+		api.Serve(d.Relay(), plan.NS[0].Addr())
 	}
 	if o.exitFD >= 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
 		defer cancel()
-		go watchExitFD(ctx, o.exitFD, cancel)
+		if o.exitFDClosed {
+			cancel() // closed before it was watched: the end, once up
+		} else {
+			go watchExitFD(ctx, o.exitFD, cancel)
+		}
 	}
 	// Restricted once set up, before it says it is ready: from here on
 	// the daemon only moves packets and sockets.
 	if o.sandbox {
+		root, err := sandbox.PivotRoot("/etc", "/run")
+		if err != nil {
+			return fmt.Errorf("--enable-sandbox: %w", err)
+		}
 		rep, err := sandbox.Restrict("/etc", "/run")
 		if err != nil {
 			return fmt.Errorf("--enable-sandbox: %w", err)
 		}
-		for _, l := range rep {
+		for _, l := range append(root, rep...) {
 			fmt.Fprintf(stdout, "sandbox: %s\n", l)
 		}
 	}
@@ -382,17 +459,57 @@ func serveSlirp(o *slirpOptions, stdout, stderr io.Writer) error {
 	return d.Wait(ctx)
 }
 
-// watchExitFD calls exited when the other end of fd is closed (or it
-// becomes readable), as slirp4netns's --exit-fd.
+// watchExitFD calls exited when the other end of fd is closed (hang-up,
+// error, or no such descriptor), as slirp4netns's --exit-fd; data to
+// read does not end it.
 func watchExitFD(ctx context.Context, fd int, exited func()) {
 	defer exited()
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	fds := []unix.PollFd{{Fd: int32(fd)}} // POLLHUP, POLLERR and POLLNVAL are always reported
 	for ctx.Err() == nil {
 		n, err := unix.Poll(fds, 250)
-		if err == nil && n > 0 || err != nil && !errors.Is(err, unix.EINTR) {
+		if err != nil && !errors.Is(err, unix.EINTR) {
 			return
 		}
+		if n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+			return
+		}
+		if n > 0 {
+			// Readable but not closed: wait without spinning.
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
+}
+
+// execSandboxed starts this slirp4netns again in the same process (exec
+// keeps the PID its caller knows and the descriptors it passed), in a
+// mount namespace of its own and, without root, as root of the target's
+// user namespace, as slirp4netns's sandbox does: the pivot into a tmpfs
+// root and the capability it keeps (CAP_NET_BIND_SERVICE) need both.
+func execSandboxed(o *slirpOptions, args []string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		return errors.New("needs util-linux's unshare on PATH for a mount namespace of its own")
+	}
+	argv := append([]string{unshare, "--mount", "--propagation", "slave", "--", self, "slirp4netns"}, args...)
+	if os.Geteuid() != 0 {
+		userns := o.usernsPath
+		if userns == "" && o.netnsType == "pid" {
+			userns = "/proc/" + o.target + "/ns/user"
+		}
+		if userns == "" {
+			return errors.New("--netns-type=path without root needs --userns-path (the user namespace that owns the network namespace)")
+		}
+		nsenter, err := exec.LookPath("nsenter")
+		if err != nil {
+			return errors.New("without root, needs util-linux's nsenter on PATH to enter the target's user namespace")
+		}
+		argv = append([]string{nsenter, "--preserve-credentials", "--user=" + userns, "--"}, argv...)
+	}
+	return syscall.Exec(argv[0], argv, append(os.Environ(), sandbox.PrivateMountsEnv+"=1"))
 }
 
 // slirpTAPCmd is the hidden subcommand that opens the TAP inside the

@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,7 +40,25 @@ func DefaultDir() string {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
 		return filepath.Join(d, "tapstack")
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("tapstack-%d", os.Geteuid()))
+	return filepath.Join(os.TempDir(), fmt.Sprintf("tapstack-%d", hostUID()))
+}
+
+// hostUID is this process's user ID as the host sees it: root of a user
+// namespace (a rootless slirp4netns's sandbox) is an ordinary user
+// outside, and must not take real root's folder.
+func hostUID() int {
+	uid := os.Geteuid()
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return uid
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var inside, outside, count int
+		if n, _ := fmt.Sscan(line, &inside, &outside, &count); n == 3 && uid >= inside && uid < inside+count {
+			return outside + uid - inside
+		}
+	}
+	return uid
 }
 
 // PathFor is the default socket of the daemon serving namespace name.

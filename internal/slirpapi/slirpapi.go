@@ -57,15 +57,36 @@ type hostfwd struct {
 // fwd on it; guest is the namespace's address, the guest_addr of a
 // forward that names none (another one is the gateway's to accept).
 func Listen(path string, fwd Forwarder, guest netip.Addr) (*Server, error) {
+	s, err := Bind(path)
+	if err != nil {
+		return nil, err
+	}
+	s.Serve(fwd, guest)
+	return s, nil
+}
+
+// Bind makes the socket at path (replacing a stale file) without serving
+// it yet: clients that connect wait until Serve. slirp4netns's users
+// talk to the socket as soon as the TAP is up, so it must exist first.
+// A path that does not fit a unix socket (108 bytes) is an error, with
+// slirp4netns's words.
+func Bind(path string) (*Server, error) {
+	if len(path) >= 108 {
+		return nil, fmt.Errorf("the specified API socket path is too long (>= 108)")
+	}
 	os.Remove(path)
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("api socket: %w", err)
 	}
-	s := &Server{ln: ln, path: path, fwd: fwd, guest: guest, nextID: 1, byID: map[int]hostfwd{}}
+	return &Server{ln: ln, path: path, nextID: 1, byID: map[int]hostfwd{}}, nil
+}
+
+// Serve starts answering requests on a socket made by Bind.
+func (s *Server) Serve(fwd Forwarder, guest netip.Addr) {
+	s.fwd, s.guest = fwd, guest
 	s.wg.Add(1)
 	go s.serve()
-	return s, nil
 }
 
 // Close stops serving, removes the forwards added through the API and
@@ -77,6 +98,9 @@ func (s *Server) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, f := range s.byID {
+		if s.fwd == nil {
+			break
+		}
 		_ = s.fwd.RemoveForward(f.spec)
 		delete(s.byID, id)
 	}

@@ -251,7 +251,7 @@ func (n *Namespace) withHandle(fn func(*netlink.Handle) error) error {
 // MoveLink moves the link named from (in the caller's namespace) into n
 // and renames it to to. Open file descriptors of the device (a TAP's
 // queues) stay valid.
-func (n *Namespace) MoveLink(from, to string) error {
+func (n *Namespace) MoveLink(from, to string, addrs ...netip.Prefix) error {
 	err := onThread(func() error {
 		l, err := netlink.LinkByName(from)
 		if err != nil {
@@ -262,22 +262,47 @@ func (n *Namespace) MoveLink(from, to string) error {
 	if err != nil {
 		return fmt.Errorf("move %s into %s: %w", from, n, err)
 	}
-	if from == to {
-		return nil
-	}
+	return n.RenameLink(from, to, addrs...)
+}
+
+// RenameLink renames link from in n to to, first giving it addrs (see
+// LinkConfig.Addrs): the link never shows under its name without them,
+// for the programs that look for the address as soon as the name
+// appears (slirp4netns's users do).
+func (n *Namespace) RenameLink(from, to string, addrs ...netip.Prefix) error {
 	return n.withHandle(func(nh *netlink.Handle) error {
-		if _, err := nh.LinkByName(to); err == nil {
-			return fmt.Errorf("rename %s to %s in %s: a link named %s already exists there", from, to, n, to)
+		if from != to {
+			if _, err := nh.LinkByName(to); err == nil {
+				return fmt.Errorf("rename %s to %s in %s: a link named %s already exists there", from, to, n, to)
+			}
 		}
 		l, err := nh.LinkByName(from)
 		if err != nil {
 			return err
+		}
+		if err := addAddrs(nh, l, addrs); err != nil {
+			return fmt.Errorf("configure %s in %s: %w", from, n, err)
+		}
+		if from == to {
+			return nil
 		}
 		if err := nh.LinkSetName(l, to); err != nil {
 			return fmt.Errorf("rename %s to %s in %s: %w", from, to, n, err)
 		}
 		return nil
 	})
+}
+
+// addAddrs adds addrs to l without duplicate address detection; one that
+// is there already is no error.
+func addAddrs(nh *netlink.Handle, l netlink.Link, addrs []netip.Prefix) error {
+	for _, p := range addrs {
+		a := &netlink.Addr{IPNet: prefixToIPNet(p), Flags: unix.IFA_F_NODAD}
+		if err := nh.AddrAdd(l, a); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("add address %s: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // LinkConfig is the kernel side of a link inside a namespace.
@@ -299,11 +324,8 @@ func (n *Namespace) Configure(cfg LinkConfig) error {
 		if err != nil {
 			return err
 		}
-		for _, p := range cfg.Addrs {
-			a := &netlink.Addr{IPNet: prefixToIPNet(p), Flags: unix.IFA_F_NODAD}
-			if err := nh.AddrAdd(l, a); err != nil {
-				return fmt.Errorf("add address %s: %w", p, err)
-			}
+		if err := addAddrs(nh, l, cfg.Addrs); err != nil {
+			return err
 		}
 		if err := nh.LinkSetUp(l); err != nil {
 			return fmt.Errorf("set up: %w", err)

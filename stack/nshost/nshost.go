@@ -260,20 +260,24 @@ func New(cfg Config) (h *Host, err error) {
 		return nil, fmt.Errorf("namespace %s already has a link named %s (choose another with --tap)", ns, cfg.TAP)
 	}
 
+	// The TAP shows under its name only once it has its addresses.
+	var early []netip.Prefix
+	if !cfg.NoConfigure {
+		early = cfg.NSAddrs
+	}
 	tmp := UniqueName("tst")
 	tc := link.TAPConfig{Name: tmp, Queues: cfg.Queues, MTU: cfg.MTU, Offload: cfg.Offload, MAC: cfg.MAC}
 	tap, err := link.OpenTAP(tc)
 	switch {
 	case err == nil:
 		undo = append(undo, func() { tap.Close() })
-		if err := ns.MoveLink(tmp, cfg.TAP); err != nil {
+		if err := ns.MoveLink(tmp, cfg.TAP, early...); err != nil {
 			return nil, err
 		}
 	case errors.Is(err, syscall.EPERM) && !ns.Created:
 		// Root of a user namespace (rootless podman starts its network
 		// command so) may not make links in the host's network namespace
 		// but may in the target's, which its user namespace owns.
-		tc.Name = cfg.TAP
 		if ierr := ns.Do(func() error {
 			tap, err = link.OpenTAP(tc)
 			return err
@@ -281,6 +285,9 @@ func New(cfg Config) (h *Host, err error) {
 			return nil, ierr
 		}
 		undo = append(undo, func() { tap.Close() })
+		if err := ns.RenameLink(tmp, cfg.TAP, early...); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, err
 	}
@@ -397,8 +404,9 @@ func Gateways(stackAddrs []netip.Prefix) (gw4, gw6 netip.Addr) {
 }
 
 // WaitReady returns once the namespace reaches the stack at each of its
-// addresses (at once for a namespace this host did not configure): a TCP connection attempt from inside the namespace to port 9
-// gets an answer (accepted or refused: either crossed the TAP both ways).
+// addresses (at once for a namespace this host did not configure): a
+// TCP connection attempt from inside the namespace to port 9 gets an
+// answer (Answered: it crossed the TAP both ways).
 func (h *Host) WaitReady(ctx context.Context) error {
 	if h.NS == nil || h.unconfigured {
 		return nil
@@ -414,7 +422,7 @@ func (h *Host) WaitReady(ctx context.Context) error {
 				}
 				return err
 			})
-			if err == nil || errors.Is(err, syscall.ECONNREFUSED) {
+			if Answered(err) {
 				break
 			}
 			select {
@@ -435,4 +443,14 @@ func (h *Host) Close() error {
 		return nil
 	}
 	return h.NS.Close()
+}
+
+// Answered says whether a TCP connection attempt from the namespace to
+// the stack's address got an answer from the stack: it was accepted,
+// refused (a RST), or refused as a relay with host loopback off refuses
+// a port the stack does not serve (ICMP network unreachable). The
+// namespace is configured by then, so a route to the stack's network
+// exists and the kernel itself never answers ENETUNREACH.
+func Answered(err error) bool {
+	return err == nil || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENETUNREACH)
 }
