@@ -362,16 +362,16 @@ func rootlesskitThroughTapstack(t *testing.T, ipv6 bool) {
 	if ipv6 {
 		// The child waits for its SLAAC address and route.
 		server, flags = "["+outerV6+"]", []string{"--ipv6"}
-		wait = "for i in $(seq 100); do ip -6 route get " + outerV6 + " >/dev/null 2>&1 && ip -6 addr show scope global | grep -q inet6 && break; sleep 0.1; done; "
+		wait = "for i in $(seq 100); do ip -6 route get " + outerV6 + " >/dev/null 2>&1 && ip -6 addr show scope global -tentative | grep -q inet6 && break; sleep 0.1; done; "
 	}
-	inner := fmt.Sprintf(`%spython3 -c "import hashlib, urllib.request; print(hashlib.sha256(urllib.request.urlopen('http://%s:8000/blob').read()).hexdigest())" > %s/fetched && exec python3 -m http.server --bind 0.0.0.0 --directory %s/www 80`,
-		wait, server, dir, dir)
+	inner := fmt.Sprintf(`%s(ip addr; ip -6 route) > %s/net.log 2>&1; python3 -c "import hashlib, urllib.request; print(hashlib.sha256(urllib.request.urlopen('http://%s:8000/blob', timeout=20).read()).hexdigest())" > %s/fetched; exec python3 -m http.server --bind 0.0.0.0 --directory %s/www 80`,
+		wait, dir, server, dir, dir)
 	cmd := exec.Command("ip", "netns", "exec", o.name, "setpriv", "--reuid="+user, "--regid="+user, "--init-groups",
 		"env", "HOME="+dir, "XDG_RUNTIME_DIR="+filepath.Join(dir, "run"),
 		"rootlesskit", "--state-dir="+filepath.Join(dir, "state"), "--net=slirp4netns", "--slirp4netns-binary="+filepath.Join(dir, "slirp4netns"),
 		"--disable-host-loopback", "--port-driver=slirp4netns", "-p", "127.0.0.1:18080:80/tcp")
 	cmd.Args = append(append(cmd.Args, flags...), "sh", "-c", inner)
-	var out bytes.Buffer
+	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -405,7 +405,8 @@ func rootlesskitThroughTapstack(t *testing.T, ipv6 bool) {
 		t.Fatalf("through rootlesskit's published port: %q\n%s", got, out.String())
 	}
 	if f, _ := os.ReadFile(filepath.Join(dir, "fetched")); strings.TrimSpace(string(f)) != hex.EncodeToString(sum[:]) {
-		t.Fatalf("the file fetched inside rootlesskit: %q, want %x\n%s", f, sum, out.String())
+		netLog, _ := os.ReadFile(filepath.Join(dir, "net.log"))
+		t.Fatalf("the file fetched inside rootlesskit: %q, want %x\nthe child's network:\n%s\n%s", f, sum, netLog, out.String())
 	}
 }
 
