@@ -275,6 +275,29 @@ func firstLine(s string) string {
 	return l
 }
 
+// rootlessTarget starts, as an ordinary user (uid 65534), a process in a
+// user + network namespace of its own in o, as rootless podman and
+// rootlesskit have one; it returns the command prefix that drops to that
+// user and the process's PID.
+func rootlessTarget(t *testing.T, o *outer) (drop []string, pid int) {
+	t.Helper()
+	drop = []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "env", "HOME=/", "XDG_RUNTIME_DIR="}
+	target := exec.Command("ip", append(append([]string{"netns", "exec", o.name}, drop...), "unshare", "--user", "--map-root-user", "--net", "sleep", "300")...)
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
+	pid = target.Process.Pid
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if cl, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.HasPrefix(string(cl), "sleep") {
+			return drop, pid
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the target did not start")
+		}
+	}
+}
+
 // TestSlirp4netnsWithoutRoot: as an ordinary user (uid 65534), for a
 // process in a user + network namespace of that user, as rootless podman
 // and rootlesskit start it: the TAP is opened inside the target's user
@@ -285,24 +308,7 @@ func TestSlirp4netnsWithoutRoot(t *testing.T) {
 	tunForEveryone(t)
 	o.bg("python3", "-c", pyLiveServer, outerV4, "8000")
 	o.waitTCP(outerV4, 8000)
-	drop := []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "env", "HOME=/", "XDG_RUNTIME_DIR="}
-	target := exec.Command("ip", append(append([]string{"netns", "exec", o.name}, drop...), "unshare", "--user", "--map-root-user", "--net", "sleep", "300")...)
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
-	pid := target.Process.Pid
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		cl, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if strings.HasPrefix(string(cl), "sleep") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the target did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	drop, pid := rootlessTarget(t, o)
 	d := startSlirp(t, o, drop, tapstackBin, "slirp4netns", "-c", "-r", "3", fmt.Sprint(pid), "tap0")
 	out := d.out
 	got, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-n", "python3", "-c", pyTimedConnects, outerV4, "8000", "3", "1", "5").CombinedOutput()
@@ -424,6 +430,19 @@ while True:
 `
 
 // pyReadFrom connects and prints what the server says.
+// readFrom connects from o to host:port with pyReadFrom until the server
+// says want (at most 10 s) and returns what it said last.
+func (o *outer) readFrom(host string, port int, want string) string {
+	var got string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		b, _ := exec.Command("ip", "netns", "exec", o.name, "python3", "-c", pyReadFrom, host, fmt.Sprint(port)).CombinedOutput()
+		if got = strings.TrimSpace(string(b)); got == want {
+			break
+		}
+	}
+	return got
+}
+
 const pyReadFrom = `
 import socket, sys
 c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
@@ -481,14 +500,7 @@ func TestSlirp4netnsSandboxSeccompOutbound(t *testing.T) {
 	if got := slirpAPI(t, api, `{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", "host_port": 18081, "guest_addr": "10.0.2.101", "guest_port": 80}}`); got != `{"return":{"id":1}}` {
 		t.Fatalf("add_hostfwd to 10.0.2.101: %q", got)
 	}
-	var got string
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		b, _ := exec.Command("ip", "netns", "exec", o.name, "python3", "-c", pyReadFrom, "127.0.0.1", "18081").CombinedOutput()
-		if got = strings.TrimSpace(string(b)); got == "10.0.2.2" {
-			break
-		}
-	}
-	if got != "10.0.2.2" {
+	if got := o.readFrom("127.0.0.1", 18081, "10.0.2.2"); got != "10.0.2.2" {
 		t.Fatalf("through the forward to 10.0.2.101 (the server should see the gateway 10.0.2.2): %q", got)
 	}
 	if got := slirpAPI(t, api, `{"execute": "list_hostfwd"}`); got != `{"entries":[{"id":1,"proto":"tcp","host_addr":"127.0.0.1","host_port":18081,"guest_addr":"10.0.2.101","guest_port":80}]}` {
@@ -554,35 +566,14 @@ func TestSlirp4netnsSandboxLikeSlirp4netns(t *testing.T) {
 		if got := slirpAPI(t, api, `{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", "host_port": 80, "guest_port": 80}}`); got != `{"return":{"id":1}}` {
 			t.Fatalf("add_hostfwd to the host's port 80 in the sandbox: %q; daemon: %s", got, d.out.String())
 		}
-		var got string
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			b, _ := exec.Command("ip", "netns", "exec", o.name, "python3", "-c", pyReadFrom, "127.0.0.1", "80").CombinedOutput()
-			if got = strings.TrimSpace(string(b)); got == "10.0.2.2" {
-				break
-			}
-		}
-		if got != "10.0.2.2" {
+		if got := o.readFrom("127.0.0.1", 80, "10.0.2.2"); got != "10.0.2.2" {
 			t.Fatalf("through the forward on port 80: %q", got)
 		}
 	})
 	t.Run("rootless", func(t *testing.T) {
 		o := newOuter(t)
 		tunForEveryone(t)
-		drop := []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "env", "HOME=/", "XDG_RUNTIME_DIR="}
-		target := exec.Command("ip", append(append([]string{"netns", "exec", o.name}, drop...), "unshare", "--user", "--map-root-user", "--net", "sleep", "300")...)
-		if err := target.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { target.Process.Kill(); target.Wait() })
-		pid := target.Process.Pid
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			if cl, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.HasPrefix(string(cl), "sleep") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the target did not start")
-			}
-		}
+		drop, pid := rootlessTarget(t, o)
 		d := startSlirp(t, o, drop, tapstackBin, "slirp4netns", "-c", "--enable-sandbox", "-r", "3", fmt.Sprint(pid), "tap0")
 		checkSlirpSandbox(t, d.cmd.Process.Pid, d.out)
 		out, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-n", "ip", "-br", "addr", "show", "tap0").CombinedOutput()
