@@ -41,6 +41,7 @@ import (
 	"github.com/tapstack/tapstack/link"
 	"github.com/tapstack/tapstack/relay"
 	"github.com/tapstack/tapstack/stack"
+	"github.com/tapstack/tapstack/stack/netns"
 	"github.com/tapstack/tapstack/stack/nshost"
 )
 
@@ -113,6 +114,11 @@ type Config struct {
 	// AddGuest and Log from the plan and the host, and sets NoSLAAC
 	// unless NoConfigure.
 	Relay relay.Config
+	// AutoForwardTCP and AutoForwardUDP keep forwards of the host's ports
+	// in step with the ports the namespace listens on, checked every
+	// AutoForwardPeriod (pasta's -t auto, -u auto; see
+	// relay.SyncAutoForwards).
+	AutoForwardTCP, AutoForwardUDP bool
 	// Services are built-in services to run at the stack's addresses
 	// (services: echo, discard, iperf3).
 	Services []string
@@ -219,6 +225,8 @@ type Daemon struct {
 	resolv  string // the resolv.conf this daemon wrote, removed by Close
 	// stopSpoofLog stops the goroutine that reports spoofed frames.
 	stopSpoofLog func()
+	// stopAuto stops the goroutine of the automatic forwards.
+	stopAuto func()
 
 	done      chan struct{} // closed when the daemon ends by itself
 	err       error         // why; set before done is closed
@@ -350,7 +358,70 @@ func (d *Daemon) start(ctx context.Context) error {
 		return ls.RxFrames + ls.TxFrames
 	})
 	d.stopSpoofLog = logSpoofed(h.Link, spoofLogPeriod, logf)
+	if cfg.AutoForwardTCP || cfg.AutoForwardUDP {
+		if err := d.startAutoForwards(); err != nil {
+			return err
+		}
+	}
 	d.watch()
+	return nil
+}
+
+// AutoForwardPeriod is how often the automatic forwards look at the
+// namespace's listening ports (pasta looks every second).
+const AutoForwardPeriod = time.Second
+
+// startAutoForwards starts the goroutine that keeps the automatic
+// forwards in step (Config.AutoForwardTCP, AutoForwardUDP).
+func (d *Daemon) startAutoForwards() error {
+	read := func() (netns.Listening, error) { return d.host.NS.Listening() }
+	switch {
+	case d.host.NS != nil:
+	case d.cfg.PID != 0:
+		dir := fmt.Sprintf("/proc/%d/net", d.cfg.PID)
+		read = func() (netns.Listening, error) { return netns.ReadListening(dir) }
+	default:
+		return errors.New("automatic port forwards need the namespace's process (a PID) or a namespace the daemon can enter")
+	}
+	sync := func() {
+		l, err := read()
+		if err != nil {
+			d.log.Debug("automatic forwards: cannot read the namespace's ports", "err", err)
+			return // the namespace is going away
+		}
+		for _, p := range []struct {
+			on     bool
+			proto  string
+			v4, v6 map[uint16]bool
+		}{{d.cfg.AutoForwardTCP, "tcp", l.TCP4, l.TCP6}, {d.cfg.AutoForwardUDP, "udp", l.UDP4, l.UDP6}} {
+			if !p.on {
+				continue
+			}
+			if err := d.gw.SyncAutoForwards(p.proto, p.v4, p.v6); err != nil {
+				d.log.Warn(err.Error())
+			}
+		}
+	}
+	sync() // the ports listened on already are forwarded before Start returns
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(AutoForwardPeriod)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				sync()
+			}
+		}
+	}()
+	d.stopAuto = func() {
+		close(stop)
+		<-done
+	}
 	return nil
 }
 
@@ -385,6 +456,8 @@ func (d *Daemon) watch() {
 		gone = watchGone(ctx, "", d.cfg.PID)
 	case d.cfg.Netns != "" && d.cfg.Devices == nil:
 		gone = watchGone(ctx, d.cfg.Netns, 0)
+	case d.cfg.NetnsPath != "":
+		gone = watchFile(ctx, d.cfg.NetnsPath)
 	}
 	d.watching.Add(1)
 	go func() {
@@ -406,7 +479,8 @@ func (d *Daemon) watch() {
 }
 
 // Done is closed when the daemon ends by itself: its namespace was
-// deleted, its process exited, or its TAP is gone. Err says which.
+// deleted (a named one, or the file of Config.NetnsPath removed or
+// unmounted), its process exited, or its TAP is gone. Err says which.
 func (d *Daemon) Done() <-chan struct{} { return d.done }
 
 // Err is why Done was closed (nil before).
@@ -464,6 +538,9 @@ func (d *Daemon) Close() error {
 		}
 		if d.stopSpoofLog != nil {
 			d.stopSpoofLog()
+		}
+		if d.stopAuto != nil {
+			d.stopAuto()
 		}
 		if d.trim != nil {
 			d.trim.Stop()

@@ -54,3 +54,32 @@ func watchGone(ctx context.Context, name string, pid int) <-chan string {
 	}()
 	return ch
 }
+
+// watchFile reports (once) when the namespace file at path goes away:
+// removed, or no longer the same file (a bind mount of a namespace that
+// was unmounted). It looks four times a second.
+func watchFile(ctx context.Context, path string) <-chan string {
+	ch := make(chan string, 1)
+	var first unix.Stat_t
+	if err := unix.Stat(path, &first); err != nil {
+		ch <- fmt.Sprintf("namespace file %s cannot be watched: %v", path, err)
+		return ch
+	}
+	go func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				var st unix.Stat_t
+				if err := unix.Stat(path, &st); err != nil || st.Dev != first.Dev || st.Ino != first.Ino {
+					ch <- fmt.Sprintf("namespace %s was removed", path)
+					return
+				}
+			}
+		}
+	}()
+	return ch
+}

@@ -32,6 +32,9 @@ type Forward struct {
 	Host   netip.AddrPort
 	NSAddr netip.Addr // optional
 	NSPort uint16
+	// V6Only makes a listener on [::] take IPv6 only, so that one on
+	// 0.0.0.0 may share its port (pasta's automatic forwards).
+	V6Only bool
 }
 
 // String is the forward's spec: HOSTADDR:HOSTPORT:[NSADDR:]NSPORT/PROTO.
@@ -180,10 +183,19 @@ func (g *Gateway) AddForward(f Forward) error {
 		return fmt.Errorf("port forward %s exists already", key)
 	}
 	fw := &forward{Forward: f, target: tgt}
+	// Go listens on 0.0.0.0 with an IPv6 socket that takes both families
+	// unless told tcp4; [::] takes IPv6 only when told tcp6.
+	network := f.Proto
+	switch {
+	case f.Host.Addr().Is4():
+		network += "4"
+	case f.V6Only:
+		network += "6"
+	}
 	if f.Proto == "tcp" {
-		fw.ln, err = net.Listen("tcp", f.Host.String())
+		fw.ln, err = net.Listen(network, f.Host.String())
 	} else {
-		fw.pc, err = net.ListenPacket("udp", f.Host.String())
+		fw.pc, err = net.ListenPacket(network, f.Host.String())
 	}
 	if err != nil {
 		return fmt.Errorf("port forward %s: %w", key, err)

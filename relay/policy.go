@@ -34,15 +34,16 @@ func (g *Gateway) decide(dst netip.AddrPort, isLocal func(netip.Addr) bool) verd
 			return verdict{reason: "dropped without an answer (the DNS address under --disable-dns)", silent: true}
 		}
 	}
+	for _, m := range g.cfg.MapToHost {
+		if m == a {
+			return verdict{ok: true, dial: netip.AddrPortFrom(loopbackOf(a), dst.Port())}
+		}
+	}
 	if isLocal(a) {
 		if g.cfg.HostLoopback {
 			for _, m := range g.cfg.LoopbackAddrs {
 				if m == a {
-					lo := netip.AddrFrom4([4]byte{127, 0, 0, 1})
-					if a.Is6() {
-						lo = netip.IPv6Loopback()
-					}
-					return verdict{ok: true, dial: netip.AddrPortFrom(lo, dst.Port())}
+					return verdict{ok: true, dial: netip.AddrPortFrom(loopbackOf(a), dst.Port())}
 				}
 			}
 		}
@@ -74,6 +75,14 @@ func (g *Gateway) decide(dst netip.AddrPort, isLocal func(netip.Addr) bool) verd
 		}
 	}
 	return verdict{ok: true, dial: dst}
+}
+
+// loopbackOf is the host's loopback address of a's family.
+func loopbackOf(a netip.Addr) netip.Addr {
+	if a.Is6() {
+		return netip.IPv6Loopback()
+	}
+	return netip.AddrFrom4([4]byte{127, 0, 0, 1})
 }
 
 // refused counts a refusal and logs it once per destination address.

@@ -55,6 +55,10 @@ type Config struct {
 	// Allow, if not empty, lists the only destinations allowed; Deny
 	// lists refused ones (it wins over Allow).
 	Allow, Deny []netip.Prefix
+	// MapToHost lists addresses that stand for the host itself (pasta's
+	// --map-guest-addr and --map-host-loopback): flows to them are
+	// relayed to the host's loopback of the same family.
+	MapToHost []netip.Addr
 	// Silent lists destinations whose flows are dropped without an
 	// answer, as if nothing were there: slirp4netns's DNS address under
 	// --disable-dns.
@@ -183,6 +187,7 @@ type Gateway struct {
 	mu      sync.Mutex
 	closers map[io.Closer]bool  // open relays and listeners; protected by mu
 	fwds    map[string]*forward // port forwards by spec; protected by mu
+	auto    autoFwd             // forwards that follow the namespace's ports; protected by mu
 	closed  bool                // protected by mu
 
 	flowSet   flowSet      // flows in progress, for FlowList

@@ -45,3 +45,12 @@ if ! command -v go >/dev/null 2>&1; then
 	echo "Go is not on PATH: install Go 1.26 from https://go.dev/dl/ first" >&2
 	exit 1
 fi
+
+# rootlesskit 2 (--net=pasta), beside Debian's rootlesskit 1: the pasta
+# tests find it in /opt/rootlesskit2.
+if [ ! -x /opt/rootlesskit2/rootlesskit ]; then
+	SUDO=""
+	if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+	echo "installing: rootlesskit v2.3.6 into /opt/rootlesskit2"
+	$SUDO env "PATH=$PATH" GOBIN=/opt/rootlesskit2 GOFLAGS=-mod=mod go install github.com/rootless-containers/rootlesskit/v2/cmd/rootlesskit@v2.3.6
+fi

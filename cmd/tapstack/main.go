@@ -7,6 +7,7 @@
 //	tapstack forward|capture|impair|ss|status [flags]  act on or look into a running daemon
 //	tapstack bench [flags]    measure tapstack against the kernel and its peers
 //	tapstack slirp4netns [OPTION]... PID|PATH [TAPNAME]  slirp4netns's command line
+//	tapstack pasta [OPTION]... PID|--netns PATH  pasta's command line
 //	tapstack version          print the version
 //	tapstack help [command]   show help
 //
@@ -42,6 +43,7 @@ func commands() []command {
 		{"status", "one screen about a running daemon: addresses, MTU, flows, drops, memory", runStatus},
 		{"nc", "netcat on a fresh tapstack host in a namespace: connect or listen, TCP or UDP", runNC},
 		{"slirp4netns", "slirp4netns's command line and API on a tapstack host (also as a symlink named slirp4netns)", runSlirpCommand},
+		{"pasta", "pasta's command line on a tapstack host, as podman and rootlesskit start it (also as a symlink named pasta)", runPastaCommand},
 		{"bench", "measure tapstack against the kernel, slirp4netns and pasta in one run", runBench},
 		{"version", "print the version", runVersion},
 		{"help", "show help for tapstack or a command", runHelp},
@@ -53,8 +55,11 @@ var errUsage = errors.New("usage")
 
 func main() {
 	// Invoked as slirp4netns (a symlink), it is slirp4netns.
-	if filepath.Base(os.Args[0]) == "slirp4netns" {
+	switch filepath.Base(os.Args[0]) {
+	case "slirp4netns":
 		os.Exit(runSlirp("slirp4netns", os.Args[1:], os.Stdout, os.Stderr))
+	case "pasta", "pasta.avx2":
+		os.Exit(runPasta("pasta", os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -121,7 +121,11 @@ func serveSlirp(o *slirpcli.Options, stdout, stderr io.Writer) error {
 		if o.MAC != nil {
 			hc.MAC = o.MAC.String()
 		}
-		tap, err := openTAPInTarget(o, hc)
+		nsArgs, err := nsenterArgs(o)
+		if err != nil {
+			return err
+		}
+		tap, err := openTAPInTarget(nsArgs, o.Target, hc)
 		if err != nil {
 			return err
 		}
@@ -276,14 +280,10 @@ func nsenterArgs(o *slirpcli.Options) ([]string, error) {
 
 // openTAPInTarget runs the helper in the target's namespaces and returns
 // the TAP it hands back.
-func openTAPInTarget(o *slirpcli.Options, cfg handoff.Config) (*link.TAP, error) {
+func openTAPInTarget(nsArgs []string, target string, cfg handoff.Config) (*link.TAP, error) {
 	nsenter, err := exec.LookPath("nsenter")
 	if err != nil {
 		return nil, errors.New("without root, needs util-linux's nsenter on PATH to enter the target's user namespace")
-	}
-	nsArgs, err := nsenterArgs(o)
-	if err != nil {
-		return nil, err
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -293,7 +293,7 @@ func openTAPInTarget(o *slirpcli.Options, cfg handoff.Config) (*link.TAP, error)
 	cmd.Stderr = os.Stderr
 	p, err := handoff.Start(cmd, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("cannot join the namespace of %s: %w", o.Target, err)
+		return nil, fmt.Errorf("cannot join the namespace of %s: %w", target, err)
 	}
 	p.Close()
 	_ = cmd.Wait() // the helper exits once it handed the TAP over
