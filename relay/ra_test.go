@@ -163,6 +163,10 @@ func TestSLAACRouterAdvertisements(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("RA answering an RS from ::", header.IPv6AllNodesMulticastAddress, header.EthernetAddressFromMulticastIPv6Address(header.IPv6AllNodesMulticastAddress))
+	// The count goes up once the frame is out: wait for the last one.
+	for deadline := time.Now().Add(2 * time.Second); r.g.ra.sent.Load() < 3 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if n := r.g.ra.sent.Load(); n < 3 {
 		t.Errorf("%d RAs counted, want 3", n)
 	}
