@@ -86,6 +86,9 @@ type Config struct {
 	PID       int
 	NetnsPath string
 	Devices   []link.Device
+	// QuitWithNetnsPath ends the daemon when the file of NetnsPath is
+	// removed or unmounted, as pasta does (slirp4netns runs on).
+	QuitWithNetnsPath bool
 	// NoConfigure leaves the kernel side as the TAP comes (slirp4netns
 	// without -c); MAC is the kernel side's MAC (nil: the kernel's).
 	NoConfigure bool
@@ -119,6 +122,13 @@ type Config struct {
 	// AutoForwardPeriod (pasta's -t auto, -u auto; see
 	// relay.SyncAutoForwards).
 	AutoForwardTCP, AutoForwardUDP bool
+	// NSForwards carry what the namespace sends to its loopback's ports
+	// on to the host's loopback (pasta's -T, -U); AutoNSForwardTCP and
+	// AutoNSForwardUDP do so for every port the host listens on (but
+	// those forwarded into the namespace). They need a namespace the
+	// daemon can enter (not one handed over in Devices).
+	NSForwards                         []NSForward
+	AutoNSForwardTCP, AutoNSForwardUDP bool
 	// Services are built-in services to run at the stack's addresses
 	// (services: echo, discard, iperf3).
 	Services []string
@@ -227,6 +237,8 @@ type Daemon struct {
 	stopSpoofLog func()
 	// stopAuto stops the goroutine of the automatic forwards.
 	stopAuto func()
+	// nsfwd are the forwards from the namespace (Config.NSForwards).
+	nsfwd *nsForwards
 
 	done      chan struct{} // closed when the daemon ends by itself
 	err       error         // why; set before done is closed
@@ -358,7 +370,18 @@ func (d *Daemon) start(ctx context.Context) error {
 		return ls.RxFrames + ls.TxFrames
 	})
 	d.stopSpoofLog = logSpoofed(h.Link, spoofLogPeriod, logf)
-	if cfg.AutoForwardTCP || cfg.AutoForwardUDP {
+	if len(cfg.NSForwards) > 0 || cfg.AutoNSForwardTCP || cfg.AutoNSForwardUDP {
+		if h.NS == nil {
+			return errors.New("forwards from the namespace to the host (pasta's -T, -U) need a namespace the daemon can enter (root, or root of its user namespace)")
+		}
+		d.nsfwd = &nsForwards{ns: h.NS, active: map[NSForward][]io.Closer{}, conns: map[io.Closer]bool{}}
+		for _, f := range cfg.NSForwards {
+			if err := d.nsfwd.add(f); err != nil {
+				return err
+			}
+		}
+	}
+	if cfg.AutoForwardTCP || cfg.AutoForwardUDP || cfg.AutoNSForwardTCP || cfg.AutoNSForwardUDP {
 		if err := d.startAutoForwards(); err != nil {
 			return err
 		}
@@ -376,14 +399,53 @@ const AutoForwardPeriod = time.Second
 func (d *Daemon) startAutoForwards() error {
 	read := func() (netns.Listening, error) { return d.host.NS.Listening() }
 	switch {
+	case !d.cfg.AutoForwardTCP && !d.cfg.AutoForwardUDP:
 	case d.host.NS != nil:
 	case d.cfg.PID != 0:
 		dir := fmt.Sprintf("/proc/%d/net", d.cfg.PID)
-		read = func() (netns.Listening, error) { return netns.ReadListening(dir) }
+		read = func() (netns.Listening, error) { return netns.ReadListening(dir, false) }
 	default:
 		return errors.New("automatic port forwards need the namespace's process (a PID) or a namespace the daemon can enter")
 	}
+	autoNS := map[NSForward]bool{}
+	syncNS := func() {
+		host, err := netns.ReadListening("/proc/self/net", true)
+		if err != nil {
+			return
+		}
+		skip := map[string]map[uint16]bool{"tcp": {}, "udp": {}}
+		for _, f := range d.gw.Forwards() {
+			skip[f.Proto][f.Host.Port()] = true
+		}
+		for _, p := range []struct {
+			on     bool
+			proto  string
+			v4, v6 map[uint16]bool
+		}{{d.cfg.AutoNSForwardTCP, "tcp", host.TCP4, host.TCP6}, {d.cfg.AutoNSForwardUDP, "udp", host.UDP4, host.UDP6}} {
+			if !p.on {
+				continue
+			}
+			ports := map[uint16]bool{}
+			for q := range p.v4 {
+				ports[q] = true
+			}
+			for q := range p.v6 {
+				ports[q] = true
+			}
+			if err := d.nsfwd.sync(p.proto, ports, skip[p.proto], autoNS); err != nil {
+				d.log.Warn(err.Error())
+			}
+		}
+	}
 	sync := func() {
+		// Into the namespace first: its ports are then left out of the
+		// other way.
+		if d.cfg.AutoNSForwardTCP || d.cfg.AutoNSForwardUDP {
+			defer syncNS()
+		}
+		if !d.cfg.AutoForwardTCP && !d.cfg.AutoForwardUDP {
+			return
+		}
 		l, err := read()
 		if err != nil {
 			d.log.Debug("automatic forwards: cannot read the namespace's ports", "err", err)
@@ -456,7 +518,7 @@ func (d *Daemon) watch() {
 		gone = watchGone(ctx, "", d.cfg.PID)
 	case d.cfg.Netns != "" && d.cfg.Devices == nil:
 		gone = watchGone(ctx, d.cfg.Netns, 0)
-	case d.cfg.NetnsPath != "":
+	case d.cfg.NetnsPath != "" && d.cfg.QuitWithNetnsPath:
 		gone = watchFile(ctx, d.cfg.NetnsPath)
 	}
 	d.watching.Add(1)
@@ -479,8 +541,9 @@ func (d *Daemon) watch() {
 }
 
 // Done is closed when the daemon ends by itself: its namespace was
-// deleted (a named one, or the file of Config.NetnsPath removed or
-// unmounted), its process exited, or its TAP is gone. Err says which.
+// deleted (a named one, or with QuitWithNetnsPath the file of NetnsPath
+// removed or unmounted), its process exited, or its TAP is gone. Err
+// says which.
 func (d *Daemon) Done() <-chan struct{} { return d.done }
 
 // Err is why Done was closed (nil before).
@@ -541,6 +604,9 @@ func (d *Daemon) Close() error {
 		}
 		if d.stopAuto != nil {
 			d.stopAuto()
+		}
+		if d.nsfwd != nil {
+			d.nsfwd.close()
 		}
 		if d.trim != nil {
 			d.trim.Stop()

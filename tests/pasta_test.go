@@ -313,7 +313,7 @@ func TestPastaCommandLine(t *testing.T) {
 		{[]string{"-t", "auto", "-t", "22", "1"}, "cannot be specified together"},
 		{[]string{"-4", "-6", "1"}, "mutually exclusive"},
 		{[]string{"-q", "-q", "1"}, "multiple --quiet options"},
-		{[]string{"-T", "auto", "--netns", "/nonexistent"}, "not supported by tapstack"},
+		{[]string{"-T", "~22", "--netns", "/nonexistent"}, "not supported by tapstack"},
 		{[]string{"echo", "hi"}, "tapstack run runs a command"},
 		{[]string{"-f", "--netns", "/nonexistent"}, "/nonexistent"},
 	} {
@@ -327,5 +327,68 @@ func TestPastaCommandLine(t *testing.T) {
 		if out, err := exec.Command(tapstackBin, "pasta", flag).CombinedOutput(); err != nil || !strings.Contains(string(out), "pasta") {
 			t.Errorf("pasta %s: %v %q", flag, err, out)
 		}
+	}
+}
+
+// TestPastaForwardsFromTheNamespace: -T and -U carry what the namespace
+// sends to its loopback's ports on to the host's loopback, as pasta's do:
+// a TCP port and a UDP port given explicitly (mapped to other host
+// ports), and with -T auto every TCP port the host listens on, within
+// seconds of the host starting to listen.
+func TestPastaForwardsFromTheNamespace(t *testing.T) {
+	o := newOuter(t)
+	o.bg("python3", "-c", pyPeerServer, "127.0.0.1", "18090")
+	o.waitTCP("127.0.0.1", 18090)
+	o.bg("python3", "-c", `
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 18091))
+while True:
+    d, a = s.recvfrom(100)
+    s.sendto(b"echo:" + d, a)
+`)
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"explicit", []string{"-T", "18095:18090", "-U", "18096:18091"}},
+		{"auto", []string{"-T", "auto", "-U", "none"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ns := ncNamespace(t)
+			pidFile := filepath.Join(t.TempDir(), "pasta.pid")
+			args := append([]string{"pasta", "--config-net", "-t", "none", "-u", "none", "--quiet", "--pid", pidFile, "--netns", "/run/netns/" + ns}, c.args...)
+			if out, err := exec.Command("ip", append([]string{"netns", "exec", o.name, tapstackBin}, args...)...).CombinedOutput(); err != nil {
+				t.Fatalf("%v: %v %s", args, err, out)
+			}
+			b, _ := os.ReadFile(pidFile)
+			t.Cleanup(func() { exec.Command("kill", strings.TrimSpace(string(b))).Run() })
+			port := "18095"
+			if c.name == "auto" {
+				port = "18090"
+			}
+			var got string
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+				out, _ := inNS(ns, 5*time.Second, nil, "python3", "-c", pyReadFrom, "127.0.0.1", port)
+				if got = strings.TrimSpace(out); got == "127.0.0.1" {
+					break
+				}
+			}
+			if got != "127.0.0.1" {
+				t.Fatalf("from the namespace's 127.0.0.1:%s to the host's: %q", port, got)
+			}
+			if c.name == "explicit" {
+				out, err := inNS(ns, 10*time.Second, nil, "python3", "-c", `
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.sendto(b"ping", ("127.0.0.1", 18096))
+print(s.recvfrom(100)[0].decode())
+`)
+				if err != nil || strings.TrimSpace(out) != "echo:ping" {
+					t.Fatalf("UDP from the namespace's 127.0.0.1:18096 to the host's 18091: %v %q", err, out)
+				}
+			}
+		})
 	}
 }

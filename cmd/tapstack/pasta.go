@@ -180,9 +180,6 @@ func servePasta(o *pastacli.Options, ready func(error), stderr io.Writer) error 
 		d.Drain()
 	case <-d.Done():
 		// The namespace went away: pasta's normal end.
-		if o.NoNetnsQuit && !errors.Is(d.Err(), daemon.ErrProcessExited) {
-			<-ctx.Done()
-		}
 	}
 	return nil
 }
@@ -196,7 +193,7 @@ func pastaConfig(o *pastacli.Options, stderr io.Writer) (daemon.Config, error) {
 	}
 	log, _ := daemon.NewLogger(stderr, "text", level, false)
 	cfg := daemon.Config{
-		PID: o.PID, NetnsPath: o.NetnsPath, TAP: o.Ifname, MTU: o.MTU, NoConfigure: !o.ConfigNet, Log: log,
+		PID: o.PID, NetnsPath: o.NetnsPath, QuitWithNetnsPath: !o.NoNetnsQuit, TAP: o.Ifname, MTU: o.MTU, NoConfigure: !o.ConfigNet, Log: log,
 		Relay: relay.Config{
 			// pasta maps the gateway to the host's loopback unless
 			// --no-map-gw; its other mappings stand for the host too.
@@ -241,21 +238,33 @@ func pastaConfig(o *pastacli.Options, stderr io.Writer) (daemon.Config, error) {
 			cfg.Relay.Forwards = append(cfg.Relay.Forwards, fwds...)
 		}
 	}
-	for name, p := range map[string]pastacli.Ports{"-T": o.TCPNS, "-U": o.UDPNS} {
-		if p.Set && p.Mode != "none" {
-			return daemon.Config{}, fmt.Errorf("%s %s: forwarding from the namespace to the host's ports is %w (use none; the gateway address reaches the host's loopback)",
-				name, p.Mode+specsText(p.Specs), pastacli.ErrUnsupported)
+	// The other way (-T, -U): pasta's default is auto, which needs a
+	// namespace the daemon can enter; handed a TAP (without root) it is
+	// none.
+	for _, p := range []struct {
+		proto string
+		ports pastacli.Ports
+		auto  *bool
+	}{{"tcp", o.TCPNS, &cfg.AutoNSForwardTCP}, {"udp", o.UDPNS, &cfg.AutoNSForwardUDP}} {
+		switch {
+		case !p.ports.Set:
+			*p.auto = os.Geteuid() == 0
+		case p.ports.Mode == "auto":
+			*p.auto = true
+		case p.ports.Mode == "none":
+		default:
+			for _, s := range p.ports.Specs {
+				if s.Exclude {
+					return daemon.Config{}, fmt.Errorf("~%d: exclusions (forward every other port) are %w", s.First, pastacli.ErrUnsupported)
+				}
+				for port := int(s.First); port <= int(s.Last); port++ {
+					cfg.NSForwards = append(cfg.NSForwards, daemon.NSForward{Proto: p.proto, NSPort: uint16(port),
+						HostPort: s.Target + uint16(port-int(s.First))})
+				}
+			}
 		}
 	}
 	return cfg, nil
-}
-
-func specsText(specs []pastacli.PortSpec) string {
-	var s []string
-	for _, p := range specs {
-		s = append(s, fmt.Sprintf("%d-%d", p.First, p.Last))
-	}
-	return strings.Join(s, ",")
 }
 
 // pastaForwards are the relay's forwards of explicit -t/-u specs: each

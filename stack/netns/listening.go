@@ -17,9 +17,9 @@ type Listening struct {
 
 // ReadListening reads them from dir, the /proc/PID/net of a process in
 // the namespace (or /proc/thread-self/net of a thread in it). Sockets
-// bound to a loopback address are left out: nothing outside the
-// namespace reaches them.
-func ReadListening(dir string) (Listening, error) {
+// bound to a loopback address are left out (nothing outside the
+// namespace reaches them) unless loopback is true.
+func ReadListening(dir string, loopback bool) (Listening, error) {
 	l := Listening{TCP4: map[uint16]bool{}, TCP6: map[uint16]bool{}, UDP4: map[uint16]bool{}, UDP6: map[uint16]bool{}}
 	for _, f := range []struct {
 		name  string
@@ -42,7 +42,7 @@ func ReadListening(dir string) (Listening, error) {
 			}
 			local := fields[1] // ADDR:PORT in hex
 			i := strings.LastIndexByte(local, ':')
-			if i < 0 || isLoopbackHex(local[:i]) {
+			if i < 0 || (!loopback && isLoopbackHex(local[:i])) {
 				continue
 			}
 			port, err := strconv.ParseUint(local[i+1:], 16, 16)
@@ -71,7 +71,7 @@ func (n *Namespace) Listening() (Listening, error) {
 	var l Listening
 	err := n.Do(func() error {
 		var err error
-		l, err = ReadListening("/proc/thread-self/net")
+		l, err = ReadListening("/proc/thread-self/net", false)
 		return err
 	})
 	return l, err
