@@ -4,7 +4,8 @@
 // short ones grouped, options after the PID), with its messages, and its
 // port specifications. An option tapstack does not support is an error
 // in getopt's words ("unrecognized option '--X'"), which podman reads.
-// It knows nothing of how the daemon runs.
+// DaemonConfig turns the options into a daemon.Config; how the daemon
+// runs (in the background, handed a TAP) is the command's.
 package pastacli
 
 import (
