@@ -54,9 +54,10 @@ var mayImport = map[string][]string{
 	"internal/handoff":  {"link", "stack/netns", "stack/nshost", "stack", "internal/nbio"},
 	"internal/sandbox":  nil,
 	"internal/slirpapi": {"relay", "stack", "sockets", "internal/gopool", "internal/nbio"},
-	"internal/pastacli": {"daemon", "link", "stack", "stack/netns", "stack/nshost", "sockets", "metrics", "relay",
+	"internal/getopt":   nil,
+	"internal/pastacli": {"internal/getopt", "daemon", "link", "stack", "stack/netns", "stack/nshost", "sockets", "metrics", "relay",
 		"internal/capture", "internal/control", "internal/services", "internal/gopool", "internal/nbio"},
-	"internal/slirpcli": {"link", "stack", "stack/netns", "stack/nshost", "internal/nbio"},
+	"internal/slirpcli": {"internal/getopt", "link", "stack", "stack/netns", "stack/nshost", "internal/nbio"},
 	"internal/ncat":     {"sockets", "stack", "internal/nbio"},
 	"internal/bench":    {"internal/cienv"},
 	"daemon": {"link", "stack", "stack/netns", "stack/nshost", "sockets", "metrics", "relay",
@@ -65,7 +66,7 @@ var mayImport = map[string][]string{
 		"internal/capture", "internal/control", "internal/services", "internal/gopool", "internal/nbio", "internal/cienv"},
 	"cmd/tapstack": {"daemon", "link", "stack", "stack/netns", "stack/nshost", "sockets", "metrics", "relay",
 		"internal/bench", "internal/capture", "internal/control", "internal/services", "internal/handoff",
-		"internal/sandbox", "internal/slirpapi", "internal/slirpcli", "internal/pastacli", "internal/ncat", "internal/gopool", "internal/nbio", "internal/cienv"},
+		"internal/sandbox", "internal/slirpapi", "internal/slirpcli", "internal/pastacli", "internal/getopt", "internal/ncat", "internal/gopool", "internal/nbio", "internal/cienv"},
 }
 
 // TestLayering keeps the layers of the design true: every package of the

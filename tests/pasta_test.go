@@ -72,17 +72,7 @@ func TestRootlesskit2WithTapstackAsPasta(t *testing.T) {
 			os.MkdirAll(etc, 0o755)
 			t.Cleanup(func() { os.RemoveAll(etc) })
 			os.WriteFile(filepath.Join(etc, "resolv.conf"), []byte("nameserver "+outerV4+"\n"), 0o644)
-			user := fmt.Sprintf("tspa%d", os.Getpid()%100000)
-			if out, err := exec.Command("useradd", "-M", "-s", "/bin/sh", user).CombinedOutput(); err != nil {
-				t.Fatalf("useradd: %v %s", err, out)
-			}
-			t.Cleanup(func() { exec.Command("userdel", user).Run() })
-			dir, err := os.MkdirTemp("", "tapstack-pasta-")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.RemoveAll(dir) })
-			os.Chmod(dir, 0o1777)
+			user, dir := ordinaryUser(t, "tspa")
 			blob := make([]byte, 1<<20)
 			rand.Read(blob)
 			sum := sha256.Sum256(blob)

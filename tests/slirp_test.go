@@ -275,6 +275,25 @@ func firstLine(s string) string {
 	return l
 }
 
+// ordinaryUser adds a user named prefix+PID with subordinate ids
+// (useradd gives them) and a folder every user can write (t.TempDir's
+// parent is private), both removed when the test ends.
+func ordinaryUser(t *testing.T, prefix string) (user, dir string) {
+	t.Helper()
+	user = fmt.Sprintf("%s%d", prefix, os.Getpid()%100000)
+	if out, err := exec.Command("useradd", "-M", "-s", "/bin/sh", user).CombinedOutput(); err != nil {
+		t.Fatalf("useradd: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("userdel", user).Run() })
+	dir, err := os.MkdirTemp("", "tapstack-"+prefix+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o1777)
+	return user, dir
+}
+
 // rootlessTarget starts, as an ordinary user (uid 65534), a process in a
 // user + network namespace of its own in o, as rootless podman and
 // rootlesskit have one; it returns the command prefix that drops to that
@@ -339,20 +358,8 @@ func rootlesskitThroughTapstack(t *testing.T, ipv6 bool) {
 	cienv.RequireTool(t, "rootlesskit", "newuidmap", "useradd", "userdel", "setpriv")
 	o := newOuter(t)
 	tunForEveryone(t)
-	// An ordinary user with subordinate ids (useradd gives them).
-	user := fmt.Sprintf("tsrk%d", os.Getpid()%100000)
-	if out, err := exec.Command("useradd", "-M", "-s", "/bin/sh", user).CombinedOutput(); err != nil {
-		t.Fatalf("useradd: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("userdel", user).Run() })
-	// A folder the user can reach (t.TempDir's parent is private).
-	dir, err := os.MkdirTemp("", "tapstack-rk-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	user, dir := ordinaryUser(t, "tsrk")
 	os.MkdirAll(filepath.Join(dir, "www"), 0o755)
-	os.Chmod(dir, 0o1777)
 	blob := make([]byte, 1<<20)
 	rand.Read(blob)
 	sum := sha256.Sum256(blob)

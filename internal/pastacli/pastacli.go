@@ -14,6 +14,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/tapstack/tapstack/internal/getopt"
 )
 
 // Version is what --version prints after "pasta ".
@@ -171,7 +173,6 @@ var unsupported = map[string]string{
 // Parse parses pasta's arguments.
 func Parse(args []string) (*Options, error) {
 	o := &Options{}
-	var operands []string
 	seen := map[string]bool{}
 	set := func(name, val string) error {
 		if why, ok := unsupported[name]; ok && name != "trace" {
@@ -318,59 +319,16 @@ func Parse(args []string) (*Options, error) {
 		}
 		return nil
 	}
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case a == "--":
-			operands = append(operands, args[i+1:]...)
-			i = len(args)
-		case strings.HasPrefix(a, "--"):
-			name, val, hasVal := strings.Cut(a[2:], "=")
-			needs, known := long[name]
-			if _, ok := unsupported[name]; ok {
-				needs, known = false, true
-			}
-			if !known {
-				return nil, fmt.Errorf("unrecognized option '--%s'", name)
-			}
-			if needs && !hasVal {
-				if i+1 >= len(args) {
-					return nil, fmt.Errorf("option '--%s' requires an argument", name)
-				}
-				i++
-				val = args[i]
-			} else if !needs && hasVal {
-				return nil, fmt.Errorf("option '--%s' doesn't allow an argument", name)
-			}
-			if err := set(name, val); err != nil {
-				return nil, err
-			}
-		case strings.HasPrefix(a, "-") && len(a) > 1:
-			for j := 1; j < len(a); j++ {
-				name, ok := short[a[j]]
-				if !ok {
-					return nil, fmt.Errorf("invalid option -- '%c'", a[j])
-				}
-				val := ""
-				if long[name] {
-					switch {
-					case j+1 < len(a):
-						val = a[j+1:]
-					case i+1 < len(args):
-						i++
-						val = args[i]
-					default:
-						return nil, fmt.Errorf("option requires an argument -- '%c'", a[j])
-					}
-					j = len(a)
-				}
-				if err := set(name, val); err != nil {
-					return nil, err
-				}
-			}
-		default:
-			operands = append(operands, a)
-		}
+	spec := getopt.Spec{Long: map[string]bool{}, Short: short}
+	for name, needs := range long {
+		spec.Long[name] = needs
+	}
+	for name := range unsupported {
+		spec.Long[name] = false // refused by set, with the reason
+	}
+	operands, err := spec.Parse(args, set)
+	if err != nil {
+		return nil, err
 	}
 	switch {
 	case o.IPv4Only && o.IPv6Only:

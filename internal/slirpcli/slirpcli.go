@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tapstack/tapstack/internal/getopt"
 	"github.com/tapstack/tapstack/link"
 	"github.com/tapstack/tapstack/stack/nshost"
 )
@@ -121,7 +122,6 @@ func Parse(args []string) (*Options, error) {
 		"outbound-addr6": true, "macaddress": true, "target-type": true}
 	short := map[byte]string{'c': "configure", 'e': "exit-fd", 'r': "ready-fd", 'm': "mtu", 'a': "api-socket",
 		'6': "enable-ipv6", 'h': "help", 'v': "version"}
-	var operands []string
 	set := func(name, val string) error {
 		fd := func() (int, error) {
 			n, err := strconv.Atoi(val)
@@ -190,51 +190,17 @@ func Parse(args []string) (*Options, error) {
 		}
 		return err
 	}
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case a == "--":
-			operands = append(operands, args[i+1:]...)
-			i = len(args)
-		case strings.HasPrefix(a, "--"):
-			name, val, hasVal := strings.Cut(a[2:], "=")
-			if needsValue[name] && !hasVal {
-				if i+1 >= len(args) {
-					return nil, fmt.Errorf("option '--%s' requires an argument", name)
-				}
-				i++
-				val = args[i]
-			} else if !needsValue[name] && hasVal {
-				return nil, fmt.Errorf("option '--%s' doesn't allow an argument", name)
-			}
-			if err := set(name, val); err != nil {
-				return nil, err
-			}
-		case strings.HasPrefix(a, "-") && len(a) > 1:
-			for j := 1; j < len(a); j++ {
-				name, ok := short[a[j]]
-				if !ok {
-					return nil, fmt.Errorf("invalid option -- '%c'", a[j])
-				}
-				val := ""
-				if needsValue[name] {
-					if j+1 < len(a) {
-						val = a[j+1:]
-					} else if i+1 < len(args) {
-						i++
-						val = args[i]
-					} else {
-						return nil, fmt.Errorf("option requires an argument -- '%c'", a[j])
-					}
-					j = len(a)
-				}
-				if err := set(name, val); err != nil {
-					return nil, err
-				}
-			}
-		default:
-			operands = append(operands, a)
+	long := map[string]bool{"disable-host-loopback": false, "no-host-loopback": false, "enable-ipv6": false,
+		"enable-sandbox": false, "create-sandbox": false, "enable-seccomp": false, "disable-dns": false, "configure": false,
+		"help": false, "version": false}
+	for name := range needsValue {
+		if len(name) > 1 {
+			long[name] = true
 		}
+	}
+	operands, err := getopt.Spec{Long: long, Short: short}.Parse(args, set)
+	if err != nil {
+		return nil, err
 	}
 	switch {
 	case len(operands) == 0:
