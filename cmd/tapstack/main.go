@@ -42,11 +42,22 @@ func commands() []command {
 		{"ss", "list a running daemon's flows, port forwards, pending dials and sockets", runSS},
 		{"status", "one screen about a running daemon: addresses, MTU, flows, drops, memory", runStatus},
 		{"nc", "netcat on a fresh tapstack host in a namespace: connect or listen, TCP or UDP", runNC},
-		{"slirp4netns", "slirp4netns's command line and API on a tapstack host (also as a symlink named slirp4netns)", runSlirpCommand},
-		{"pasta", "pasta's command line on a tapstack host, as podman and rootlesskit start it (also as a symlink named pasta)", runPastaCommand},
+		{"slirp4netns", "slirp4netns's command line and API on a tapstack host (also as a symlink named slirp4netns)", frontEnd("slirp4netns", runSlirp)},
+		{"pasta", "pasta's command line on a tapstack host, as podman and rootlesskit start it (also as a symlink named pasta)", frontEnd("pasta", runPasta)},
 		{"bench", "measure tapstack against the kernel, slirp4netns and pasta in one run", runBench},
 		{"version", "print the version", runVersion},
 		{"help", "show help for tapstack or a command", runHelp},
+	}
+}
+
+// frontEnd makes a command of a front end that speaks another program's
+// command line (it takes its own name, and returns an exit status).
+func frontEnd(name string, run func(argv0 string, args []string, stdout, stderr io.Writer) int) func([]string, io.Writer, io.Writer) error {
+	return func(args []string, stdout, stderr io.Writer) error {
+		if code := run("tapstack "+name, args, stdout, stderr); code != 0 {
+			return exitError{code}
+		}
+		return nil
 	}
 }
 

@@ -65,14 +65,6 @@ func runPasta(argv0 string, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// runPastaCommand is runPasta as a tapstack subcommand.
-func runPastaCommand(args []string, stdout, stderr io.Writer) error {
-	if code := runPasta("tapstack pasta", args, stdout, stderr); code != 0 {
-		return exitError{code}
-	}
-	return nil
-}
-
 // pastaBackground starts this pasta again as the daemon, in a session of
 // its own with its standard streams on /dev/null (callers such as
 // rootlesskit wait for the output to end), and waits until it says it is

@@ -72,14 +72,6 @@ func runSlirp(argv0 string, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// runSlirpCommand is runSlirp as a tapstack subcommand.
-func runSlirpCommand(args []string, stdout, stderr io.Writer) error {
-	if code := runSlirp("tapstack slirp4netns", args, stdout, stderr); code != 0 {
-		return exitError{code}
-	}
-	return nil
-}
-
 // serveSlirp runs the daemon until the exit FD closes, a signal comes,
 // or the namespace goes away.
 func serveSlirp(o *slirpcli.Options, stdout, stderr io.Writer) error {
