@@ -519,7 +519,7 @@ func (d *Daemon) watch() {
 	case d.cfg.Netns != "" && d.cfg.Devices == nil:
 		gone = watchGone(ctx, d.cfg.Netns, 0)
 	case d.cfg.NetnsPath != "" && d.cfg.QuitWithNetnsPath:
-		gone = watchFile(ctx, d.cfg.NetnsPath)
+		gone = watchFile(ctx, d.cfg.NetnsPath, fmt.Sprintf("namespace %s was removed", d.cfg.NetnsPath))
 	}
 	d.watching.Add(1)
 	go func() {

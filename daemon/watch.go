@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -36,29 +35,13 @@ func watchGone(ctx context.Context, name string, pid int) <-chan string {
 		}()
 		return ch
 	}
-	path := filepath.Join(netns.Dir, name)
-	go func() {
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if _, err := os.Stat(path); err != nil {
-					ch <- fmt.Sprintf("namespace %s was deleted", name)
-					return
-				}
-			}
-		}
-	}()
-	return ch
+	return watchFile(ctx, filepath.Join(netns.Dir, name), fmt.Sprintf("namespace %s was deleted", name))
 }
 
-// watchFile reports (once) when the namespace file at path goes away:
-// removed, or no longer the same file (a bind mount of a namespace that
-// was unmounted). It looks four times a second.
-func watchFile(ctx context.Context, path string) <-chan string {
+// watchFile reports gone (once) when the namespace file at path goes
+// away: removed, or no longer the same file (a bind mount of a namespace
+// that was unmounted). It looks four times a second.
+func watchFile(ctx context.Context, path, gone string) <-chan string {
 	ch := make(chan string, 1)
 	var first unix.Stat_t
 	if err := unix.Stat(path, &first); err != nil {
@@ -75,7 +58,7 @@ func watchFile(ctx context.Context, path string) <-chan string {
 			case <-t.C:
 				var st unix.Stat_t
 				if err := unix.Stat(path, &st); err != nil || st.Dev != first.Dev || st.Ino != first.Ino {
-					ch <- fmt.Sprintf("namespace %s was removed", path)
+					ch <- gone
 					return
 				}
 			}

@@ -307,11 +307,7 @@ func TestPastaCommandLine(t *testing.T) {
 		{[]string{"echo", "hi"}, "tapstack run runs a command"},
 		{[]string{"-f", "--netns", "/nonexistent"}, "/nonexistent"},
 	} {
-		out, err := exec.Command(tapstackBin, append([]string{"pasta"}, c.args...)...).CombinedOutput()
-		ee, ok := err.(*exec.ExitError)
-		if !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), c.want) || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
-			t.Errorf("pasta %v: %v, %q; want exit 1 and one line saying %q", c.args, err, out, c.want)
-		}
+		exitsOne(t, append([]string{"pasta"}, c.args...), c.want, true)
 	}
 	for _, flag := range []string{"--version", "--help"} {
 		if out, err := exec.Command(tapstackBin, "pasta", flag).CombinedOutput(); err != nil || !strings.Contains(string(out), "pasta") {

@@ -223,6 +223,17 @@ func startSlirp(t *testing.T, o *outer, prefix []string, bin string, args ...str
 	return d
 }
 
+// exitsOne runs tapstack with args and checks that it exits 1 saying
+// want (on one line only, if oneLine).
+func exitsOne(t *testing.T, args []string, want string, oneLine bool) {
+	t.Helper()
+	b, err := exec.Command(tapstackBin, args...).CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 1 || !strings.Contains(string(b), want) || oneLine && strings.Count(strings.TrimSpace(string(b)), "\n") != 0 {
+		t.Errorf("tapstack %v: %v, %q; want exit 1 saying %q", args, err, firstLine(string(b)), want)
+	}
+}
+
 // TestSlirp4netnsBadArguments: bad arguments and a namespace that cannot
 // be joined exit 1 with a message, as slirp4netns.
 func TestSlirp4netnsBadArguments(t *testing.T) {
@@ -246,11 +257,7 @@ func TestSlirp4netnsBadArguments(t *testing.T) {
 		{[]string{"--netns-type=path", "/nonexistent/netns", "tap0"}, "/nonexistent/netns"},
 		{[]string{"999999", "tap0"}, "pid 999999"},
 	} {
-		b, err := exec.Command(tapstackBin, append([]string{"slirp4netns"}, c.args...)...).CombinedOutput()
-		ee, ok := err.(*exec.ExitError)
-		if !ok || ee.ExitCode() != 1 || !strings.Contains(string(b), c.want) {
-			t.Errorf("slirp4netns %v: %v, %q; want exit 1 saying %q", c.args, err, firstLine(string(b)), c.want)
-		}
+		exitsOne(t, append([]string{"slirp4netns"}, c.args...), c.want, false)
 	}
 	// -v and --version print what slirp4netns's users parse.
 	for _, flag := range []string{"-v", "--version"} {
