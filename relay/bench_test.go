@@ -81,20 +81,7 @@ func BenchmarkRelayFromHost(b *testing.B) { benchRelay(b, false) }
 // allocations are those of both stacks and the relay per exchange).
 func BenchmarkRelayExchange(b *testing.B) {
 	_, ns := rig(b, Config{})
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		io.Copy(c, c)
-	}()
-	addr := netip.AddrPortFrom(netip.MustParseAddr("10.0.9.1"), uint16(ln.Addr().(*net.TCPAddr).Port)).String()
+	addr := serveLoopback(b, func(c net.Conn) { io.Copy(c, c); c.Close() })
 	c, err := sockets.Dial(context.Background(), ns, "tcp4", addr)
 	if err != nil {
 		b.Fatal(err)
@@ -159,24 +146,7 @@ func BenchmarkRelayUDPExchange(b *testing.B) {
 // namespace, per operation.
 func BenchmarkRelayConnect(b *testing.B) {
 	_, ns := rig(b, Config{})
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(io.Discard, c)
-				c.Close()
-			}()
-		}
-	}()
-	addr := netip.AddrPortFrom(netip.MustParseAddr("10.0.9.1"), uint16(ln.Addr().(*net.TCPAddr).Port)).String()
+	addr := serveLoopback(b, func(c net.Conn) { io.Copy(io.Discard, c); c.Close() })
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

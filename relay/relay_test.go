@@ -107,20 +107,7 @@ func TestSilentDestinationsGetNoAnswer(t *testing.T) {
 func TestRelayTCPAndUDPToHostLoopback(t *testing.T) {
 	g, ns := rig(t, Config{})
 	// A TCP echo server and a UDP echo server on the host's loopback.
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.(*net.TCPConn).CloseWrite() }()
-		}
-	}()
+	tcpAddr := serveLoopback(t, func(c net.Conn) { io.Copy(c, c); c.(*net.TCPConn).CloseWrite() })
 	pc, _ := net.ListenPacket("udp4", "127.0.0.1:0")
 	defer pc.Close()
 	go func() {
@@ -133,10 +120,9 @@ func TestRelayTCPAndUDPToHostLoopback(t *testing.T) {
 			pc.WriteTo(b[:n], a)
 		}
 	}()
-	tcpPort := ln.Addr().(*net.TCPAddr).Port
 	udpPort := pc.LocalAddr().(*net.UDPAddr).Port
 
-	c, err := sockets.Dial(context.Background(), ns, "tcp4", netip.AddrPortFrom(netip.MustParseAddr("10.0.9.1"), uint16(tcpPort)).String())
+	c, err := sockets.Dial(context.Background(), ns, "tcp4", tcpAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,25 +336,7 @@ func TestUDPErrorsReachTheNamespace(t *testing.T) {
 func TestHostFailureMidStreamResetsTheNamespace(t *testing.T) {
 	_, ns := rig(t, Config{})
 	// The namespace side: a connection within the namespace's stack.
-	ln, err := sockets.Listen(ns, "tcp4", "10.0.9.2:7000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peerc := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			peerc <- c
-		}
-	}()
-	// nsEnd is the end the splice drives, peer the namespace's program.
-	nsEnd, err := sockets.Dial(context.Background(), ns, "tcp4", "10.0.9.2:7000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := <-peerc
-	defer peer.Close()
+	nsEnd, peer := nsConnPair(t, ns, "10.0.9.2:7000")
 	// The host side: a loopback pair.
 	hc, hostFar := hostPair(t)
 	hw, err := newHostWaiter()
@@ -419,21 +387,7 @@ func TestFullSocketTableRefusesFlows(t *testing.T) {
 // one and expects a new one to get in.
 func refusesThenRecovers(t *testing.T, ns *stack.Stack, counted func() uint64) {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
-	addr := netip.AddrPortFrom(netip.MustParseAddr("10.0.9.1"), uint16(ln.Addr().(*net.TCPAddr).Port)).String()
+	addr := serveLoopback(t, func(c net.Conn) { io.Copy(io.Discard, c); c.Close() })
 	var open []net.Conn
 	for i := 0; i < 2; i++ {
 		c, err := sockets.Dial(context.Background(), ns, "tcp4", addr)
@@ -553,24 +507,7 @@ func TestPortForwardToAnotherNamespaceAddress(t *testing.T) {
 // goes through.
 func TestExchangeKeepsOneDrainer(t *testing.T) {
 	_, ns := rig(t, Config{})
-	ln, err := sockets.Listen(ns, "tcp4", "10.0.9.2:7001")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peerc := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			peerc <- c
-		}
-	}()
-	nsEnd, err := sockets.Dial(context.Background(), ns, "tcp4", "10.0.9.2:7001")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := <-peerc
-	defer peer.Close()
+	nsEnd, peer := nsConnPair(t, ns, "10.0.9.2:7001")
 	hc, hostFar := hostPair(t)
 	hw, err := newHostWaiter()
 	if err != nil {
@@ -636,4 +573,53 @@ func TestExchangeKeepsOneDrainer(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the splice did not end")
 	}
+}
+
+// serveLoopback serves each connection to a TCP listener on the host's
+// 127.0.0.1 with handle, on a goroutine of its own, until the test ends;
+// it returns the address through the relay (the gateway 10.0.9.1 with
+// the listener's port).
+func serveLoopback(tb testing.TB, handle func(net.Conn)) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go handle(c)
+		}
+	}()
+	return netip.AddrPortFrom(netip.MustParseAddr("10.0.9.1"), uint16(ln.Addr().(*net.TCPAddr).Port)).String()
+}
+
+// nsConnPair is a TCP connection within the namespace's stack ns, both
+// ends: nsEnd, the end a splice drives, and peer, the namespace's
+// program's.
+func nsConnPair(t *testing.T, ns *stack.Stack, addr string) (nsEnd, peer net.Conn) {
+	t.Helper()
+	ln, err := sockets.Listen(ns, "tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peerc := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			peerc <- c
+		}
+	}()
+	nsEnd, err = sockets.Dial(context.Background(), ns, "tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer = <-peerc
+	t.Cleanup(func() { peer.Close() })
+	return nsEnd, peer
 }
