@@ -13,7 +13,6 @@ import (
 	"syscall"
 
 	"github.com/tapstack/tapstack/daemon"
-	"github.com/tapstack/tapstack/internal/handoff"
 	"github.com/tapstack/tapstack/internal/pastacli"
 )
 
@@ -138,8 +137,6 @@ func servePasta(o *pastacli.Options, ready func(error), stderr io.Writer) error 
 	if os.Geteuid() != 0 {
 		// Without root the helper opens the TAP in the target's user and
 		// network namespaces and hands it over.
-		hc := handoff.Config{TAP: cfg.TAP, MTU: cfg.MTU, Offload: true, Configure: o.ConfigNet,
-			NSAddrs: cfg.Plan.NS, StackAddrs: cfg.Plan.Stack}
 		args, target := []string{"--preserve-credentials"}, cfg.NetnsPath
 		if o.PID != 0 {
 			target = strconv.Itoa(o.PID)
@@ -155,11 +152,9 @@ func servePasta(o *pastacli.Options, ready func(error), stderr io.Writer) error 
 		default:
 			return errors.New("without root, needs the user namespace that owns the network namespace (--userns, or a PID)")
 		}
-		tap, err := openTAPInTarget(args, target, hc)
-		if err != nil {
+		if cfg.Devices, err = handOff(cfg, o.ConfigNet, args, target); err != nil {
 			return err
 		}
-		cfg.Devices = tap.Devices()
 	}
 	d, err := daemon.Start(ctx, cfg)
 	if err != nil {

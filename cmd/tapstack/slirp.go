@@ -108,20 +108,13 @@ func serveSlirp(o *slirpcli.Options, stdout, stderr io.Writer) error {
 	if os.Geteuid() != 0 {
 		// Without root the helper opens the TAP in the target's
 		// namespaces, user namespace included, and hands it over.
-		hc := handoff.Config{TAP: o.TAP, MTU: o.MTU, Offload: true, Configure: o.Configure,
-			NSAddrs: plan.NS, StackAddrs: plan.Stack}
-		if o.MAC != nil {
-			hc.MAC = o.MAC.String()
-		}
 		nsArgs, err := nsenterArgs(o)
 		if err != nil {
 			return err
 		}
-		tap, err := openTAPInTarget(nsArgs, o.Target, hc)
-		if err != nil {
+		if cfg.Devices, err = handOff(cfg, o.Configure, nsArgs, o.Target); err != nil {
 			return err
 		}
-		cfg.Devices = tap.Devices()
 	}
 	// The API socket exists before the TAP does: clients talk to it as
 	// soon as they see the TAP.
@@ -268,6 +261,25 @@ func nsenterArgs(o *slirpcli.Options) ([]string, error) {
 		args = append(args, "--user="+o.UsernsPath)
 	}
 	return args, nil
+}
+
+// handOff opens cfg's TAP through the helper that nsArgs take into the
+// target's namespaces (without root), configured there if configure, and
+// returns its queues.
+func handOff(cfg daemon.Config, configure bool, nsArgs []string, target string) ([]link.Device, error) {
+	hc := handoff.Config{TAP: cfg.TAP, MTU: cfg.MTU, Offload: !cfg.NoOffload, Configure: configure,
+		NSAddrs: cfg.Plan.NS, StackAddrs: cfg.Plan.Stack}
+	if hc.MTU == 0 {
+		hc.MTU = daemon.DefaultMTU
+	}
+	if cfg.MAC != nil {
+		hc.MAC = cfg.MAC.String()
+	}
+	tap, err := openTAPInTarget(nsArgs, target, hc)
+	if err != nil {
+		return nil, err
+	}
+	return tap.Devices(), nil
 }
 
 // openTAPInTarget runs the helper in the target's namespaces and returns
