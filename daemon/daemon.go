@@ -122,6 +122,9 @@ type Config struct {
 	// AutoForwardPeriod (pasta's -t auto, -u auto; see
 	// relay.SyncAutoForwards).
 	AutoForwardTCP, AutoForwardUDP bool
+	// AutoForwardSkipTCP and AutoForwardSkipUDP are ports the automatic
+	// forwards leave out (pasta's -t ~PORT).
+	AutoForwardSkipTCP, AutoForwardSkipUDP []uint16
 	// NSForwards carry what the namespace sends to its loopback's ports
 	// on to the host's loopback (pasta's -T, -U); AutoNSForwardTCP and
 	// AutoNSForwardUDP do so for every port the host listens on (but
@@ -455,9 +458,14 @@ func (d *Daemon) startAutoForwards() error {
 			on     bool
 			proto  string
 			v4, v6 map[uint16]bool
-		}{{d.cfg.AutoForwardTCP, "tcp", l.TCP4, l.TCP6}, {d.cfg.AutoForwardUDP, "udp", l.UDP4, l.UDP6}} {
+			skip   []uint16
+		}{{d.cfg.AutoForwardTCP, "tcp", l.TCP4, l.TCP6, d.cfg.AutoForwardSkipTCP}, {d.cfg.AutoForwardUDP, "udp", l.UDP4, l.UDP6, d.cfg.AutoForwardSkipUDP}} {
 			if !p.on {
 				continue
+			}
+			for _, q := range p.skip {
+				delete(p.v4, q)
+				delete(p.v6, q)
 			}
 			if err := d.gw.SyncAutoForwards(p.proto, p.v4, p.v6); err != nil {
 				d.log.Warn(err.Error())

@@ -68,3 +68,17 @@ func TestSyncAutoForwardsFollowsTheNamespace(t *testing.T) {
 		t.Fatalf("after the TCP port went away: %v", got)
 	}
 }
+
+// TestForwardBoundToAnInterface: a forward with Iface listens bound to
+// that interface (SO_BINDTODEVICE), and one naming no interface fails.
+func TestForwardBoundToAnInterface(t *testing.T) {
+	g, _ := rig(t, Config{NSAddrs: []netip.Addr{netip.MustParseAddr("10.0.9.2")}})
+	f := Forward{Proto: "tcp", Host: netip.MustParseAddrPort("127.0.0.1:0"), NSPort: 80, Iface: "lo"}
+	if err := g.AddForward(f); err != nil {
+		t.Fatalf("forward bound to lo: %v", err)
+	}
+	f.Iface = "tsnosuch0"
+	if err := g.AddForward(f); err == nil {
+		t.Fatal("a forward bound to a missing interface was made")
+	}
+}

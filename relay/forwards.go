@@ -35,10 +35,18 @@ type Forward struct {
 	// V6Only makes a listener on [::] take IPv6 only, so that one on
 	// 0.0.0.0 may share its port (pasta's automatic forwards).
 	V6Only bool
+	// Iface, if set, binds the host's listener to that interface
+	// (SO_BINDTODEVICE; pasta's ADDR%IF/).
+	Iface string
 }
 
 // String is the forward's spec: HOSTADDR:HOSTPORT:[NSADDR:]NSPORT/PROTO.
 func (f Forward) String() string {
+	if f.Iface != "" {
+		host := netip.AddrPortFrom(f.Host.Addr().WithZone(""), f.Host.Port()).String()
+		i := strings.LastIndexByte(host, ':')
+		return fmt.Sprintf("%s%%%s%s:%d/%s", host[:i], f.Iface, host[i:], f.NSPort, f.Proto)
+	}
 	if f.NSAddr.IsValid() {
 		return fmt.Sprintf("%s:%s/%s", f.Host, netip.AddrPortFrom(f.NSAddr, f.NSPort), f.Proto)
 	}
@@ -192,10 +200,20 @@ func (g *Gateway) AddForward(f Forward) error {
 	case f.V6Only:
 		network += "6"
 	}
+	var lc net.ListenConfig
+	if f.Iface != "" {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) { serr = syscall.BindToDevice(int(fd), f.Iface) }); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
 	if f.Proto == "tcp" {
-		fw.ln, err = net.Listen(network, f.Host.String())
+		fw.ln, err = lc.Listen(context.Background(), network, f.Host.String())
 	} else {
-		fw.pc, err = net.ListenPacket(network, f.Host.String())
+		fw.pc, err = lc.ListenPacket(context.Background(), network, f.Host.String())
 	}
 	if err != nil {
 		return fmt.Errorf("port forward %s: %w", key, err)

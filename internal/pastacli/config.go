@@ -51,11 +51,21 @@ func (o *Options) DaemonConfig(log *slog.Logger, enter bool) (daemon.Config, err
 		proto string
 		ports Ports
 		auto  *bool
-	}{{"tcp", o.TCP, &cfg.AutoForwardTCP}, {"udp", o.UDP, &cfg.AutoForwardUDP}} {
+		skip  *[]uint16
+	}{{"tcp", o.TCP, &cfg.AutoForwardTCP, &cfg.AutoForwardSkipTCP}, {"udp", o.UDP, &cfg.AutoForwardUDP, &cfg.AutoForwardSkipUDP}} {
 		switch {
 		case !p.ports.Set || p.ports.Mode == "auto":
 			*p.auto = true // pasta's default
 		case p.ports.Mode == "none":
+		case onlyExclusions(p.ports.Specs):
+			// Every port but these: tapstack forwards every port the
+			// namespace listens on but these (pasta binds them all).
+			*p.auto = true
+			for _, s := range p.ports.Specs {
+				for port := int(s.First); port <= int(s.Last); port++ {
+					*p.skip = append(*p.skip, uint16(port))
+				}
+			}
 		default:
 			fwds, err := forwards(p.proto, p.ports.Specs, plan)
 			if err != nil {
@@ -79,11 +89,18 @@ func (o *Options) DaemonConfig(log *slog.Logger, enter bool) (daemon.Config, err
 			*p.auto = true
 		case p.ports.Mode == "none":
 		default:
+			if onlyExclusions(p.ports.Specs) {
+				return daemon.Config{}, fmt.Errorf("-T/-U ~%d: every port but some, from the namespace, is %w (use auto)", p.ports.Specs[0].First, ErrUnsupported)
+			}
+			excluded := excludedPorts(p.ports.Specs)
 			for _, s := range p.ports.Specs {
 				if s.Exclude {
-					return daemon.Config{}, fmt.Errorf("~%d: exclusions (forward every other port) are %w", s.First, ErrUnsupported)
+					continue
 				}
 				for port := int(s.First); port <= int(s.Last); port++ {
+					if excluded[uint16(port)] {
+						continue
+					}
 					cfg.NSForwards = append(cfg.NSForwards, daemon.NSForward{Proto: p.proto, NSPort: uint16(port),
 						HostPort: s.Target + uint16(port-int(s.First))})
 				}
@@ -99,12 +116,10 @@ func (o *Options) DaemonConfig(log *slog.Logger, enter bool) (daemon.Config, err
 // families the namespace has.
 func forwards(proto string, specs []PortSpec, plan nshost.Plan) ([]relay.Forward, error) {
 	var out []relay.Forward
+	excluded := excludedPorts(specs)
 	for _, s := range specs {
 		if s.Exclude {
-			return nil, fmt.Errorf("~%d: exclusions (forward every other port) are %w", s.First, ErrUnsupported)
-		}
-		if s.Iface != "" {
-			return nil, fmt.Errorf("%%%s: binding a forward to an interface is %w", s.Iface, ErrUnsupported)
+			continue
 		}
 		hosts := []netip.Addr{s.Addr}
 		if !s.Addr.IsValid() {
@@ -118,13 +133,38 @@ func forwards(proto string, specs []PortSpec, plan nshost.Plan) ([]relay.Forward
 			}
 		}
 		for port := int(s.First); port <= int(s.Last); port++ {
+			if excluded[uint16(port)] {
+				continue
+			}
 			for _, h := range hosts {
 				out = append(out, relay.Forward{Proto: proto, Host: netip.AddrPortFrom(h, uint16(port)),
-					NSPort: s.Target + uint16(port-int(s.First)), V6Only: h == netip.IPv6Unspecified()})
+					NSPort: s.Target + uint16(port-int(s.First)), V6Only: h == netip.IPv6Unspecified(), Iface: s.Iface})
 			}
 		}
 	}
 	return out, nil
+}
+
+// onlyExclusions says whether specs are ~PORT items alone (every other
+// port).
+func onlyExclusions(specs []PortSpec) bool {
+	for _, s := range specs {
+		if !s.Exclude {
+			return false
+		}
+	}
+	return len(specs) > 0
+}
+
+// excludedPorts are the ports of specs' ~PORT items.
+func excludedPorts(specs []PortSpec) map[uint16]bool {
+	m := map[uint16]bool{}
+	for _, s := range specs {
+		for port := int(s.First); s.Exclude && port <= int(s.Last); port++ {
+			m[uint16(port)] = true
+		}
+	}
+	return m
 }
 
 // plan is the namespace's address plan: -a, -n, -g, --dns-forward

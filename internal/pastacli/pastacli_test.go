@@ -72,3 +72,30 @@ func TestRefusals(t *testing.T) {
 		t.Errorf("-h: %v", err)
 	}
 }
+
+// TestExclusionsAndInterfaces: ~PORT leaves ports out of a range, or
+// alone means every other port the namespace listens on; %IF binds the
+// host's listener to an interface.
+func TestExclusionsAndInterfaces(t *testing.T) {
+	o, err := Parse(strings.Fields("--config-net -a 10.0.2.100 -g 10.0.2.2 -4 -t %lo/8000-8003,~8001 -u ~53,~5353 -T 9000-9001,~9000 -U none --netns /x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := o.DaemonConfig(nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fwds []string
+	for _, f := range cfg.Relay.Forwards {
+		fwds = append(fwds, f.String())
+	}
+	if want := []string{"0.0.0.0%lo:8000:8000/tcp", "0.0.0.0%lo:8002:8002/tcp", "0.0.0.0%lo:8003:8003/tcp"}; !reflect.DeepEqual(fwds, want) {
+		t.Errorf("-t %%lo/8000-8003,~8001: %v, want %v", fwds, want)
+	}
+	if !cfg.AutoForwardUDP || !reflect.DeepEqual(cfg.AutoForwardSkipUDP, []uint16{53, 5353}) || cfg.AutoForwardTCP {
+		t.Errorf("-u ~53,~5353: auto %v skip %v", cfg.AutoForwardUDP, cfg.AutoForwardSkipUDP)
+	}
+	if len(cfg.NSForwards) != 1 || cfg.NSForwards[0].NSPort != 9001 || cfg.AutoNSForwardUDP {
+		t.Errorf("-T 9000-9001,~9000 -U none: %v, auto UDP %v", cfg.NSForwards, cfg.AutoNSForwardUDP)
+	}
+}
