@@ -4,8 +4,8 @@
 // control socket, Prometheus metrics, packet captures, impairment of the
 // wire, and the drain that lets relayed connections deliver what the
 // namespace sent before the end. It is what `tapstack up`, `tapstack
-// run` and `tapstack slirp4netns` start; a Go program embeds it the same
-// way:
+// run`, `tapstack slirp4netns` and `tapstack pasta` start; a Go program
+// embeds it the same way:
 //
 //	d, err := daemon.Start(ctx, daemon.Config{Netns: "demo"})
 //	if err != nil { ... }
