@@ -137,20 +137,13 @@ func servePasta(o *pastacli.Options, ready func(error), stderr io.Writer) error 
 	if os.Geteuid() != 0 {
 		// Without root the helper opens the TAP in the target's user and
 		// network namespaces and hands it over.
-		args, target := []string{"--preserve-credentials"}, cfg.NetnsPath
+		args, ok := nsenterArgs(o.PID, o.NetnsPath, o.UsernsPath, !o.NetnsOnly)
+		if !ok {
+			return errors.New("without root, needs the user namespace that owns the network namespace (--userns, or a PID)")
+		}
+		target := o.NetnsPath
 		if o.PID != 0 {
 			target = strconv.Itoa(o.PID)
-			args = append(args, "--target", target, "--net")
-		} else {
-			args = append(args, "--net="+o.NetnsPath)
-		}
-		switch {
-		case o.UsernsPath != "":
-			args = append(args, "--user="+o.UsernsPath)
-		case o.PID != 0 && !o.NetnsOnly:
-			args = append(args, "--user")
-		default:
-			return errors.New("without root, needs the user namespace that owns the network namespace (--userns, or a PID)")
 		}
 		if cfg.Devices, err = handOff(cfg, o.ConfigNet, args, target); err != nil {
 			return err

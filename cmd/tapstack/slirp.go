@@ -108,9 +108,9 @@ func serveSlirp(o *slirpcli.Options, stdout, stderr io.Writer) error {
 	if os.Geteuid() != 0 {
 		// Without root the helper opens the TAP in the target's
 		// namespaces, user namespace included, and hands it over.
-		nsArgs, err := nsenterArgs(o)
-		if err != nil {
-			return err
+		nsArgs, ok := nsenterArgs(cfg.PID, cfg.NetnsPath, o.UsernsPath, true)
+		if !ok {
+			return errors.New("--netns-type=path without root needs --userns-path (the user namespace that owns the network namespace)")
 		}
 		if cfg.Devices, err = handOff(cfg, o.Configure, nsArgs, o.Target); err != nil {
 			return err
@@ -239,28 +239,29 @@ func execSandboxed(o *slirpcli.Options, args []string) error {
 // slirp4netns run without root.
 const slirpTAPCmd = "__slirp-tap"
 
-// nsenterArgs are nsenter's arguments to enter o's target namespaces,
-// user namespace included. The credentials are kept: this user is root of
-// the target's user namespace (rootless podman and rootlesskit map it to
-// 0), so the opener keeps its capabilities there, and such namespaces
-// often deny setgroups, which nsenter would otherwise call.
-func nsenterArgs(o *slirpcli.Options) ([]string, error) {
-	args := []string{"--preserve-credentials"}
-	if o.NetnsType == "pid" {
-		args = append(args, "--target", o.Target, "--net")
-		if o.UsernsPath == "" {
-			args = append(args, "--user")
-		}
+// nsenterArgs are nsenter's arguments to enter a target's network
+// namespace and the user namespace that owns it: the namespaces of
+// process pid (its user namespace unless usernsPath names one, and only
+// if pidUser), or the namespace file netnsPath with usernsPath. ok is
+// false when no user namespace is named. The credentials are kept: this
+// user is root of the target's user namespace (rootless podman and
+// rootlesskit map it to 0), so the opener keeps its capabilities there,
+// and such namespaces often deny setgroups, which nsenter would
+// otherwise call.
+func nsenterArgs(pid int, netnsPath, usernsPath string, pidUser bool) (args []string, ok bool) {
+	args = []string{"--preserve-credentials"}
+	if pid != 0 {
+		args = append(args, "--target", strconv.Itoa(pid), "--net")
 	} else {
-		args = append(args, "--net="+o.Target)
-		if o.UsernsPath == "" {
-			return nil, errors.New("--netns-type=path without root needs --userns-path (the user namespace that owns the network namespace)")
-		}
+		args = append(args, "--net="+netnsPath)
 	}
-	if o.UsernsPath != "" {
-		args = append(args, "--user="+o.UsernsPath)
+	switch {
+	case usernsPath != "":
+		return append(args, "--user="+usernsPath), true
+	case pid != 0 && pidUser:
+		return append(args, "--user"), true
 	}
-	return args, nil
+	return nil, false
 }
 
 // handOff opens cfg's TAP through the helper that nsArgs take into the
