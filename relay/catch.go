@@ -162,6 +162,19 @@ const (
 	unreachPort
 )
 
+// ipv4Packet is an IPv4 packet from src to dst of protocol proto with
+// room for n bytes of payload after its header (checksummed, TTL 64).
+func ipv4Packet(src, dst netip.Addr, proto tcpip.TransportProtocolNumber, n int) []byte {
+	pkt := make([]byte, header.IPv4MinimumSize+n)
+	ip := header.IPv4(pkt)
+	ip.Encode(&header.IPv4Fields{
+		TotalLength: uint16(len(pkt)), TTL: 64, Protocol: uint8(proto),
+		SrcAddr: tcpip.AddrFrom4(src.As4()), DstAddr: tcpip.AddrFrom4(dst.As4()),
+	})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	return pkt
+}
+
 // sendUnreachable writes an ICMP error quoting headers (the offending
 // packet's IP header and first 8 transport bytes) back to its sender.
 func sendUnreachable(st *stack.Stack, id flowID, syn *synCopy, why unreach) error {
@@ -171,14 +184,7 @@ func sendUnreachable(st *stack.Stack, id flowID, syn *synCopy, why unreach) erro
 	var proto tcpip.NetworkProtocolNumber
 	if !syn.v6 {
 		proto = ipv4.ProtocolNumber
-		icmpLen := header.ICMPv4MinimumSize + len(syn.headers)
-		pkt = make([]byte, header.IPv4MinimumSize+icmpLen)
-		ip := header.IPv4(pkt)
-		ip.Encode(&header.IPv4Fields{
-			TotalLength: uint16(len(pkt)), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
-			SrcAddr: tcpip.AddrFrom4(src.As4()), DstAddr: tcpip.AddrFrom4(dst.As4()),
-		})
-		ip.SetChecksum(^ip.CalculateChecksum())
+		pkt = ipv4Packet(src, dst, header.ICMPv4ProtocolNumber, header.ICMPv4MinimumSize+len(syn.headers))
 		ic := header.ICMPv4(pkt[header.IPv4MinimumSize:])
 		ic.SetType(header.ICMPv4DstUnreachable)
 		code := header.ICMPv4HostUnreachable
@@ -428,13 +434,8 @@ func datagramOf(st *stack.Stack, id gvstack.TransportEndpointID, pkt *gvstack.Pa
 // Reply sends payload from src to dst in an IPv4 UDP datagram, in a
 // frame to dstMAC on the link the datagram came from.
 func (d *linkDatagram) Reply(src, dst netip.AddrPort, dstMAC tcpip.LinkAddress, payload []byte) error {
-	pkt := make([]byte, header.IPv4MinimumSize+header.UDPMinimumSize+len(payload))
+	pkt := ipv4Packet(src.Addr(), dst.Addr(), header.UDPProtocolNumber, header.UDPMinimumSize+len(payload))
 	s, t := tcpip.AddrFrom4(src.Addr().As4()), tcpip.AddrFrom4(dst.Addr().As4())
-	ip := header.IPv4(pkt)
-	ip.Encode(&header.IPv4Fields{
-		TotalLength: uint16(len(pkt)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber), SrcAddr: s, DstAddr: t,
-	})
-	ip.SetChecksum(^ip.CalculateChecksum())
 	u := header.UDP(pkt[header.IPv4MinimumSize:])
 	u.Encode(&header.UDPFields{SrcPort: src.Port(), DstPort: dst.Port(), Length: uint16(len(u))})
 	copy(u.Payload(), payload)
@@ -532,13 +533,7 @@ func (e *echoRequest) Reply(data []byte) error {
 	var proto tcpip.NetworkProtocolNumber
 	if e.Dst.Is4() {
 		proto = ipv4.ProtocolNumber
-		pkt = make([]byte, header.IPv4MinimumSize+header.ICMPv4MinimumSize+len(data))
-		ip := header.IPv4(pkt)
-		ip.Encode(&header.IPv4Fields{
-			TotalLength: uint16(len(pkt)), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
-			SrcAddr: tcpip.AddrFrom4(e.Dst.As4()), DstAddr: tcpip.AddrFrom4(e.Src.As4()),
-		})
-		ip.SetChecksum(^ip.CalculateChecksum())
+		pkt = ipv4Packet(e.Dst, e.Src, header.ICMPv4ProtocolNumber, header.ICMPv4MinimumSize+len(data))
 		ic := header.ICMPv4(pkt[header.IPv4MinimumSize:])
 		ic.SetType(header.ICMPv4EchoReply)
 		ic.SetIdent(e.ID)

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,7 +81,7 @@ func newRAServer(cfg *Config, logf func(string, ...any)) *raServer {
 	s := &raServer{mtu: cfg.MTU, autonomous: !cfg.NoSLAAC, learn: cfg.AddGuest, logf: logf, learned: map[netip.Addr]bool{}}
 	for _, p := range cfg.NSPrefixes {
 		if p.Addr().Is6() && !p.Addr().Is4In6() && !p.Addr().IsLinkLocalUnicast() {
-			if m := p.Masked(); !containsPrefix(s.prefixes, m) {
+			if m := p.Masked(); !slices.Contains(s.prefixes, m) {
 				s.prefixes = append(s.prefixes, m)
 			}
 		}
@@ -94,15 +95,6 @@ func newRAServer(cfg *Config, logf func(string, ...any)) *raServer {
 		return nil
 	}
 	return s
-}
-
-func containsPrefix(ps []netip.Prefix, p netip.Prefix) bool {
-	for _, q := range ps {
-		if q == p {
-			return true
-		}
-	}
-	return false
 }
 
 // handle answers a router solicitation and learns the address of a
