@@ -62,9 +62,11 @@ var mayImport = map[string][]string{
 	"internal/bench":    {"internal/cienv"},
 	"daemon": {"link", "stack", "stack/netns", "stack/nshost", "sockets", "metrics", "relay",
 		"internal/capture", "internal/control", "internal/services", "internal/gopool", "internal/nbio"},
-	"tests/nstest": {"daemon", "link", "stack", "stack/netns", "stack/nshost", "sockets", "metrics", "relay",
+	"lab": {"daemon", "link", "stack", "stack/netns", "stack/nshost", "sockets", "metrics", "relay",
 		"internal/capture", "internal/control", "internal/services", "internal/gopool", "internal/nbio", "internal/cienv"},
-	"cmd/tapstack": {"daemon", "link", "stack", "stack/netns", "stack/nshost", "sockets", "metrics", "relay",
+	"tests/nstest": {"lab", "daemon", "link", "stack", "stack/netns", "stack/nshost", "sockets", "metrics", "relay",
+		"internal/capture", "internal/control", "internal/services", "internal/gopool", "internal/nbio", "internal/cienv"},
+	"cmd/tapstack": {"lab", "daemon", "link", "stack", "stack/netns", "stack/nshost", "sockets", "metrics", "relay",
 		"internal/bench", "internal/capture", "internal/control", "internal/services", "internal/handoff",
 		"internal/sandbox", "internal/slirpapi", "internal/slirpcli", "internal/pastacli", "internal/getopt", "internal/ncat", "internal/gopool", "internal/nbio", "internal/cienv"},
 }
