@@ -417,4 +417,3 @@ func fromA(s link.ImpairSpec) link.ImpairSpec { return link.ImpairSpec{In: s.Out
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
-
