@@ -75,6 +75,9 @@ var (
 	labNodeRE  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 	errClosed  = errors.New("lab: the network is closed")
 	maxNodeLen = 40
+	// failHook, set by tests, makes AddHost and Connect fail half-way
+	// (stage "node": the namespace made; "link": the devices made).
+	failHook func(stage string) error
 )
 
 // Network is a set of nodes and the links between them. Its methods are
@@ -291,6 +294,11 @@ func (n *Network) addNode(name string, kind NodeKind) (nd *Node, err error) {
 	for _, k := range []string{"net.ipv6.conf.default.accept_dad", "net.ipv6.conf.all.accept_dad"} {
 		if err := nd.sysctl(k, "0"); err != nil {
 			return nd, fmt.Errorf("sysctl %s: %w", k, err)
+		}
+	}
+	if failHook != nil {
+		if err := failHook("node"); err != nil {
+			return nd, err
 		}
 	}
 	switch kind {

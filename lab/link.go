@@ -207,6 +207,11 @@ func (n *Network) Connect(a, b *Node, opts LinkOptions) (l *Link, err error) {
 			return l, err
 		}
 	}
+	if failHook != nil {
+		if err := failHook("link"); err != nil {
+			return l, err
+		}
+	}
 	if l.w != nil {
 		l.w.start(n.logf)
 	}
@@ -384,18 +389,18 @@ func (l *Link) Impair(spec string) error {
 	if err != nil {
 		return fmt.Errorf("lab: impair %s: %w", l.name, err)
 	}
-	l.w.imp.Set(fromA(sp))
-	l.net.logf("impair %s: %q (seed %d)", l.name, spec, l.w.imp.Seed())
+	l.w.set(sp)
+	l.net.logf("impair %s: %q (seed %d)", l.name, spec, l.w.seed)
 	return nil
 }
 
-// Stats counts what a wire did each way (zero for a veth).
+// Stats counts what a wire did each way while it was impaired (frames
+// that cross an unimpaired direction are not counted); zero for a veth.
 func (l *Link) Stats() (aToB, bToA link.ImpairStats) {
 	if l.w == nil {
 		return
 	}
-	in, out := l.w.imp.Stats()
-	return in, out
+	return l.w.stats()
 }
 
 // Seed is the seed of a wire's impairment (0 for a veth).
@@ -403,7 +408,7 @@ func (l *Link) Seed() int64 {
 	if l.w == nil {
 		return 0
 	}
-	return l.w.imp.Seed()
+	return l.w.seed
 }
 
 // CapturePath is the link's pcap file, "" when not capturing.

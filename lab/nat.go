@@ -167,6 +167,19 @@ func masquerade(node *Node, iface string) error {
 	return nil
 }
 
+// Impair changes the impairment of the uplink's wire while it runs, in
+// UplinkOptions.Impair's syntax ("" or "off" for none).
+func (u *Uplink) Impair(spec string) error {
+	sp, err := link.ParseImpairSpec(spec)
+	if err != nil {
+		return fmt.Errorf("lab: impair the uplink of %s: %w", u.node.name, err)
+	}
+	if err := u.d.Host().SetImpairment(fromA(sp)); err != nil {
+		return fmt.Errorf("lab: impair the uplink of %s: %w", u.node.name, err)
+	}
+	return nil
+}
+
 // Daemon is the uplink's running daemon: its relay, host and counters.
 func (u *Uplink) Daemon() *daemon.Daemon { return u.d }
 

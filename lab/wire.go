@@ -15,24 +15,25 @@ import (
 )
 
 // wire joins two TAP devices, tapA in node a and tapB in node b, with two
-// pump goroutines. link.Impair wraps tapA's device, so that both
-// directions are impaired: what a sends is read through its In, what a
-// receives is written through its Out. A capture observes tapA's device
-// under the impairment: the frames as a's interface sees them.
+// pump goroutines. A link.Impair wraps each TAP's device and impairs what
+// is written to it, so that a change of impairment applies to the very
+// next frame each way: impB the frames from a to b, impA those from b to
+// a. A capture observes tapA's device under impA: the frames as a's
+// interface sees them.
 type wire struct {
 	tapA, tapB *link.TAP
 	obs        *observed
-	imp        *link.Impair
-	devB       link.Device
+	impA, impB *link.Impair
+	seed       int64
 	mtu        int
 	wg         sync.WaitGroup
 	once       sync.Once
 }
 
 // makeWire opens a TAP in each node (named as the port) and the impaired
-// device over a's.
+// devices over them.
 func (l *Link) makeWire(mtu int, spec link.ImpairSpec) error {
-	w := &wire{mtu: mtu}
+	w := &wire{mtu: mtu, seed: l.net.seed + int64(l.index)}
 	l.w = w
 	var err error
 	if w.tapA, err = openTAPIn(l.a.node, l.a.iface, mtu); err != nil {
@@ -42,9 +43,24 @@ func (l *Link) makeWire(mtu int, spec link.ImpairSpec) error {
 		return err
 	}
 	w.obs = &observed{dev: w.tapA.Devices()[0]}
-	w.devB = w.tapB.Devices()[0]
-	w.imp = link.NewImpair(w.obs, fromA(spec), link.ImpairOptions{Seed: l.net.seed + int64(l.index)})
+	w.impA = link.NewImpair(w.obs, link.ImpairSpec{}, link.ImpairOptions{Seed: w.seed})
+	w.impB = link.NewImpair(w.tapB.Devices()[0], link.ImpairSpec{}, link.ImpairOptions{Seed: w.seed ^ 0x2545f491})
+	w.set(spec)
 	return nil
+}
+
+// set impairs the wire as spec says, seen from a: Out what a sends, In
+// what it receives.
+func (w *wire) set(spec link.ImpairSpec) {
+	w.impB.Set(link.ImpairSpec{Out: spec.Out})
+	w.impA.Set(link.ImpairSpec{Out: spec.In})
+}
+
+// stats counts what each direction did.
+func (w *wire) stats() (aToB, bToA link.ImpairStats) {
+	_, aToB = w.impB.Stats()
+	_, bToA = w.impA.Stats()
+	return aToB, bToA
 }
 
 // openTAPIn opens a plain TAP named name inside nd.
@@ -63,8 +79,8 @@ func openTAPIn(nd *Node, name string, mtu int) (*link.TAP, error) {
 // start runs the pumps.
 func (w *wire) start(logf func(string, ...any)) {
 	w.wg.Add(2)
-	go w.pump("a→b", w.imp, w.devB, logf)
-	go w.pump("b→a", w.devB, w.imp, logf)
+	go w.pump("a→b", w.impA, w.impB, logf)
+	go w.pump("b→a", w.impB, w.impA, logf)
 }
 
 // pump moves frames from src to dst until src is closed. A frame dst
@@ -90,13 +106,13 @@ func (w *wire) close() error {
 	var err error
 	w.once.Do(func() {
 		var errs []error
-		if w.imp != nil {
-			errs = append(errs, w.imp.Close()) // closes tapA's device
-		} else if w.tapA != nil {
-			errs = append(errs, w.tapA.Close())
-		}
-		if w.tapB != nil {
-			errs = append(errs, w.tapB.Close())
+		for i, imp := range []*link.Impair{w.impA, w.impB} {
+			tap := []*link.TAP{w.tapA, w.tapB}[i]
+			if imp != nil {
+				errs = append(errs, imp.Close()) // and the TAP's device
+			} else if tap != nil {
+				errs = append(errs, tap.Close())
+			}
 		}
 		w.wg.Wait()
 		err = errors.Join(errs...)
