@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -170,22 +169,21 @@ func lineOf(lines map[string]int, field string) int {
 
 var nodeKinds = map[string]NodeKind{"": Host, "host": Host, "router": Router, "switch": Switch}
 var linkKinds = map[string]LinkKind{"": Veth, "veth": Veth, "wire": Wire}
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 
 // check validates s; its errors are *SpecError naming the field.
 func (s Spec) check() error {
 	bad := func(field, format string, args ...any) error {
 		return &SpecError{Field: field, Err: fmt.Errorf(format, args...)}
 	}
-	if s.Name != "" && (len(s.Name) > 8 || !nameRE.MatchString(s.Name)) {
-		return bad("name", "%q: at most 8 characters of a-z, 0-9 and -", s.Name)
+	if s.Name != "" && (len(s.Name) > MaxNameLen || !labNameRE.MatchString(s.Name)) {
+		return bad("name", "%q: want 1 to %d characters of a-z, 0-9 and -", s.Name, MaxNameLen)
 	}
 	nodes := map[string]bool{}
 	for i, nd := range s.Nodes {
 		f := fmt.Sprintf("nodes[%d]", i)
 		switch {
-		case !nameRE.MatchString(nd.Name):
-			return bad(f+".name", "%q: a name of a-z, 0-9 and - is needed", nd.Name)
+		case len(nd.Name) > maxNodeLen || !labNodeRE.MatchString(nd.Name):
+			return bad(f+".name", "%q: want 1 to %d characters of a-z, 0-9 and inner -", nd.Name, maxNodeLen)
 		case nodes[nd.Name]:
 			return bad(f+".name", "%q: a second node of this name", nd.Name)
 		}

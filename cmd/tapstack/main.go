@@ -45,6 +45,7 @@ func commands() []command {
 		{"slirp4netns", "slirp4netns's command line and API on a tapstack host (also as a symlink named slirp4netns)", frontEnd("slirp4netns", runSlirp)},
 		{"pasta", "pasta's command line on a tapstack host, as podman and rootlesskit start it (also as a symlink named pasta)", frontEnd("pasta", runPasta)},
 		{"bench", "measure tapstack against the kernel, slirp4netns and pasta in one run", runBench},
+		{"lab", "build a network of namespaces from a YAML or TOML file (lab up FILE), remove one (lab down NAME)", runLab},
 		{"version", "print the version", runVersion},
 		{"help", "show help for tapstack or a command", runHelp},
 	}
