@@ -436,6 +436,14 @@ func TestLabUplinkReachesAServerByName(t *testing.T) {
 			t.Errorf("%s downloaded %d bytes with SHA-256 %s, want %s", nd.Name(), size, got, sum)
 		}
 	}
+	// Closing early is what a test may do; the cleanup's Close is then
+	// a no-op.
+	if err := n.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if left := labLeftovers(t, n.Name()); len(left) > 0 {
+		t.Errorf("the network with an uplink left %v", left)
+	}
 }
 
 // labT is a T for nstest.NewNetwork that records a failure instead of
@@ -597,11 +605,12 @@ c.close()
 }
 
 // labLeftovers lists what a network called name left behind: its
-// namespaces, their /etc/netns directories and interfaces in the test
+// namespaces, their /etc/netns directories, files of the temporary
+// directory (an uplink's control socket) and interfaces in the test
 // process's namespace whose names start with name.
 func labLeftovers(t *testing.T, name string) []string {
 	var left []string
-	for _, dir := range []string{netns.Dir, "/etc/netns"} {
+	for _, dir := range []string{netns.Dir, "/etc/netns", os.TempDir()} {
 		ents, _ := os.ReadDir(dir)
 		for _, e := range ents {
 			if strings.HasPrefix(e.Name(), name+"-") || e.Name() == name {
