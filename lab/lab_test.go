@@ -232,38 +232,40 @@ func TestUplink(t *testing.T) {
 	if u.Daemon() == nil {
 		t.Fatal("no daemon")
 	}
-	// A server in the test's own namespace, which the relay reaches.
-	ln, err := net.Listen("tcp", net.JoinHostPort(nstest.OuterV4, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintln(conn, "outside")
-			conn.Close()
-		}
-	}()
-	for _, nd := range []*lab.Node{r, c} {
-		var got []byte
-		err := nd.Run(func() error {
-			conn, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			got, err = io.ReadAll(conn)
-			return err
-		})
+	// Servers in the test's own namespace, which the relay reaches.
+	for _, outer := range []string{nstest.OuterV4, nstest.OuterV6} {
+		ln, err := net.Listen("tcp", net.JoinHostPort(outer, "0"))
 		if err != nil {
-			t.Fatalf("%s: %v", nd.Name(), err)
+			t.Fatal(err)
 		}
-		if string(got) != "outside\n" {
-			t.Errorf("%s: got %q", nd.Name(), got)
+		defer ln.Close()
+		go func() {
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				fmt.Fprintln(conn, conn.RemoteAddr().(*net.TCPAddr).IP)
+				conn.Close()
+			}
+		}()
+		for _, nd := range []*lab.Node{r, c} {
+			var got []byte
+			err := nd.Run(func() error {
+				conn, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+				if err != nil {
+					return err
+				}
+				defer conn.Close()
+				got, err = io.ReadAll(conn)
+				return err
+			})
+			if err != nil {
+				t.Fatalf("%s to %s: %v", nd.Name(), ln.Addr(), err)
+			}
+			if len(got) == 0 {
+				t.Errorf("%s to %s: nothing read", nd.Name(), ln.Addr())
+			}
 		}
 	}
 	if !u.Masquerading() {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	vnl "github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -202,6 +203,9 @@ func (n *Network) Connect(a, b *Node, opts LinkOptions) (l *Link, err error) {
 			return l, err
 		}
 	}
+	for _, p := range []*port{l.a, l.b} {
+		p.waitReady(n.logf)
+	}
 	if n.opts.CaptureDir != "" {
 		if err := l.startCapture(); err != nil {
 			return l, err
@@ -250,7 +254,11 @@ func (l *Link) port(nd *Node) *port {
 // makeVeth makes the veth pair with each end in its node.
 func (l *Link) makeVeth(mtu int) error {
 	v := &vnl.Veth{
-		LinkAttrs:     vnl.LinkAttrs{Name: l.a.iface, MTU: mtu},
+		// An index of its own, unlike any the peer's namespace hands
+		// out: a veth whose index equals its peer's is not an urgent
+		// event to the kernel's link watch, which then delays its
+		// carrier (and its IPv6 addresses) by up to a second.
+		LinkAttrs:     vnl.LinkAttrs{Name: l.a.iface, MTU: mtu, Index: 1000 + l.index},
 		PeerName:      l.b.iface,
 		PeerNamespace: vnl.NsFd(l.b.node.ns.Fd()),
 	}
@@ -293,6 +301,43 @@ func (p *port) configure() error {
 		return fmt.Errorf("%s in %s up: %w", p.iface, p.node.name, err)
 	}
 	return nil
+}
+
+// readyTimeout bounds the wait for a new interface to carry traffic.
+const readyTimeout = 3 * time.Second
+
+// waitReady waits until the port's interface runs (carrier seen by the
+// kernel) and its IPv6 addresses are no longer tentative, so that a
+// Connect returns a link that carries both families. After readyTimeout
+// it logs and returns: the link may still come up.
+func (p *port) waitReady(logf func(string, ...any)) {
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		il, err := p.node.nh.LinkByIndex(p.ifindex)
+		if err != nil {
+			return
+		}
+		ready := il.Attrs().RawFlags&unix.IFF_RUNNING != 0
+		if ready && p.node.kind != Switch {
+			addrs, err := p.node.nh.AddrList(il, unix.AF_INET6)
+			if err != nil {
+				return
+			}
+			for _, a := range addrs {
+				if a.Flags&unix.IFA_F_TENTATIVE != 0 {
+					ready = false
+				}
+			}
+		}
+		if ready {
+			return
+		}
+		if time.Now().After(deadline) {
+			logf("%s in %s: not ready after %v", p.iface, p.node.name, readyTimeout)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // unmake deletes the link's interfaces (after a failed Connect).
