@@ -6,6 +6,7 @@
 //	tapstack nc [flags] [HOST] PORT  netcat through a tapstack host
 //	tapstack forward|capture|impair|ss|status [flags]  act on or look into a running daemon
 //	tapstack bench [flags]    measure tapstack against the kernel and its peers
+//	tapstack lab up FILE | down NAME  a network of namespaces from a YAML or TOML file
 //	tapstack slirp4netns [OPTION]... PID|PATH [TAPNAME]  slirp4netns's command line
 //	tapstack pasta [OPTION]... PID|--netns PATH  pasta's command line
 //	tapstack version          print the version
