@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -375,4 +376,42 @@ func TestCloseAfterHalfBuilt(t *testing.T) {
 	if left := leftovers(t, n.Name()); len(left) > 0 {
 		t.Errorf("left behind:\n%s", strings.Join(left, "\n"))
 	}
+}
+
+// fakeT is a test that failed: it runs its cleanups when told.
+type fakeT struct {
+	*testing.T
+	cleanups []func()
+}
+
+func (f *fakeT) Cleanup(fn func()) { f.cleanups = append(f.cleanups, fn) }
+func (f *fakeT) Failed() bool      { return true }
+func (f *fakeT) end() {
+	for _, fn := range slices.Backward(f.cleanups) {
+		fn()
+	}
+}
+
+func TestNewNetworkKeepsTheCapturesOfAFailedTest(t *testing.T) {
+	nstest.Require(t)
+	ft := &fakeT{T: t}
+	n := nstest.NewNetwork(ft, lab.Options{})
+	a, _ := n.AddHost("a")
+	b, _ := n.AddHost("b")
+	l, err := n.Connect(a, b, lab.LinkOptions{Kind: lab.Wire})
+	if err != nil {
+		ft.end()
+		t.Fatal(err)
+	}
+	ping(t, a, "b")
+	pcap := l.CapturePath()
+	ft.end()
+	if left := leftovers(t, n.Name()); len(left) > 0 {
+		t.Errorf("left behind:\n%s", strings.Join(left, "\n"))
+	}
+	fi, err := os.Stat(pcap)
+	if err != nil || fi.Size() <= 24 {
+		t.Fatalf("the capture of a failed test: %v", err)
+	}
+	os.RemoveAll(filepath.Dir(pcap))
 }

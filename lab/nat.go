@@ -167,6 +167,13 @@ func masquerade(node *Node, iface string) error {
 	return nil
 }
 
+// Uplink is the node's uplink, nil if it has none.
+func (nd *Node) Uplink() *Uplink {
+	nd.net.mu.Lock()
+	defer nd.net.mu.Unlock()
+	return nd.uplink
+}
+
 // Impair changes the impairment of the uplink's wire while it runs, in
 // UplinkOptions.Impair's syntax ("" or "off" for none).
 func (u *Uplink) Impair(spec string) error {

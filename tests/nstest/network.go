@@ -3,7 +3,9 @@ package nstest
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/tapstack/tapstack/lab"
@@ -14,7 +16,8 @@ import (
 // opts.Logf is set, every link captured into a temporary directory unless
 // opts.CaptureDir is set, and everything removed in t.Cleanup, pass, fail
 // or panic. When the test failed, the captures are kept and their
-// directory logged; otherwise they are deleted. The seed is logged so that
+// directory logged (moved to the test's ArtifactDir under go test
+// -artifacts); otherwise they are deleted. The seed is logged so that
 // a failing run can be replayed.
 func NewNetwork(t T, opts lab.Options) *lab.Network {
 	t.Helper()
@@ -52,13 +55,29 @@ func NewNetwork(t T, opts lab.Options) *lab.Network {
 		if tmp == "" {
 			return
 		}
-		if f, ok := t.(interface{ Failed() bool }); ok && f.Failed() && hasPcaps(tmp) {
-			t.Logf("nstest: the captures of network %s are kept in %s", n.Name(), tmp)
+		if f, ok := t.(interface{ Failed() bool }); !ok || !f.Failed() || !hasPcaps(tmp) {
+			os.RemoveAll(tmp)
 			return
 		}
-		os.RemoveAll(tmp)
+		// With go test -artifacts, the captures join the test's
+		// artifacts; otherwise they stay where they are.
+		if a, ok := t.(interface{ ArtifactDir() string }); ok && artifactsKept() {
+			dst := filepath.Join(a.ArtifactDir(), "captures-"+n.Name())
+			if err := os.Rename(tmp, dst); err == nil {
+				t.Logf("nstest: the captures of network %s are in %s", n.Name(), dst)
+				return
+			}
+		}
+		t.Logf("nstest: the captures of network %s are kept in %s", n.Name(), tmp)
 	})
 	return n
+}
+
+// artifactsKept says whether go test runs with -artifacts (the test's
+// ArtifactDir is kept).
+func artifactsKept() bool {
+	f := flag.Lookup("test.artifacts")
+	return f != nil && f.Value.String() == "true"
 }
 
 // hasPcaps says whether dir holds a capture file.
