@@ -128,19 +128,23 @@ func (n *Network) describe(w io.Writer) {
 	fmt.Fprintf(w, "lab %s, seed %d; each node's /etc/hosts names every node (NODE, NODE.%s)\nnodes:\n", n.Name(), n.Seed(), n.Name())
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	for _, nd := range n.Nodes() {
-		addrs := ""
+		var ifaces []string
 		for _, l := range n.Links() {
 			if i := l.Iface(nd); i != "" {
-				addrs += "  " + i
 				for _, a := range l.Addrs(nd) {
-					addrs += " " + a.String()
+					i += " " + a.String()
 				}
+				ifaces = append(ifaces, i)
 			}
+		}
+		addrs := strings.Join(ifaces, "  ")
+		if nd.Kind() == Switch {
+			addrs = "bridge br0, ports " + strings.Join(ifaces, " ")
 		}
 		if nd.uplink != nil {
 			addrs += "  NAT uplink"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\tip netns exec %s bash\t%s\n", nd.Name(), nd.Kind(), nd.NetNS(), strings.TrimSpace(addrs))
+		fmt.Fprintf(tw, "  %s\t%s\tip netns exec %s bash\t%s\n", nd.Name(), nd.Kind(), nd.NetNS(), addrs)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "links:")
