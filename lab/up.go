@@ -112,12 +112,12 @@ func (n *Network) state(st State) State {
 				st.Links = append(st.Links, nd.NetNS()+"/"+i)
 			}
 		}
+		if u := nd.Uplink(); u != nil {
+			st.Files = append(st.Files, u.Daemon().ControlPath())
+		}
 	}
 	n.mu.Lock()
-	for _, u := range n.uplinks {
-		st.Files = append(st.Files, u.d.ControlPath())
-	}
-	st.Files = append(st.Files, n.files...)
+	st.Files = append(st.Files, n.files...) // an uplink's resolv.conf
 	n.mu.Unlock()
 	return st
 }
@@ -141,8 +141,12 @@ func (n *Network) describe(w io.Writer) {
 		if nd.Kind() == Switch {
 			addrs = "bridge br0, ports " + strings.Join(ifaces, " ")
 		}
-		if nd.uplink != nil {
-			addrs += "  NAT uplink"
+		if u := nd.Uplink(); u != nil {
+			addrs += "  " + u.Daemon().Config().TAP
+			for _, a := range u.Addrs() {
+				addrs += " " + a.String()
+			}
+			addrs += " (NAT uplink)"
 		}
 		fmt.Fprintf(tw, "  %s\t%s\tip netns exec %s bash\t%s\n", nd.Name(), nd.Kind(), nd.NetNS(), addrs)
 	}

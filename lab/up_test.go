@@ -45,8 +45,10 @@ func uniqueLabName(t *testing.T, prefix string) string {
 }
 
 // TestUpRecordsRunsAndRemoves: Up prints each node's `ip netns exec`
-// line, records its state (PID, namespaces, link ends), and when its
-// context ends removes the network and the record.
+// line, records its state (PID, namespaces, link ends, the uplink's
+// control socket), and when its context ends removes the network, its
+// files and the record. (The package's tests run isolated: the uplink
+// reaches nothing outside.)
 func TestUpRecordsRunsAndRemoves(t *testing.T) {
 	nstest.Require(t)
 	name := uniqueLabName(t, "up")
@@ -57,6 +59,7 @@ links:
   - {a: r, b: sw}
   - {a: b, b: sw}
   - {a: c, b: sw}
+uplinks: [{node: r}]
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -96,6 +99,15 @@ links:
 	if st.PID != os.Getpid() || len(st.Namespaces) != 5 || len(st.Links) != 8 || len(st.Bridges) != 1 {
 		t.Errorf("state: %+v", st)
 	}
+	var sock string
+	for _, f := range st.Files {
+		if strings.HasSuffix(f, ".sock") {
+			sock = f
+		}
+	}
+	if _, err := os.Stat(sock); sock == "" || err != nil {
+		t.Errorf("the uplink's control socket is not recorded (%q): %v", sock, err)
+	}
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel2()
 	if out, err := exec.CommandContext(ctx2, "ip", "netns", "exec", name+"-a", "ping", "-c1", "-W3", "c."+name).CombinedOutput(); err != nil {
@@ -114,8 +126,10 @@ links:
 			t.Errorf("namespace %s left", ns)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(lab.StateDir, name+".json")); err == nil {
-		t.Error("state file left")
+	for _, f := range append(st.Files, filepath.Join(lab.StateDir, name+".json")) {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("%s left", f)
+		}
 	}
 }
 
