@@ -182,6 +182,11 @@ func (c *Config) fill() error {
 	if c.Relay.MaxFlows == 0 {
 		c.Relay.MaxFlows = relay.DefaultMaxFlows
 	}
+	switch c.Relay.Engine {
+	case "", relay.EngineStack, relay.EngineFlow:
+	default:
+		return fmt.Errorf("relay engine %q: want %q or %q", c.Relay.Engine, relay.EngineStack, relay.EngineFlow)
+	}
 	if c.MaxSockets == 0 {
 		c.MaxSockets = max(stack.DefaultMaxSockets, c.Relay.MaxFlows+socketsPerDaemon)
 	}
@@ -340,6 +345,13 @@ func (d *Daemon) start(ctx context.Context) error {
 	d.caps = capture.New(h.Link)
 	if err := d.gw.Start(); err != nil {
 		return err
+	}
+	if cfg.Relay.Engine == relay.EngineFlow {
+		divert, err := d.gw.StartEngine(h.Link, [6]byte([]byte(h.Link.LinkAddress())), int(h.MTU), !h.Link.Offload())
+		if err != nil {
+			return err
+		}
+		h.Link.SetDivert(divert)
 	}
 	if len(cfg.Services) > 0 {
 		if d.srv, err = services.Start(h.Stack, cfg.Services...); err != nil {
@@ -630,6 +642,9 @@ func (d *Daemon) Close() error {
 		}
 		if d.srv != nil {
 			d.srv.Close()
+		}
+		if d.host != nil {
+			d.host.Link.SetDivert(nil)
 		}
 		if d.gw != nil {
 			d.gw.Close()

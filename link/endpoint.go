@@ -86,6 +86,7 @@ type Stats struct {
 	TxErrors          uint64 // frames a device refused to write
 	RxDropped         uint64 // frames read while no stack was attached
 	RxFiltered        uint64 // frames Options.Filter dropped
+	RxDiverted        uint64 // frames the divert function took (SetDivert)
 }
 
 // Endpoint is a gVisor stack.LinkEndpoint with Ethernet framing over one or
@@ -152,6 +153,32 @@ func (e *Endpoint) AddObserver(o Observer) (remove func()) {
 // Stats returns the frame counters.
 func (e *Endpoint) Stats() Stats { return e.raw.stats() }
 
+// SetDivert sets a function that sees every frame read from the devices
+// (without a virtio_net_hdr, after Options.Filter and the observers)
+// before the stack does: a frame it returns true for is consumed, and
+// the stack never sees it. It runs on the reader goroutines: it must not
+// keep frame. Nil removes it.
+func (e *Endpoint) SetDivert(f func(frame []byte) bool) {
+	if f == nil {
+		e.raw.divert.Store(nil)
+		return
+	}
+	e.raw.divert.Store(&f)
+}
+
+// WriteFrame writes one Ethernet frame made outside the stack (the
+// concatenation of bufs, at most one IP MTU of payload plus the Ethernet
+// header, with its checksums complete) to the queue that hash picks,
+// shown to the observers and counted as the stack's frames are. It is
+// safe for concurrent use.
+func (e *Endpoint) WriteFrame(hash uint32, bufs [][]byte) error {
+	return e.raw.writeFrame(hash, bufs)
+}
+
+// Offload reports whether the devices carry a virtio_net_hdr: frames
+// read then may have partial checksums, left to the receiver.
+func (e *Endpoint) Offload() bool { return e.raw.vnet }
+
 // Close closes the devices, which stops the reader goroutines. It is
 // idempotent; Wait joins the readers.
 func (e *Endpoint) Close() { e.raw.Close() }
@@ -195,7 +222,10 @@ type rawEndpoint struct {
 
 	rxFrames, rxBytes, txFrames, txBytes atomic.Uint64
 	rxErrors, txErrors, rxDropped        atomic.Uint64
-	rxFiltered                           atomic.Uint64
+	rxFiltered, rxDiverted               atomic.Uint64
+
+	// divert, if set, takes frames before the stack (SetDivert).
+	divert atomic.Pointer[func(frame []byte) bool]
 }
 
 var (
@@ -375,14 +405,18 @@ func (e *rawEndpoint) routineReadFromDevice(i int, dev Device) {
 			e.rxFiltered.Add(1)
 			continue
 		}
-		v := buffer.NewViewWithData(frame)
 		e.rxFrames.Add(1)
 		e.rxBytes.Add(uint64(n))
 		if obs := e.observers.list(); obs != nil {
 			for _, o := range *obs {
-				o.ObserveFrame(Inbound, v.AsSlice())
+				o.ObserveFrame(Inbound, frame)
 			}
 		}
+		if dv := e.divert.Load(); dv != nil && (*dv)(frame) {
+			e.rxDiverted.Add(1)
+			continue
+		}
+		v := buffer.NewViewWithData(frame)
 		e.mu.RLock()
 		d := e.dispatcher
 		e.mu.RUnlock()
@@ -483,6 +517,7 @@ func (e *rawEndpoint) stats() Stats {
 		TxErrors:   e.txErrors.Load(),
 		RxDropped:  e.rxDropped.Load(),
 		RxFiltered: e.rxFiltered.Load(),
+		RxDiverted: e.rxDiverted.Load(),
 	}
 }
 
@@ -534,4 +569,50 @@ func (s *observers) remove(id int) {
 		return
 	}
 	s.cur.Store(&next)
+}
+
+// writeFrame is Endpoint.WriteFrame: a zero virtio_net_hdr first where
+// the devices need one (no segmentation, checksums complete).
+func (e *rawEndpoint) writeFrame(hash uint32, frame [][]byte) error {
+	dev := e.devices[0]
+	if len(e.devices) > 1 {
+		dev = e.devices[hash%uint32(len(e.devices))]
+	}
+	scratch := txScratchPool.Get().(*txScratch)
+	defer func() {
+		clear(scratch.bufs[:cap(scratch.bufs)])
+		txScratchPool.Put(scratch)
+	}()
+	bufs := scratch.bufs[:0]
+	if e.vnet {
+		clear(scratch.hdr[:])
+		bufs = append(bufs, scratch.hdr[:])
+	}
+	size := 0
+	for _, b := range frame {
+		size += len(b)
+	}
+	bufs = append(bufs, frame...)
+	scratch.bufs = bufs
+	if obs := e.observers.list(); obs != nil {
+		var flat []byte
+		if len(frame) == 1 {
+			flat = frame[0]
+		} else {
+			flat = make([]byte, 0, size)
+			for _, b := range frame {
+				flat = append(flat, b...)
+			}
+		}
+		for _, o := range *obs {
+			o.ObserveFrame(Outbound, flat)
+		}
+	}
+	if err := dev.WriteFrame(bufs); err != nil {
+		e.txErrors.Add(1)
+		return err
+	}
+	e.txFrames.Add(1)
+	e.txBytes.Add(uint64(size))
+	return nil
 }

@@ -115,6 +115,11 @@ type Config struct {
 	// not).
 	MTU int
 
+	// Engine is how TCP is relayed: EngineStack ("stack", the default),
+	// or EngineFlow ("flow": the flow engine, engine.go, started with
+	// Gateway.StartEngine once the link is up).
+	Engine string
+
 	// Logf, if set, receives one line per notable event.
 	Logf func(format string, args ...any)
 	// Log, if set, takes the place of Logf: refusals and forwards at
@@ -152,6 +157,9 @@ func (c *Config) fill() {
 		if *d.v <= 0 {
 			*d.v = d.def
 		}
+	}
+	if c.Engine == "" {
+		c.Engine = EngineStack
 	}
 	if c.ResolvConf == "" {
 		c.ResolvConf = DefaultResolvConf
@@ -193,6 +201,8 @@ type Gateway struct {
 	flowSet   flowSet      // flows in progress, for FlowList
 	dialStats dialStats    // outcomes and latency of host TCP dials
 	bytes     byteCounters // bytes relayed and forwarded, each way
+
+	eng *engine // the flow engine (Config.Engine); protected by mu
 
 	dhcp *dhcpServer // nil: off
 	ra   *raServer   // nil: off
@@ -302,6 +312,12 @@ func (g *Gateway) Close() {
 	g.closers = map[io.Closer]bool{}
 	g.mu.Unlock()
 	g.cancel()
+	g.mu.Lock()
+	eng := g.eng
+	g.mu.Unlock()
+	if eng != nil {
+		eng.close()
+	}
 	for c := range cl {
 		c.Close()
 	}

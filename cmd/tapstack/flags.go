@@ -98,6 +98,7 @@ type relayFlags struct {
 	metrics                 string
 	logFormat, logLevel     string
 	outbound4, outbound6    string
+	engine                  string
 }
 
 // daemonFlags are the flags of up and run, turned into a daemon.Config
@@ -143,6 +144,7 @@ func (f *relayFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.maxPings, "max-pings", relay.DefaultMaxPings, "most relayed pings waiting for a reply at once (more are dropped)")
 	fs.DurationVar(&f.connectTimeout, "connect-timeout", relay.DefaultConnectTimeout, "timeout of a host dial")
 	fs.DurationVar(&f.udpIdle, "udp-idle-timeout", relay.DefaultUDPIdleTimeout, "a UDP flow ends after this long without traffic")
+	fs.StringVar(&f.engine, "relay-engine", relay.EngineStack, "how TCP is relayed: `ENGINE` stack (a TCP endpoint per connection) or flow (the flow engine: sequence numbers mapped onto the host socket)")
 	fs.BoolVar(&f.noPing, "no-ping", false, "do not relay ICMP echo")
 	fs.StringVar(&f.resolvConf, "resolv-conf", relay.DefaultResolvConf, "`FILE` naming the upstream DNS servers (followed when it changes)")
 	fs.BoolVar(&f.verbose, "v", false, "log relay events on stderr: refusals, forwards, each flow's start and end (--log-level debug)")
@@ -189,7 +191,7 @@ func (f *daemonFlags) config(stderr io.Writer) (daemon.Config, error) {
 			MaxFlows: f.maxFlows, MaxPendingDials: f.maxDials, MaxDNSQueries: f.maxDNS, MaxPings: f.maxPings,
 			ConnectTimeout: f.connectTimeout, UDPIdleTimeout: f.udpIdle,
 			HostLoopback: f.hostLoopback, AllowLinkLocal: f.linkLocal, Allow: f.allow, Deny: f.deny,
-			ResolvConf: f.resolvConf, NoPing: f.noPing, Forwards: f.forwards,
+			ResolvConf: f.resolvConf, NoPing: f.noPing, Forwards: f.forwards, Engine: f.engine,
 		},
 		Control: f.control, Metrics: f.metrics,
 		Pcap:        f.pcap,

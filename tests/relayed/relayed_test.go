@@ -110,7 +110,11 @@ func dialInside(env *nstest.Relayed, network, addr string, timeout time.Duration
 // through the relay; both ends check the SHA-256, and the counter table
 // counted the bytes.
 func TestRelayedDownloadAndUploadKeepEveryByte(t *testing.T) {
-	env := nstest.NewRelayed(t, daemon.Config{})
+	engines(t, testDownloadAndUpload)
+}
+
+func testDownloadAndUpload(t *testing.T, cfg daemon.Config) {
+	env := nstest.NewRelayed(t, cfg)
 	blob := make([]byte, 16<<20)
 	rand.Read(blob)
 	sum := sha256.Sum256(blob)
@@ -136,6 +140,7 @@ func TestRelayedDownloadAndUploadKeepEveryByte(t *testing.T) {
 	if c["bytes_down"] < uint64(len(blob)) || c["bytes_up"] < uint64(len(blob)) || c["tcp_relayed"] < 2 {
 		t.Fatalf("counters %v: want both directions' 16 MiB and two TCP flows", c)
 	}
+	checkEngine(t, env, cfg)
 }
 
 // startDNSMasq runs dnsmasq on nstest.OuterV4:53 in the test's namespace

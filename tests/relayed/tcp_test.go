@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/tapstack/tapstack/daemon"
-	"github.com/tapstack/tapstack/relay"
 	"github.com/tapstack/tapstack/stack/nshost"
 	"github.com/tapstack/tapstack/tests/nstest"
 )
@@ -48,12 +47,15 @@ func blackHole(t *testing.T) string {
 // TestBlackHoleDoesNotStallOtherDials: ten dials to a black hole in
 // progress do not hold up twenty dials to a server that answers, and
 // they end as the host's did: "no route to host".
-func TestBlackHoleDoesNotStallOtherDials(t *testing.T) {
+func TestBlackHoleDoesNotStallOtherDials(t *testing.T) { engines(t, testBlackHole) }
+
+func testBlackHole(t *testing.T, cfg daemon.Config) {
 	serveHTTP(t, net.JoinHostPort(nstest.OuterV4, "8000"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok")
 	}))
 	bh := blackHole(t)
-	env := nstest.NewRelayed(t, daemon.Config{Relay: relay.Config{ConnectTimeout: 15 * time.Second}})
+	cfg.Relay.ConnectTimeout = 15 * time.Second
+	env := nstest.NewRelayed(t, cfg)
 	script := fmt.Sprintf(`
 import socket, threading, time
 holes = []
@@ -99,9 +101,11 @@ print("hole errno", sorted(set(errs)))
 // server of the test, then receives 256 MiB from it, over two relayed TCP
 // connections; what each end received hashes to what the other sent
 // (SHA-256).
-func TestRelay256MiBBothWays(t *testing.T) {
+func TestRelay256MiBBothWays(t *testing.T) { engines(t, test256MiBBothWays) }
+
+func test256MiBBothWays(t *testing.T, cfg daemon.Config) {
 	const size = 256 << 20
-	env := nstest.NewRelayed(t, daemon.Config{})
+	env := nstest.NewRelayed(t, cfg)
 	addr := net.JoinHostPort(nstest.OuterV4, "9100")
 	// The server: after a first byte "u", it reads the upload and answers
 	// its hash; after "d", it sends size bytes and tells the test their

@@ -1,0 +1,1235 @@
+package relay
+
+// The flow engine relays the namespace's TCP connections without a TCP
+// endpoint of the stack's own, the way pasta does: it maps each
+// connection's sequence numbers and windows onto a host socket.
+//
+// Theory of operation. The link hands the engine every frame before the
+// stack sees it (Divert). A SYN to a relayed destination opens a
+// non-blocking host socket and starts its connect; the SYN-ACK goes to
+// the namespace once the host connected, so a refused or unreachable
+// destination is answered as the host saw it. Afterwards:
+//
+//   - namespace → host: a segment in order goes straight into the host
+//     socket (send); what the socket took is acknowledged, the rest is
+//     dropped and the window closed until the socket can take more (the
+//     namespace then sends it again). A FIN becomes shutdown(SHUT_WR).
+//   - host → namespace: the data stays in the host socket's receive
+//     queue. The engine reads it with MSG_PEEK from the peek offset
+//     (SO_PEEK_OFF: where the last segment sent ended), sends it as
+//     segments within the namespace's window, and drops it from the
+//     queue (MSG_TRUNC) once the namespace acknowledged it. A
+//     retransmission rewinds the peek offset to what is unacknowledged
+//     (on a timeout, or three duplicate acknowledgements). End of file
+//     becomes a FIN after the data.
+//
+// Everything runs under one lock: segments on the link's reader
+// goroutine, host sockets and timers on the engine's own loop (a locked
+// OS thread blocked in epoll_pwait, edge-triggered on the host sockets).
+// Flows live in a flat table of pointer-free records indexed by their
+// four-tuple; their timers (connect, retransmission, delayed ACK) live
+// in one timer wheel (wheel.go). A flow is gone once both FINs are
+// acknowledged, or at a reset: no TIME-WAIT here; the host's kernel
+// keeps its own.
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+)
+
+// Engines a Gateway can relay TCP with (Config.Engine).
+const (
+	// EngineStack relays every connection through a TCP endpoint of the
+	// stack and a goroutine-driven copy (the default).
+	EngineStack = "stack"
+	// EngineFlow relays TCP through the flow engine: no TCP endpoint per
+	// connection, one loop for every host socket.
+	EngineFlow = "flow"
+)
+
+// A Wire is where the flow engine writes its frames: the link the
+// namespace is on (link.Endpoint).
+type Wire interface {
+	// WriteFrame writes one Ethernet frame, the concatenation of bufs,
+	// on the queue hash picks.
+	WriteFrame(hash uint32, bufs [][]byte) error
+}
+
+// Flow states.
+const (
+	stFree uint8 = iota
+	stDialing
+	stSynRcvd
+	stEstablished
+)
+
+// Flow flags.
+const (
+	flFinRecv   uint16 = 1 << iota // the namespace's FIN is in (shutdown sent to the host)
+	flFinSent                      // our FIN is sent (the host's end of file)
+	flFinAcked                     // the namespace acknowledged our FIN
+	flHostMore                     // the host socket may have data the window held back
+	flBlocked                      // the host socket was full: data waits in the engine's queue for EPOLLOUT
+	flFinQueued                    // the namespace's FIN waits behind the queue
+	flHostEOF                      // the host socket signalled its end of file (or an error)
+	flTiming                       // an RTT sample is running (rttSeq, rttStart)
+	flUpload                       // counted in Gateway.uploads
+)
+
+// tcpFlow is one relayed connection: about 130 bytes, no pointers.
+type tcpFlow struct {
+	src, dst     [16]byte // the namespace's end; the far end as it named it
+	sport, dport uint16
+	v6           bool
+	state        uint8
+	nsWS, ourWS  int8 // window scales (-1: none; both or neither)
+	nsMAC        [6]byte
+	fd           int32
+	gen          uint32
+	flags        uint16
+	mss          uint16 // of our segments to the namespace
+	dupAcks      uint8
+	retries      uint8
+
+	rcvNxt  uint32 // next sequence number from the namespace
+	room    uint32 // the window we advertise: less what waits in the queue while the host socket is full
+	unacked uint32 // bytes taken but not yet acknowledged
+	iss     uint32
+	sndUna  uint32 // oldest sequence number not acknowledged by the namespace
+	sndNxt  uint32 // next sequence number to send
+	sndWnd  uint32 // the namespace's window, scaled
+	rttSeq  uint32
+
+	rto, srtt, rttvar uint32 // ms, µs, µs
+	rttStart          int64  // ns since the engine's base
+	timerAt           int64  // tick of the earliest timer (0: none)
+	queued            int64  // tick of the wheel entry filed for it (0: none)
+	rtoAt, ackAt      int64  // ticks (0: off); rtoAt is the connect timeout while dialing
+
+	up, down uint64 // bytes each way
+	start    int64  // unix ns
+}
+
+// flowKey finds a flow by the namespace's view of its four-tuple.
+type flowKey struct {
+	src, dst     [16]byte
+	sport, dport uint16
+}
+
+// Engine parameters.
+const (
+	engineWindow = 4 << 20 // the window advertised while the host socket takes data
+	engineWS     = 7       // our window scale, when the namespace scales too
+	minRTO       = 200     // ms
+	initRTO      = 1000    // ms
+	maxRTO       = 60000   // ms
+	maxRetries   = 12      // retransmissions of one segment before a reset
+	peekBufSize  = 256 << 10
+	maxEvents    = 128
+	maxSleep     = 5        // ms: the longest the loop waits while flows live
+	maxQueued    = 64 << 20 // bytes waiting for full host sockets, all flows together
+)
+
+type engine struct {
+	g      *Gateway
+	wire   Wire
+	mac    [6]byte
+	verify bool
+	mtu    int
+	base   time.Time
+	epfd   int
+	evfd   int // wakes the loop for Close
+
+	mu      sync.Mutex
+	flows   []tcpFlow            // protected by mu
+	free    []uint32             // free indexes of flows; protected by mu
+	index   map[flowKey]uint32   // protected by mu
+	dialing map[uint32]*dialSlot // flows waiting for their connect; protected by mu
+	wheel   wheel                // protected by mu
+	hdr     [maxHdrLen + 64]byte // header scratch; protected by mu
+	buf     []byte               // peek buffer; protected by mu
+	iov     [2][]byte            // frame scratch; protected by mu
+	closed  bool                 // protected by mu
+	live    int                  // flows not free; protected by mu
+	events  [maxEvents]unix.EpollEvent
+
+	// queued holds what the namespace sent that a full host socket did
+	// not take yet, per flow (block); queuedBytes counts it all.
+	// Protected by mu.
+	queued      map[uint32][]byte
+	queuedBytes int
+
+	wg sync.WaitGroup
+}
+
+// errNoPeekOff says the kernel lacks what the flow engine needs.
+var errNoPeekOff = errors.New("relay: the flow engine needs SO_PEEK_OFF on TCP sockets (Linux 6.9 or later); use the stack engine")
+
+// StartEngine starts the flow engine of a gateway made with Config.Engine
+// EngineFlow: it writes to wire, as the link address mac, segments of at
+// most mtu bytes of IP; verify says whether to check the checksums of
+// the frames it takes (false where the link offloads them). It returns
+// the function the link must call for every frame before the stack
+// (link.Endpoint.SetDivert). Close stops the engine.
+func (g *Gateway) StartEngine(wire Wire, mac [6]byte, mtu int, verify bool) (func(frame []byte) bool, error) {
+	if g.cfg.Engine != EngineFlow {
+		return nil, fmt.Errorf("relay: StartEngine on a gateway with the %q engine", g.cfg.Engine)
+	}
+	if g.st == nil {
+		return nil, errors.New("relay: StartEngine before Install")
+	}
+	if err := probePeekOff(); err != nil {
+		return nil, err
+	}
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("relay: epoll_create1: %w", err)
+	}
+	evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("relay: eventfd: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: -1, Pad: -1}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(evfd)
+		return nil, fmt.Errorf("relay: epoll_ctl: %w", err)
+	}
+	e := &engine{
+		g: g, wire: wire, mac: mac, verify: verify, mtu: mtu, base: time.Now(),
+		epfd: epfd, evfd: evfd,
+		index:   map[flowKey]uint32{},
+		dialing: map[uint32]*dialSlot{},
+		queued:  map[uint32][]byte{},
+		buf:     make([]byte, peekBufSize),
+	}
+	g.mu.Lock()
+	if g.closed || g.eng != nil {
+		g.mu.Unlock()
+		unix.Close(epfd)
+		unix.Close(evfd)
+		return nil, errors.New("relay: the gateway is closed or its engine started")
+	}
+	g.eng = e
+	g.mu.Unlock()
+	e.wg.Add(1)
+	go e.loop()
+	return e.divert, nil
+}
+
+// probePeekOff checks that TCP sockets take SO_PEEK_OFF here.
+func probePeekOff() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("relay: socket: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
+		return fmt.Errorf("%w: %w", errNoPeekOff, err)
+	}
+	return nil
+}
+
+// tick is the wheel tick of now.
+func (e *engine) tick() int64 { return int64(time.Since(e.base)) / wheelTick }
+
+// close stops the loop, resets every flow and releases the engine's
+// descriptors. Gateway.Close calls it.
+func (e *engine) close() {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	e.closed = true
+	e.mu.Unlock()
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	_, _ = unix.Write(e.evfd, one[:])
+	e.wg.Wait()
+	e.mu.Lock()
+	for i := range e.flows {
+		if e.flows[i].state != stFree {
+			e.reset(&e.flows[i], uint32(i), true)
+		}
+	}
+	e.mu.Unlock()
+	unix.Close(e.epfd)
+	unix.Close(e.evfd)
+}
+
+// divert takes the namespace's TCP segments of relayed connections: a
+// SYN to a destination the engine relays, and every segment of a flow it
+// holds. Anything else goes on to the stack (false).
+func (e *engine) divert(frame []byte) bool {
+	var s segment
+	if !parseSegment(frame, e.verify, &s) {
+		return false
+	}
+	key := flowKey{src: s.src, dst: s.dst, sport: s.sport, dport: s.dport}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return false
+	}
+	if idx, ok := e.index[key]; ok {
+		e.input(&e.flows[idx], idx, &s)
+		return true
+	}
+	if s.flags&(header.TCPFlagSyn|header.TCPFlagAck|header.TCPFlagRst) != header.TCPFlagSyn {
+		return false // the stack's: a forward's connection, or none (it resets)
+	}
+	return e.open(&s, key)
+}
+
+// addrOf is a flow address as a netip.Addr.
+func addrOf(v6 bool, a [16]byte) netip.Addr {
+	if v6 {
+		return netip.AddrFrom16(a)
+	}
+	return netip.AddrFrom4([4]byte(a[:4]))
+}
+
+// open starts a flow for a SYN, or leaves the SYN to the stack (false)
+// when the policy refuses its destination: the stack's relay answers
+// refusals as it always has.
+func (e *engine) open(s *segment, key flowKey) bool {
+	g := e.g
+	dst := addrOf(s.v6, s.dst)
+	if g.st.IsLocal(dst) {
+		return false
+	}
+	v := g.decide(netip.AddrPortFrom(dst, s.dport), g.st.IsLocal)
+	if !v.ok || g.draining.Load() {
+		return false
+	}
+	slot := g.dials.start(g.ctx, v.dial.Addr())
+	if slot == nil {
+		g.stats.busy.Add(1)
+		g.limitLog("dials", "dial slots full (%d, %d per address): dropping SYNs to %s (--max-pending-dials)", g.cfg.MaxPendingDials, g.cfg.MaxPendingPerDest, v.dial.Addr())
+		return true // the namespace retries its SYN
+	}
+	if !tryAcquire(g.flows) {
+		g.dials.end(slot, false)
+		g.stats.busy.Add(1)
+		g.limitLog("flows", "%d relayed flows: refusing new connections (--max-flows)", g.cfg.MaxFlows)
+		e.answerSYN(s, unix.ECONNREFUSED)
+		return true
+	}
+	fd, err := e.dial(v.dial)
+	if err != nil && err != unix.EINPROGRESS {
+		g.dials.end(slot, false)
+		g.dialStats.record(0, err)
+		g.stats.dialFail.Add(1)
+		release(g.flows)
+		e.answerSYN(s, err)
+		return true
+	}
+	idx := e.alloc()
+	f := &e.flows[idx]
+	*f = tcpFlow{
+		src: s.src, dst: s.dst, sport: s.sport, dport: s.dport, v6: s.v6,
+		state: stDialing, nsMAC: s.srcMAC, fd: int32(fd), gen: f.gen + 1,
+		nsWS: s.wscale, ourWS: -1,
+		rcvNxt: s.seq + 1, rto: initRTO, start: time.Now().UnixNano(),
+	}
+	if s.wscale >= 0 {
+		f.nsWS = min(s.wscale, 14)
+		f.ourWS = engineWS
+	}
+	ourMSS := e.mtu - ip4HdrLen - tcpHdrLen
+	if s.v6 {
+		ourMSS = e.mtu - ip6HdrLen - tcpHdrLen
+	}
+	f.mss = uint16(min(int(s.mss), ourMSS, 65535))
+	e.index[key] = idx
+	e.dialing[idx] = slot
+	e.live++
+	ev := unix.EpollEvent{Events: unix.EPOLLOUT | unix.EPOLLET, Fd: int32(idx), Pad: int32(f.gen)}
+	if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		e.dialFailed(f, idx, err)
+		return true
+	}
+	e.arm(f, idx, &f.rtoAt, e.tick()+int64(g.cfg.ConnectTimeout/time.Millisecond))
+	if e.live == 1 {
+		e.wake() // the loop sleeps no longer than maxSleep from now on
+	}
+	return true
+}
+
+// wake interrupts the loop's wait, so that it computes its timeout anew.
+func (e *engine) wake() {
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	_, _ = unix.Write(e.evfd, one[:])
+}
+
+// dial opens a non-blocking host socket and starts its connect to dst.
+func (e *engine) dial(dst netip.AddrPort) (int, error) {
+	family := unix.AF_INET
+	if dst.Addr().Is6() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if src, ok := e.g.outboundFor(dst.Addr()); ok {
+		if err := unix.Bind(fd, sockaddrOf(netip.AddrPortFrom(src, 0))); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+	}
+	err = unix.Connect(fd, sockaddrOf(dst))
+	if err != nil && err != unix.EINPROGRESS {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, err
+}
+
+func sockaddrOf(a netip.AddrPort) unix.Sockaddr {
+	if a.Addr().Is4() {
+		return &unix.SockaddrInet4{Port: int(a.Port()), Addr: a.Addr().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(a.Port()), Addr: a.Addr().As16()}
+}
+
+// alloc takes a free flow record.
+func (e *engine) alloc() uint32 {
+	if n := len(e.free); n > 0 {
+		idx := e.free[n-1]
+		e.free = e.free[:n-1]
+		return idx
+	}
+	e.flows = append(e.flows, tcpFlow{})
+	return uint32(len(e.flows) - 1)
+}
+
+// release closes flow idx's host socket and frees the flow.
+func (e *engine) release(f *tcpFlow, idx uint32) {
+	g := e.g
+	delete(e.index, flowKey{src: f.src, dst: f.dst, sport: f.sport, dport: f.dport})
+	if slot, ok := e.dialing[idx]; ok {
+		delete(e.dialing, idx)
+		g.dials.end(slot, false)
+	}
+	if f.state != stDialing {
+		g.stats.active.Add(-1)
+		if g.cfg.Log != nil {
+			g.logFlow("flow end", e.logRecord(f))
+		}
+	}
+	if f.flags&flUpload != 0 {
+		g.uploads.Add(-1)
+	}
+	unix.Close(int(f.fd))
+	e.dropQueue(idx)
+	release(g.flows)
+	gen := f.gen
+	*f = tcpFlow{gen: gen}
+	e.free = append(e.free, idx)
+	e.live--
+}
+
+// logRecord is f as the flow log shows it.
+func (e *engine) logRecord(f *tcpFlow) *flow {
+	r := &flow{proto: "tcp", kind: "relay", total: &byteCounters{},
+		ns:  netip.AddrPortFrom(addrOf(f.v6, f.src), f.sport),
+		dst: netip.AddrPortFrom(addrOf(f.v6, f.dst), f.dport).String(), start: time.Unix(0, f.start)}
+	r.up.Store(f.up)
+	r.down.Store(f.down)
+	if sa, err := unix.Getsockname(int(f.fd)); err == nil {
+		r.local = sockaddrString(sa)
+	}
+	return r
+}
+
+func sockaddrString(sa unix.Sockaddr) string {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port)).String()
+	}
+	return ""
+}
+
+// arm sets one of f's timers (*which) to tick at, filing a wheel entry
+// only when it is earlier than the one filed (lazy timers: a later
+// deadline is found when the earlier entry fires).
+func (e *engine) arm(f *tcpFlow, idx uint32, which *int64, at int64) {
+	*which = at
+	e.retime(f, idx)
+}
+
+// retime recomputes f's earliest timer.
+func (e *engine) retime(f *tcpFlow, idx uint32) {
+	t := int64(0)
+	for _, at := range [2]int64{f.rtoAt, f.ackAt} {
+		if at != 0 && (t == 0 || at < t) {
+			t = at
+		}
+	}
+	f.timerAt = t
+	if t != 0 && (f.queued == 0 || t < f.queued) {
+		e.wheel.add(t, idx, f.gen)
+		f.queued = t
+	}
+}
+
+// loop is the engine's goroutine: host socket events and timers.
+func (e *engine) loop() {
+	defer e.wg.Done()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for {
+		e.mu.Lock()
+		timeout := -1
+		if next := e.wheel.next(); next >= 0 {
+			timeout = int(max(0, next-e.tick()))
+		}
+		// Timers armed by the link's goroutine (a delayed ACK, a
+		// retransmission) do not wake the loop: while flows live it
+		// sleeps no longer than maxSleep, so that arming a timer costs
+		// no system call. Dials in progress are checked for eviction
+		// as often.
+		if e.live > 0 && (timeout < 0 || timeout > maxSleep) {
+			timeout = maxSleep
+		}
+		e.mu.Unlock()
+		n, err := unix.EpollWait(e.epfd, e.events[:], timeout)
+		if err != nil && err != unix.EINTR {
+			e.g.logf("relay: flow engine: epoll_wait: %v", err)
+			return
+		}
+		e.mu.Lock()
+		if e.closed {
+			e.mu.Unlock()
+			return
+		}
+		for i := 0; i < n; i++ {
+			ev := &e.events[i]
+			if ev.Fd < 0 {
+				var b [8]byte
+				_, _ = unix.Read(e.evfd, b[:])
+				continue
+			}
+			idx := uint32(ev.Fd)
+			if int(idx) >= len(e.flows) {
+				continue
+			}
+			f := &e.flows[idx]
+			if f.gen != uint32(ev.Pad) || f.state == stFree {
+				continue
+			}
+			e.hostEvent(f, idx, ev.Events)
+		}
+		now := e.tick()
+		e.wheel.advance(now, e.timer)
+		for idx, slot := range e.dialing {
+			if slot.ctx.Err() != nil { // evicted for another dial, or closing
+				e.release(&e.flows[idx], idx) // the namespace retries its SYN
+			}
+		}
+		e.mu.Unlock()
+	}
+}
+
+// timer handles a wheel entry.
+func (e *engine) timer(w wheelEntry, tick int64) {
+	f := &e.flows[w.idx]
+	if f.gen != w.gen || f.state == stFree {
+		return
+	}
+	if f.queued == tick {
+		f.queued = 0
+	}
+	if f.timerAt == 0 {
+		return
+	}
+	if f.timerAt > tick {
+		if f.queued == 0 || f.timerAt < f.queued {
+			e.wheel.add(f.timerAt, w.idx, f.gen)
+			f.queued = f.timerAt
+		}
+		return
+	}
+	if f.ackAt != 0 && f.ackAt <= tick {
+		f.ackAt = 0
+		if f.unacked > 0 {
+			e.sendAck(f)
+		}
+	}
+	if f.rtoAt != 0 && f.rtoAt <= tick {
+		f.rtoAt = 0
+		if f.state == stDialing {
+			e.dialFailed(f, w.idx, unix.ETIMEDOUT)
+			return
+		}
+		if !e.timeout(f, w.idx) {
+			return
+		}
+	}
+	e.retime(f, w.idx)
+}
+
+// hostEvent handles epoll events of f's host socket.
+func (e *engine) hostEvent(f *tcpFlow, idx uint32, events uint32) {
+	if f.state == stDialing {
+		e.connected(f, idx)
+		return
+	}
+	if events&unix.EPOLLOUT != 0 && f.flags&flBlocked != 0 {
+		e.unblock(f, idx)
+	}
+	if events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		f.flags |= flHostEOF
+	}
+	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		e.pull(f, idx)
+	}
+}
+
+// connected finishes a dial.
+func (e *engine) connected(f *tcpFlow, idx uint32) {
+	g := e.g
+	soerr, err := unix.GetsockoptInt(int(f.fd), unix.SOL_SOCKET, unix.SO_ERROR)
+	if err == nil && soerr != 0 {
+		err = syscall.Errno(soerr)
+	}
+	if err != nil {
+		e.dialFailed(f, idx, err)
+		return
+	}
+	slot := e.dialing[idx]
+	delete(e.dialing, idx)
+	g.dials.end(slot, true)
+	g.dialStats.record(time.Since(slot.started), nil)
+	if err := unix.SetsockoptInt(int(f.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
+		e.reset(f, idx, true)
+		return
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(idx), Pad: int32(f.gen)}
+	if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_MOD, int(f.fd), &ev); err != nil {
+		e.reset(f, idx, true)
+		return
+	}
+	f.room = engineWindow
+	g.stats.tcp.Add(1)
+	g.stats.active.Add(1)
+	g.uploads.Add(1)
+	f.flags |= flUpload
+	f.state = stSynRcvd
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	f.iss = binary.BigEndian.Uint32(b[:])
+	f.sndUna, f.sndNxt = f.iss, f.iss+1
+	f.rtoAt = 0
+	if g.cfg.Log != nil {
+		g.logFlow("flow start", e.logRecord(f))
+	}
+	e.sendSynAck(f)
+	e.arm(f, idx, &f.rtoAt, e.tick()+int64(f.rto))
+}
+
+// dialFailed ends a dial that failed with err, answering the SYN as the
+// host's kernel answered: a reset, an ICMP unreachable, or silence.
+func (e *engine) dialFailed(f *tcpFlow, idx uint32, err error) {
+	g := e.g
+	slot := e.dialing[idx]
+	delete(e.dialing, idx)
+	evicted := g.dials.end(slot, false)
+	g.dialStats.record(time.Since(slot.started), err)
+	g.stats.dialFail.Add(1)
+	var s segment
+	s.v6, s.src, s.dst, s.sport, s.dport, s.srcMAC = f.v6, f.src, f.dst, f.sport, f.dport, f.nsMAC
+	s.seq, s.flags = f.rcvNxt-1, header.TCPFlagSyn
+	e.release(f, idx)
+	if !evicted {
+		e.answerSYN(&s, err)
+	}
+}
+
+// answerSYN answers a SYN that will not be relayed, by why.
+func (e *engine) answerSYN(s *segment, why error) {
+	switch {
+	case errors.Is(why, unix.ECONNREFUSED):
+		f := tcpFlow{src: s.src, dst: s.dst, sport: s.sport, dport: s.dport, v6: s.v6, nsMAC: s.srcMAC, ourWS: -1}
+		n := len(f.buildHeaders(e.hdr[:], e.mac, tcpOut{seq: 0, ack: s.seq + 1 + uint32(len(s.payload)), flags: header.TCPFlagRst | header.TCPFlagAck}, nil))
+		e.write(&f, e.hdr[:n], nil)
+	case errors.Is(why, unix.EHOSTUNREACH), errors.Is(why, unix.EHOSTDOWN):
+		e.unreachable(s, false)
+	case errors.Is(why, unix.ENETUNREACH):
+		e.unreachable(s, true)
+	}
+	// Anything else (a timeout, or closing): silence; the namespace times out.
+}
+
+// unreachable sends the namespace an ICMP destination unreachable for
+// s: network or host unreachable (IPv4), no route or address
+// unreachable (IPv6). It quotes the SYN's IP header and its first 8
+// bytes of TCP.
+func (e *engine) unreachable(s *segment, network bool) {
+	var quote [ip6HdrLen + 8]byte
+	var q []byte
+	if s.v6 {
+		q = quote[:ip6HdrLen+8]
+		header.IPv6(q).Encode(&header.IPv6Fields{PayloadLength: tcpHdrLen, TransportProtocol: header.TCPProtocolNumber, HopLimit: 64,
+			SrcAddr: tcpipAddr(s.src[:]), DstAddr: tcpipAddr(s.dst[:])})
+	} else {
+		q = quote[:ip4HdrLen+8]
+		h := header.IPv4(q)
+		h.Encode(&header.IPv4Fields{TotalLength: ip4HdrLen + tcpHdrLen, TTL: 64, Protocol: uint8(header.TCPProtocolNumber),
+			SrcAddr: tcpipAddr(s.src[:4]), DstAddr: tcpipAddr(s.dst[:4])})
+		h.SetChecksum(^h.CalculateChecksum())
+	}
+	t := q[len(q)-8:]
+	binary.BigEndian.PutUint16(t[0:], s.sport)
+	binary.BigEndian.PutUint16(t[2:], s.dport)
+	binary.BigEndian.PutUint32(t[4:], s.seq)
+	ipLen, icmpLen, ethType := ip4HdrLen, header.ICMPv4MinimumSize+len(q), header.IPv4ProtocolNumber
+	if s.v6 {
+		ipLen, icmpLen, ethType = ip6HdrLen, header.ICMPv6MinimumSize+len(q), header.IPv6ProtocolNumber
+	}
+	b := e.hdr[:ethHdrLen+ipLen+icmpLen]
+	clear(b)
+	copy(b[0:6], s.srcMAC[:])
+	copy(b[6:12], e.mac[:])
+	binary.BigEndian.PutUint16(b[12:], uint16(ethType))
+	ip, icmp := b[ethHdrLen:ethHdrLen+ipLen], b[ethHdrLen+ipLen:]
+	if s.v6 {
+		header.IPv6(ip).Encode(&header.IPv6Fields{PayloadLength: uint16(icmpLen), TransportProtocol: header.ICMPv6ProtocolNumber, HopLimit: 64,
+			SrcAddr: tcpipAddr(s.dst[:]), DstAddr: tcpipAddr(s.src[:])})
+		h := header.ICMPv6(icmp)
+		h.SetType(header.ICMPv6DstUnreachable)
+		code := header.ICMPv6AddressUnreachable
+		if network {
+			code = header.ICMPv6NetworkUnreachable
+		}
+		h.SetCode(code)
+		copy(icmp[header.ICMPv6MinimumSize:], q)
+		h.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{Header: h, Src: tcpipAddr(s.dst[:]), Dst: tcpipAddr(s.src[:])}))
+	} else {
+		h4 := header.IPv4(ip)
+		h4.Encode(&header.IPv4Fields{TotalLength: uint16(ipLen + icmpLen), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
+			SrcAddr: tcpipAddr(s.dst[:4]), DstAddr: tcpipAddr(s.src[:4])})
+		h4.SetChecksum(^h4.CalculateChecksum())
+		h := header.ICMPv4(icmp)
+		h.SetType(header.ICMPv4DstUnreachable)
+		code := header.ICMPv4HostUnreachable
+		if network {
+			code = header.ICMPv4NetUnreachable
+		}
+		h.SetCode(code)
+		copy(icmp[header.ICMPv4MinimumSize:], q)
+		h.SetChecksum(^checksumOf(icmp))
+	}
+	f := tcpFlow{sport: s.sport}
+	e.write(&f, e.hdr[:ethHdrLen+ipLen+icmpLen], nil)
+}
+
+// input handles a segment of flow f from the namespace.
+func (e *engine) input(f *tcpFlow, idx uint32, s *segment) {
+	if s.flags&header.TCPFlagRst != 0 {
+		if f.state == stDialing || seqInWindow(s.seq, f.rcvNxt, engineWindow) {
+			e.reset(f, idx, true) // the host sees a reset too
+		}
+		return
+	}
+	switch f.state {
+	case stDialing:
+		return // a SYN again: the dial goes on
+	case stSynRcvd:
+		if s.flags&header.TCPFlagAck == 0 {
+			if s.flags&header.TCPFlagSyn != 0 && s.seq+1 == f.rcvNxt {
+				e.sendSynAck(f) // ours was lost
+			}
+			return
+		}
+		if s.ack != f.iss+1 {
+			e.sendRst(f, s.ack)
+			return
+		}
+		f.state = stEstablished
+		f.sndUna = s.ack
+		f.sndWnd = uint32(s.wnd) << max(f.nsWS, 0)
+		f.rtoAt, f.retries = 0, 0
+		e.retime(f, idx)
+		if e.pull(f, idx); f.state == stFree {
+			return
+		}
+	}
+	if s.flags&header.TCPFlagSyn != 0 {
+		e.sendAck(f) // a retransmitted SYN: ours is established
+		return
+	}
+	if s.flags&header.TCPFlagAck != 0 && !e.ackInput(f, idx, s) {
+		return
+	}
+	if len(s.payload) > 0 || s.flags&header.TCPFlagFin != 0 {
+		e.dataInput(f, idx, s)
+	}
+}
+
+// ackInput takes the namespace's acknowledgement and window; false if
+// the flow ended.
+func (e *engine) ackInput(f *tcpFlow, idx uint32, s *segment) bool {
+	ack := s.ack
+	wnd := uint32(s.wnd) << max(f.nsWS, 0)
+	switch {
+	case seqGT(ack, f.sndNxt):
+		e.sendAck(f) // acknowledges what was never sent
+		return true
+	case seqGT(ack, f.sndUna):
+		n := ack - f.sndUna
+		if f.flags&flFinSent != 0 && ack == f.sndNxt {
+			n--
+			f.flags |= flFinAcked
+		}
+		if n > 0 {
+			if _, err := recvDiscard(int(f.fd), int(n)); err != nil {
+				e.reset(f, idx, true)
+				return false
+			}
+			f.down += uint64(n)
+			e.g.bytes.down.Add(uint64(n))
+		}
+		f.sndUna = ack
+		f.dupAcks, f.retries = 0, 0
+		if f.flags&flTiming != 0 && !seqLT(ack, f.rttSeq) {
+			f.flags &^= flTiming
+			e.rttSample(f)
+		}
+		f.sndWnd = wnd
+		if f.sndUna == f.sndNxt {
+			f.rtoAt = 0
+			e.retime(f, idx)
+		} else {
+			e.arm(f, idx, &f.rtoAt, e.tick()+int64(f.rto))
+		}
+		if f.flags&flFinAcked != 0 && f.flags&flFinRecv != 0 {
+			e.finish(f, idx)
+			return false
+		}
+		if f.flags&flHostMore != 0 {
+			e.pull(f, idx)
+		}
+	case ack == f.sndUna:
+		if wnd > f.sndWnd {
+			f.sndWnd = wnd
+			if f.flags&flHostMore != 0 {
+				e.pull(f, idx)
+			}
+			return f.state != stFree
+		}
+		if len(s.payload) == 0 && s.flags&header.TCPFlagFin == 0 && f.sndNxt != f.sndUna && wnd == f.sndWnd {
+			if f.dupAcks++; f.dupAcks == 3 {
+				e.retransmit(f, idx)
+			}
+		}
+		f.sndWnd = wnd
+	}
+	return f.state != stFree
+}
+
+// rttSample updates the RTO from the sample that just ended (RFC 6298).
+func (e *engine) rttSample(f *tcpFlow) {
+	r := uint32(max(1, (int64(time.Since(e.base))-f.rttStart)/1000)) // µs
+	if f.srtt == 0 {
+		f.srtt, f.rttvar = r, r/2
+	} else {
+		d := int64(f.srtt) - int64(r)
+		if d < 0 {
+			d = -d
+		}
+		f.rttvar = uint32((3*int64(f.rttvar) + d) / 4)
+		f.srtt = uint32((7*int64(f.srtt) + int64(r)) / 8)
+	}
+	f.rto = min(max((f.srtt+4*f.rttvar)/1000, minRTO), maxRTO)
+}
+
+// dataInput passes the namespace's data and FIN to the host socket.
+func (e *engine) dataInput(f *tcpFlow, idx uint32, s *segment) {
+	if f.flags&flFinRecv != 0 {
+		e.sendAck(f)
+		return
+	}
+	seq, p := s.seq, s.payload
+	fin := s.flags&header.TCPFlagFin != 0
+	if seqLT(seq, f.rcvNxt) { // (partly) seen before
+		skip := f.rcvNxt - seq
+		if skip > uint32(len(p)) || (skip == uint32(len(p)) && !fin) {
+			e.sendAck(f)
+			return
+		}
+		p, seq = p[skip:], f.rcvNxt
+	}
+	if seq != f.rcvNxt {
+		e.sendAck(f) // a hole before it: the namespace sends it again
+		return
+	}
+	if f.flags&flBlocked != 0 {
+		// The host socket is full: what the window let in waits here,
+		// acknowledged, so that no segment is dropped (the namespace
+		// would send everything after it again, one hole per round
+		// trip: it has no selective acknowledgements from us).
+		room := int(f.room)
+		if len(p) > room || !e.queue(idx, p) {
+			e.sendAck(f) // beyond the window: sent again
+			return
+		}
+		f.take(e, len(p))
+		f.room -= uint32(len(p))
+		if fin {
+			f.rcvNxt++
+			f.flags |= flFinRecv | flFinQueued
+		}
+		e.sendAck(f)
+		return
+	}
+	if len(p) > 0 {
+		n, err := sendNonblock(int(f.fd), p)
+		if err != nil && err != unix.EAGAIN {
+			e.reset(f, idx, true)
+			return
+		}
+		n = max(n, 0)
+		if n < len(p) {
+			// The socket took part: the rest waits in the queue,
+			// and the window is what is left of it.
+			e.block(f, idx)
+			if !e.queue(idx, p[n:]) {
+				f.take(e, n)
+				f.room = 0
+				e.sendAck(f)
+				return
+			}
+			f.take(e, len(p))
+			f.room = uint32(max(0, engineWindow-len(p[n:])))
+			if fin {
+				f.rcvNxt++
+				f.flags |= flFinRecv | flFinQueued
+			}
+			e.sendAck(f)
+			return
+		}
+		f.take(e, n)
+	}
+	if fin {
+		e.finInput(f, idx)
+		return
+	}
+	// The acknowledgement rides on the answer if one comes within a
+	// tick; a second full segment is acknowledged at once.
+	if f.unacked >= 2*uint32(f.mss) {
+		e.sendAck(f)
+		return
+	}
+	if f.ackAt == 0 {
+		e.arm(f, idx, &f.ackAt, e.tick()+1)
+	}
+}
+
+// pull sends what the host socket holds beyond the peek offset, as far
+// as the namespace's window allows, then the FIN at its end of file.
+func (e *engine) pull(f *tcpFlow, idx uint32) {
+	if f.state != stEstablished {
+		return
+	}
+	for f.flags&flFinSent == 0 {
+		avail := int64(f.sndWnd) - int64(f.sndNxt-f.sndUna)
+		if avail <= 0 {
+			f.flags |= flHostMore
+			if f.rtoAt == 0 { // probe a closed window
+				e.arm(f, idx, &f.rtoAt, e.tick()+int64(f.rto))
+			}
+			return
+		}
+		want := int(min(avail, int64(len(e.buf))))
+		n, err := recvPeek(int(f.fd), e.buf[:want])
+		switch {
+		case err == unix.EAGAIN:
+			f.flags &^= flHostMore
+			return
+		case err != nil:
+			e.reset(f, idx, false) // a reset from the host: reset the namespace
+			return
+		case n == 0: // end of file: FIN after the data
+			f.flags &^= flHostMore
+			f.flags |= flFinSent
+			e.send(f, header.TCPFlagFin|header.TCPFlagAck, f.sndNxt, nil)
+			f.sndNxt++
+			if f.rtoAt == 0 {
+				e.arm(f, idx, &f.rtoAt, e.tick()+int64(f.rto))
+			}
+			return
+		}
+		if f.flags&flTiming == 0 {
+			f.flags |= flTiming
+			f.rttSeq = f.sndNxt + uint32(n)
+			f.rttStart = int64(time.Since(e.base))
+		}
+		for off := 0; off < n; {
+			m := min(n-off, int(f.mss))
+			fl := header.TCPFlagAck
+			if off+m == n {
+				fl |= header.TCPFlagPsh
+			}
+			e.send(f, fl, f.sndNxt, e.buf[off:off+m])
+			f.sndNxt += uint32(m)
+			off += m
+		}
+		if f.rtoAt == 0 {
+			e.arm(f, idx, &f.rtoAt, e.tick()+int64(f.rto))
+		}
+		if n < want && f.flags&flHostEOF == 0 {
+			// All there is, unless the host's end of file came with
+			// it (its edge is gone): then read on to the FIN.
+			f.flags &^= flHostMore
+			return
+		}
+	}
+}
+
+// timeout handles f's retransmission timer; false if the flow ended.
+func (e *engine) timeout(f *tcpFlow, idx uint32) bool {
+	outstanding := f.sndNxt != f.sndUna
+	if !outstanding && f.flags&flHostMore == 0 {
+		return true
+	}
+	if f.retries++; f.retries > maxRetries {
+		e.reset(f, idx, true)
+		return false
+	}
+	f.rto = min(2*f.rto, maxRTO)
+	f.flags &^= flTiming // Karn: no sample from a retransmission
+	if !outstanding || f.state == stEstablished && f.sndWnd == 0 {
+		e.sendAck(f) // a closed window: the namespace answers with its window
+		f.rtoAt = e.tick() + int64(f.rto)
+		return true
+	}
+	e.retransmit(f, idx)
+	f.rtoAt = e.tick() + int64(f.rto)
+	return true
+}
+
+// retransmit sends again from the oldest unacknowledged byte.
+func (e *engine) retransmit(f *tcpFlow, idx uint32) {
+	if f.state == stSynRcvd {
+		e.sendSynAck(f)
+		return
+	}
+	f.sndNxt = f.sndUna
+	f.flags &^= flFinSent | flTiming
+	_ = unix.SetsockoptInt(int(f.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0)
+	e.pull(f, idx)
+}
+
+// take counts n bytes of the namespace's as taken (into the host socket
+// or the queue).
+func (f *tcpFlow) take(e *engine, n int) {
+	f.rcvNxt += uint32(n)
+	f.unacked += uint32(n)
+	f.up += uint64(n)
+	e.g.bytes.up.Add(uint64(n))
+}
+
+// finInput takes the namespace's FIN once all before it is in the host
+// socket: shutdown(SHUT_WR) passes it on.
+func (e *engine) finInput(f *tcpFlow, idx uint32) {
+	if f.flags&flFinQueued == 0 {
+		f.rcvNxt++
+		f.flags |= flFinRecv
+	}
+	f.flags &^= flFinQueued
+	if f.flags&flUpload != 0 {
+		f.flags &^= flUpload
+		e.g.uploads.Add(-1)
+	}
+	_ = unix.Shutdown(int(f.fd), unix.SHUT_WR)
+	e.sendAck(f)
+	if f.flags&flFinAcked != 0 {
+		e.finish(f, idx)
+	}
+}
+
+// queue keeps p for flow idx until its host socket has room; false if
+// the engine holds maxQueued bytes already.
+func (e *engine) queue(idx uint32, p []byte) bool {
+	if e.queuedBytes+len(p) > maxQueued {
+		return false
+	}
+	e.queued[idx] = append(e.queued[idx], p...)
+	e.queuedBytes += len(p)
+	return true
+}
+
+// block marks f's host socket full: the loop waits for EPOLLOUT, which
+// the kernel signals once it has room again (a short send marked it
+// full).
+func (e *engine) block(f *tcpFlow, idx uint32) {
+	if f.flags&flBlocked != 0 {
+		return
+	}
+	f.flags |= flBlocked
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLOUT | unix.EPOLLET, Fd: int32(idx), Pad: int32(f.gen)}
+	_ = unix.EpollCtl(e.epfd, unix.EPOLL_CTL_MOD, int(f.fd), &ev)
+}
+
+// unblock moves what waits in f's queue into its host socket, as far as
+// it goes; once the queue is empty the window opens again in full.
+func (e *engine) unblock(f *tcpFlow, idx uint32) {
+	q := e.queued[idx]
+	if len(q) > 0 {
+		n, err := sendNonblock(int(f.fd), q)
+		if err != nil && err != unix.EAGAIN {
+			e.reset(f, idx, true)
+			return
+		}
+		n = max(n, 0)
+		e.queuedBytes -= n
+		if n < len(q) {
+			e.queued[idx] = q[:copy(q, q[n:])]
+			return // EPOLLOUT again once it has room
+		}
+	}
+	e.dropQueue(idx)
+	f.flags &^= flBlocked
+	f.room = engineWindow
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(idx), Pad: int32(f.gen)}
+	_ = unix.EpollCtl(e.epfd, unix.EPOLL_CTL_MOD, int(f.fd), &ev)
+	if f.flags&flFinQueued != 0 {
+		e.finInput(f, idx)
+		return
+	}
+	e.sendAck(f) // the window opens again
+}
+
+// dropQueue forgets flow idx's queue.
+func (e *engine) dropQueue(idx uint32) {
+	if q, ok := e.queued[idx]; ok {
+		e.queuedBytes -= len(q)
+		delete(e.queued, idx)
+	}
+}
+
+// finish ends a flow whose FINs both ways are acknowledged.
+func (e *engine) finish(f *tcpFlow, idx uint32) { e.release(f, idx) }
+
+// reset ends a flow with a reset: of the host socket (rstHost; else it is
+// gone already) and of the namespace's end.
+func (e *engine) reset(f *tcpFlow, idx uint32, rstHost bool) {
+	if f.state == stSynRcvd || f.state == stEstablished {
+		e.send(f, header.TCPFlagRst|header.TCPFlagAck, f.sndNxt, nil)
+	}
+	if rstHost {
+		_ = unix.SetsockoptLinger(int(f.fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	}
+	e.release(f, idx)
+}
+
+func (e *engine) sendSynAck(f *tcpFlow) {
+	n := len(f.buildHeaders(e.hdr[:], e.mac, tcpOut{seq: f.iss, ack: f.rcvNxt, flags: header.TCPFlagSyn | header.TCPFlagAck,
+		wnd: 65535, mss: f.mss, wscale: f.ourWS}, nil))
+	e.write(f, e.hdr[:n], nil)
+}
+
+func (e *engine) sendRst(f *tcpFlow, seq uint32) {
+	n := len(f.buildHeaders(e.hdr[:], e.mac, tcpOut{seq: seq, flags: header.TCPFlagRst}, nil))
+	e.write(f, e.hdr[:n], nil)
+}
+
+// sendAck sends a bare acknowledgement with the current window.
+func (e *engine) sendAck(f *tcpFlow) {
+	e.send(f, header.TCPFlagAck, f.sndNxt, nil)
+}
+
+// send sends one segment with the flow's acknowledgement and window; any
+// pending delayed ACK rides on it.
+func (e *engine) send(f *tcpFlow, flags header.TCPFlags, seq uint32, payload []byte) {
+	wnd := f.room
+	if f.ourWS >= 0 {
+		wnd >>= uint(f.ourWS)
+	}
+	n := len(f.buildHeaders(e.hdr[:], e.mac, tcpOut{seq: seq, ack: f.rcvNxt, flags: flags, wnd: uint16(min(wnd, 65535))}, payload))
+	f.unacked = 0
+	f.ackAt = 0 // retime finds it off when the entry fires
+	e.write(f, e.hdr[:n], payload)
+}
+
+func (e *engine) write(f *tcpFlow, hdr, payload []byte) {
+	e.iov[0] = hdr
+	bufs := e.iov[:1]
+	if len(payload) > 0 {
+		e.iov[1] = payload
+		bufs = e.iov[:2]
+	}
+	_ = e.wire.WriteFrame(uint32(f.sport), bufs)
+	e.iov[0], e.iov[1] = nil, nil
+}
+
+// Sequence number comparisons, modulo 2³².
+func seqLT(a, b uint32) bool { return int32(a-b) < 0 }
+func seqGT(a, b uint32) bool { return int32(a-b) > 0 }
+
+// seqInWindow reports whether seq is in [start, start+size).
+func seqInWindow(seq, start, size uint32) bool { return seq-start < size }
+
+// checksumOf is the Internet checksum of b (not complemented).
+func checksumOf(b []byte) uint16 {
+	var sum uint32
+	for ; len(b) >= 2; b = b[2:] {
+		sum += uint32(b[0])<<8 | uint32(b[1])
+	}
+	if len(b) == 1 {
+		sum += uint32(b[0]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return uint16(sum)
+}
+
+// The host socket calls: non-blocking, so they go straight to the
+// kernel without the scheduler's system call bookkeeping (see nbio).
+func sendNonblock(fd int, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
+		unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
+
+func recvPeek(fd int, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
+		unix.MSG_DONTWAIT|unix.MSG_PEEK, 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
+
+// recvDiscard drops n bytes from the head of a TCP socket's receive
+// queue (MSG_TRUNC without a buffer).
+func recvDiscard(fd int, n int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), 0, uintptr(n), unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
+}
