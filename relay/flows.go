@@ -134,8 +134,9 @@ func (f *flow) info(now time.Time) FlowInfo {
 // FlowCount is how many flows FlowList would list.
 func (g *Gateway) FlowCount() int {
 	g.flowSet.mu.Lock()
-	defer g.flowSet.mu.Unlock()
-	return len(g.flowSet.m)
+	n := len(g.flowSet.m)
+	g.flowSet.mu.Unlock()
+	return n + g.engineFlowCount()
 }
 
 // FlowList returns the flows in progress, oldest first.
@@ -147,6 +148,7 @@ func (g *Gateway) FlowList() []FlowInfo {
 		out = append(out, f.info(now))
 	}
 	g.flowSet.mu.Unlock()
+	out = g.engineFlows(out, now)
 	sort.Slice(out, func(i, j int) bool { return out[i].Since.Before(out[j].Since) })
 	return out
 }

@@ -28,7 +28,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	txQueues := fs.Int("tx-queues", 1, "transmit queues of tapstack's TAPs (as run and up take)")
 	against := fs.String("against", "", "another tapstack `binary` to measure in the same run (paths \"baseline sockets\" and \"baseline relay\")")
 	cases := fs.String("cases", "", "run only the cases whose name matches this `regexp`")
-	pathsRe := fs.String("paths", "", "measure only the paths whose name matches this `regexp` (kernel veth, tapstack sockets, tapstack relay, baseline sockets, baseline relay, slirp4netns, pasta)")
+	pathsRe := fs.String("paths", "", "measure only the paths whose name matches this `regexp` (kernel veth, tapstack sockets, tapstack relay, tapstack flow relay, baseline sockets, baseline relay, slirp4netns, pasta)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}

@@ -363,6 +363,19 @@ func (r *runner) setupPaths(ctx context.Context) ([]path, error) {
 			paths = append(paths, path{name: name, server: hostAddr, echoPort: 7, sinkPort: 9, pid: relay,
 				wrap: func(a ...string) []string { return append([]string{"ip", "netns", "exec", tb}, a...) }})
 		}
+		// The same relay on the flow engine (--relay-engine flow).
+		if name := b.name + " flow relay"; b.tag == "" && r.wantPath(name) {
+			tf := "tsbf-" + r.id
+			if err := r.netnsAdd(ctx, tf); err != nil {
+				return nil, err
+			}
+			relay, err := r.startUp(ctx, b.bin, true, tf, "--serve", "none", "--relay-engine", "flow")
+			if err != nil {
+				return nil, err
+			}
+			paths = append(paths, path{name: name, server: hostAddr, echoPort: 7, sinkPort: 9, pid: relay,
+				wrap: func(a ...string) []string { return append([]string{"ip", "netns", "exec", tf}, a...) }})
+		}
 	}
 
 	if r.opts.Peers {

@@ -50,8 +50,13 @@ func (rep *Report) WriteTable(w io.Writer) {
 	}
 	fmt.Fprintf(w, "MTU %d%s, %d transmit queue(s), %s per throughput case\n\n", rep.MTU, off, rep.TxQueues, rep.Duration)
 	baseline := slices.Contains(rep.Paths, "baseline sockets") || slices.Contains(rep.Paths, "baseline relay")
+	flow := slices.Contains(rep.Paths, "tapstack flow relay")
 	hdr := "| case | unit | " + strings.Join(rep.Paths, " | ") + " | sockets ÷ kernel | relay ÷ kernel | relay ÷ best peer |"
 	cols := 5 + len(rep.Paths)
+	if flow {
+		hdr += " flow ÷ best peer | flow ÷ relay |"
+		cols += 2
+	}
 	if baseline {
 		hdr += " sockets ÷ baseline | relay ÷ baseline |"
 		cols += 2
@@ -86,11 +91,15 @@ func (rep *Report) WriteTable(w io.Writer) {
 				best = p
 			}
 		}
-		bestRatio := "-"
+		bestRatio, flowBest := "-", "-"
 		if best != "" {
 			bestRatio = ratio(c, "tapstack relay", best) + " (" + best + ")"
+			flowBest = ratio(c, "tapstack flow relay", best) + " (" + best + ")"
 		}
 		row = append(row, ratio(c, "tapstack sockets", "kernel veth"), ratio(c, "tapstack relay", "kernel veth"), bestRatio)
+		if flow {
+			row = append(row, flowBest, ratio(c, "tapstack flow relay", "tapstack relay"))
+		}
 		if baseline {
 			row = append(row, ratio(c, "tapstack sockets", "baseline sockets"), ratio(c, "tapstack relay", "baseline relay"))
 		}
