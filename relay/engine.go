@@ -159,6 +159,7 @@ type engine struct {
 	dialing map[uint32]*dialSlot // flows waiting for their connect; protected by mu
 	wheel   wheel                // protected by mu
 	hdr     [maxHdrLen + 64]byte // header scratch; protected by mu
+	seg     segment              // the segment divert parses; protected by mu
 	buf     []byte               // peek buffer; protected by mu
 	iov     [2][]byte            // frame scratch; protected by mu
 	closed  bool                 // protected by mu
@@ -280,24 +281,22 @@ func (e *engine) close() {
 // SYN to a destination the engine relays, and every segment of a flow it
 // holds. Anything else goes on to the stack (false).
 func (e *engine) divert(frame []byte) bool {
-	var s segment
-	if !parseSegment(frame, e.verify, &s) {
-		return false
-	}
-	key := flowKey{src: s.src, dst: s.dst, sport: s.sport, dport: s.dport}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed {
+	s := &e.seg
+	if e.closed || !parseSegment(frame, e.verify, s) {
 		return false
 	}
+	defer func() { s.payload, s.hdr, s.ipHdrBytes = nil, nil, nil }() // frame is the link's
+	key := flowKey{src: s.src, dst: s.dst, sport: s.sport, dport: s.dport}
 	if idx, ok := e.index[key]; ok {
-		e.input(&e.flows[idx], idx, &s)
+		e.input(&e.flows[idx], idx, s)
 		return true
 	}
 	if s.flags&(header.TCPFlagSyn|header.TCPFlagAck|header.TCPFlagRst) != header.TCPFlagSyn {
 		return false // the stack's: a forward's connection, or none (it resets)
 	}
-	return e.open(&s, key)
+	return e.open(s, key)
 }
 
 // addrOf is a flow address as a netip.Addr.
@@ -511,6 +510,12 @@ func (e *engine) loop() {
 		e.g.logf("relay: flow engine: %v", err)
 		return
 	}
+	var n int
+	var werr error
+	harvest := func(fd uintptr) bool {
+		n, werr = unix.EpollWait(int(fd), e.events[:], 0)
+		return n > 0 || (werr != nil && werr != unix.EINTR)
+	}
 	for {
 		e.mu.Lock()
 		timeout := -1
@@ -531,12 +536,7 @@ func (e *engine) loop() {
 		} else {
 			_ = e.epf.SetReadDeadline(time.Time{})
 		}
-		var n int
-		var werr error
-		err := rc.Read(func(fd uintptr) bool {
-			n, werr = unix.EpollWait(int(fd), e.events[:], 0)
-			return n > 0 || (werr != nil && werr != unix.EINTR)
-		})
+		err := rc.Read(harvest)
 		if werr != nil && werr != unix.EINTR {
 			e.g.logf("relay: flow engine: epoll_wait: %v", werr)
 			return
