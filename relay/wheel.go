@@ -6,9 +6,11 @@ import "math/bits"
 // the slot of its tick (wheelTick) rather than as a timer of its own, so
 // that 10 000 flows cost 10 000 slot entries, not 10 000 timers. A
 // deadline further than the wheel's span waits in the last slot and is
-// placed again when that slot comes round. Entries are never removed: a
-// flow whose deadline moved is skipped when the old slot fires (its
-// deadline no longer matches), so arming a timer costs one append.
+// placed again when that slot comes round: an entry fires with the tick
+// it was filed under, never earlier (the engine matches that tick with
+// the one it noted, tcpFlow.queued). Entries are never removed: a flow
+// whose deadline moved is skipped when the old slot fires (its deadline
+// no longer matches), so arming a timer costs one append.
 type wheel struct {
 	slots [wheelSlots][]wheelEntry
 	used  [wheelSlots / 64]uint64 // bit i: slots[i] is not empty
@@ -16,9 +18,11 @@ type wheel struct {
 	count int                     // entries in the wheel
 }
 
-// A wheelEntry names a flow by index and generation.
+// A wheelEntry names a flow by index and generation, and the tick it was
+// filed under.
 type wheelEntry struct {
 	idx, gen uint32
+	at       int64
 }
 
 const (
@@ -27,17 +31,13 @@ const (
 	wheelTick = int64(1_000_000)
 )
 
-// add files flow idx (generation gen) under tick at, which must not be
-// before w.now.
+// add files flow idx (generation gen) under tick at. A tick before w.now
+// fires at the next advance (with at); one beyond the wheel's span waits
+// in its last slot and is filed again from there.
 func (w *wheel) add(at int64, idx, gen uint32) {
-	if at < w.now {
-		at = w.now
-	}
-	if at >= w.now+wheelSlots {
-		at = w.now + wheelSlots - 1
-	}
-	i := at & (wheelSlots - 1)
-	w.slots[i] = append(w.slots[i], wheelEntry{idx, gen})
+	slot := min(max(at, w.now), w.now+wheelSlots-1)
+	i := slot & (wheelSlots - 1)
+	w.slots[i] = append(w.slots[i], wheelEntry{idx, gen, at})
 	w.used[i/64] |= 1 << (i % 64)
 	w.count++
 }
@@ -68,7 +68,9 @@ func (w *wheel) next() int64 {
 }
 
 // advance moves the wheel to tick now, calling fire for every entry of
-// the slots passed (fire may add entries). It visits at most one turn.
+// the slots passed whose tick has come, with that tick (fire may add
+// entries); an entry filed beyond the span is filed again. It visits at
+// most one turn.
 func (w *wheel) advance(now int64, fire func(e wheelEntry, tick int64)) {
 	for w.count > 0 && w.now <= now {
 		t := w.next()
@@ -82,7 +84,11 @@ func (w *wheel) advance(now int64, fire func(e wheelEntry, tick int64)) {
 		w.count -= len(es)
 		w.now = t + 1
 		for _, e := range es {
-			fire(e, t)
+			if e.at > t { // beyond the span when filed
+				w.add(e.at, e.idx, e.gen)
+				continue
+			}
+			fire(e, e.at)
 		}
 		if cap(es) <= 64 && w.slots[i] == nil {
 			w.slots[i] = es[:0] // keep a small slot's array
