@@ -33,10 +33,13 @@ package relay
 // keeps its own.
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
 	"net/netip"
 	"os"
 	"sync"
@@ -138,6 +141,7 @@ const (
 	peekBufSize  = 256 << 10
 	maxEvents    = 128
 	maxSleep     = 5        // ms: the longest the loop waits while flows live
+	idleCadence  = 2000     // ms: and for this long after the last one ended
 	maxQueued    = 64 << 20 // bytes waiting for full host sockets, all flows together
 )
 
@@ -165,6 +169,13 @@ type engine struct {
 	closed  bool                 // protected by mu
 	live    int                  // flows not free; protected by mu
 	events  [maxEvents]unix.EpollEvent
+
+	isn     *mrand.ChaCha8 // initial sequence numbers; protected by mu
+	logging bool           // flow logs at debug level are on (Config.Log)
+	idleAt  int64          // tick when the last flow ended; protected by mu
+	// sleepsLong: the loop waits longer than maxSleep (no flow for
+	// idleCadence); the next flow wakes it. Protected by mu.
+	sleepsLong bool
 
 	// queued holds what the namespace sent that a full host socket did
 	// not take yet, per flow (block); queuedBytes counts it all.
@@ -214,8 +225,12 @@ func (g *Gateway) StartEngine(wire Wire, mac [6]byte, mtu int, verify bool) (fun
 		unix.Close(evfd)
 		return nil, fmt.Errorf("relay: epoll: %w", err)
 	}
+	var seed [32]byte
+	_, _ = rand.Read(seed[:])
 	e := &engine{
-		g: g, wire: wire, mac: mac, verify: verify, mtu: mtu, base: time.Now(),
+		isn:     mrand.NewChaCha8(seed),
+		logging: g.cfg.Log != nil && g.cfg.Log.Enabled(context.Background(), slog.LevelDebug),
+		g:       g, wire: wire, mac: mac, verify: verify, mtu: mtu, base: time.Now(),
 		epfd: epfd, epf: os.NewFile(uintptr(epfd), "epoll"), evfd: evfd,
 		index:   map[flowKey]uint32{},
 		dialing: map[uint32]*dialSlot{},
@@ -368,7 +383,8 @@ func (e *engine) open(s *segment, key flowKey) bool {
 		return true
 	}
 	e.arm(f, idx, &f.rtoAt, e.tick()+int64(g.cfg.ConnectTimeout/time.Millisecond))
-	if e.live == 1 {
+	if e.sleepsLong {
+		e.sleepsLong = false
 		e.wake() // the loop sleeps no longer than maxSleep from now on
 	}
 	return true
@@ -434,7 +450,7 @@ func (e *engine) release(f *tcpFlow, idx uint32) {
 	}
 	if f.state != stDialing {
 		g.stats.active.Add(-1)
-		if g.cfg.Log != nil {
+		if e.logging {
 			g.logFlow("flow end", e.logRecord(f))
 		}
 	}
@@ -447,7 +463,9 @@ func (e *engine) release(f *tcpFlow, idx uint32) {
 	gen := f.gen
 	*f = tcpFlow{gen: gen}
 	e.free = append(e.free, idx)
-	e.live--
+	if e.live--; e.live == 0 {
+		e.idleAt = e.tick()
+	}
 }
 
 // logRecord is f as the flow log shows it.
@@ -527,9 +545,10 @@ func (e *engine) loop() {
 		// sleeps no longer than maxSleep, so that arming a timer costs
 		// no system call. Dials in progress are checked for eviction
 		// as often.
-		if e.live > 0 && (timeout < 0 || timeout > maxSleep) {
+		if (e.live > 0 || e.tick()-e.idleAt < idleCadence) && (timeout < 0 || timeout > maxSleep) {
 			timeout = maxSleep
 		}
+		e.sleepsLong = timeout < 0 || timeout > maxSleep
 		e.mu.Unlock()
 		if timeout >= 0 {
 			_ = e.epf.SetReadDeadline(time.Now().Add(time.Duration(timeout) * time.Millisecond))
@@ -628,6 +647,10 @@ func (e *engine) hostEvent(f *tcpFlow, idx uint32, events uint32) {
 		f.flags |= flHostEOF
 	}
 	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		if f.state == stSynRcvd {
+			f.flags |= flHostMore // sent once the handshake is done
+			return
+		}
 		e.pull(f, idx)
 	}
 }
@@ -662,12 +685,10 @@ func (e *engine) connected(f *tcpFlow, idx uint32) {
 	g.uploads.Add(1)
 	f.flags |= flUpload
 	f.state = stSynRcvd
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	f.iss = binary.BigEndian.Uint32(b[:])
+	f.iss = uint32(e.isn.Uint64())
 	f.sndUna, f.sndNxt = f.iss, f.iss+1
 	f.rtoAt = 0
-	if g.cfg.Log != nil {
+	if e.logging {
 		g.logFlow("flow start", e.logRecord(f))
 	}
 	e.sendSynAck(f)
@@ -797,8 +818,10 @@ func (e *engine) input(f *tcpFlow, idx uint32, s *segment) {
 		f.sndWnd = uint32(s.wnd) << max(f.nsWS, 0)
 		f.rtoAt, f.retries = 0, 0
 		e.retime(f, idx)
-		if e.pull(f, idx); f.state == stFree {
-			return
+		if f.flags&flHostMore != 0 { // the host spoke first
+			if e.pull(f, idx); f.state == stFree {
+				return
+			}
 		}
 	}
 	if s.flags&header.TCPFlagSyn != 0 {
