@@ -268,7 +268,11 @@ func probePeekOff() error {
 func (e *engine) tick() int64 { return int64(time.Since(e.base)) / wheelTick }
 
 // close stops the loop, resets every flow and releases the engine's
-// descriptors. Gateway.Close calls it.
+// descriptors. Gateway.Close calls it. A flow whose namespace end had
+// finished sending (its FIN is in the host socket: what Drain waits
+// for) closes its host socket gracefully, so that the kernel still
+// delivers what waits in the socket's send queue, then the FIN; any
+// other is reset both ways.
 func (e *engine) close() {
 	e.mu.Lock()
 	if e.closed {
@@ -283,8 +287,9 @@ func (e *engine) close() {
 	e.wg.Wait()
 	e.mu.Lock()
 	for i := range e.flows {
-		if e.flows[i].state != stFree {
-			e.reset(&e.flows[i], uint32(i), true)
+		f := &e.flows[i]
+		if f.state != stFree {
+			e.reset(f, uint32(i), f.flags&flFinRecv == 0 || f.flags&flFinQueued != 0)
 		}
 	}
 	e.mu.Unlock()
