@@ -76,14 +76,16 @@ func (o *outer) holdFlows(ns string, n int) {
 // relayed flows are open ends the daemon within a few seconds with status
 // 1 and a line naming the namespace, and each host-side connection ends
 // (the host server sees all 100 close).
-func TestNamespaceDeletedDuring100Flows(t *testing.T) {
+func TestNamespaceDeletedDuring100Flows(t *testing.T) { engines(t, testNamespaceDeletedDuring100Flows) }
+
+func testNamespaceDeletedDuring100Flows(t *testing.T, flags []string) {
 	o := newOuter(t)
 	ended := filepath.Join(o.dir, "ended")
 	o.bg("python3", "-c", pyHoldServer, outerV4, "9400", ended)
 	o.waitTCP(outerV4, 9400)
 	os.WriteFile(ended, nil, 0o644) // waitTCP's probe
 	ns := ncNamespace(t)
-	_, errb, done := o.upIn("--netns", ns, "--serve", "none", "--control", filepath.Join(o.dir, "ctl"))
+	_, errb, done := o.upIn(append([]string{"--netns", ns, "--serve", "none", "--control", filepath.Join(o.dir, "ctl")}, flags...)...)
 	o.holdFlows(ns, 100)
 	exec.Command("ip", "netns", "del", ns).Run()
 	select {
@@ -103,14 +105,16 @@ func TestNamespaceDeletedDuring100Flows(t *testing.T) {
 // TestSIGTERMDuring100Flows: SIGTERM while 100 relayed flows stay open:
 // up refuses new flows, waits --drain-timeout for them, says how many
 // were still sending, exits 0, and the host server sees all 100 end.
-func TestSIGTERMDuring100Flows(t *testing.T) {
+func TestSIGTERMDuring100Flows(t *testing.T) { engines(t, testSIGTERMDuring100Flows) }
+
+func testSIGTERMDuring100Flows(t *testing.T, flags []string) {
 	o := newOuter(t)
 	ended := filepath.Join(o.dir, "ended")
 	o.bg("python3", "-c", pyHoldServer, outerV4, "9400", ended)
 	o.waitTCP(outerV4, 9400)
 	os.WriteFile(ended, nil, 0o644)
 	ns := ncNamespace(t)
-	cmd, errb, done := o.upIn("--netns", ns, "--serve", "none", "--control", filepath.Join(o.dir, "ctl"), "--drain-timeout", "2s")
+	cmd, errb, done := o.upIn(append([]string{"--netns", ns, "--serve", "none", "--control", filepath.Join(o.dir, "ctl"), "--drain-timeout", "2s"}, flags...)...)
 	o.holdFlows(ns, 100)
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)

@@ -136,6 +136,10 @@ print("sent", len(F))
 // class into a running daemon's TAP; it must still answer ping and echo,
 // hold what it held before, and have logged no panic.
 func TestMalformedFramesDoNotHurtTheDaemon(t *testing.T) {
+	engines(t, testMalformedFramesDoNotHurtTheDaemon)
+}
+
+func testMalformedFramesDoNotHurtTheDaemon(t *testing.T, flags []string) {
 	if err := exec.Command(debianPython, "-c", "import scapy").Run(); err != nil {
 		cienv.Skip(t, "skipped: needs Debian's python3-scapy (/usr/bin/python3 -c 'import scapy')")
 	}
@@ -143,7 +147,7 @@ func TestMalformedFramesDoNotHurtTheDaemon(t *testing.T) {
 	o.bg("python3", "-c", pyLiveServer, outerV4, "80")
 	o.waitTCP(outerV4, 80)
 	ns := ncNamespace(t)
-	d := o.startDaemon(ns, "--serve", "echo,discard", "--udp-idle-timeout", "3s")
+	d := o.startDaemon(ns, append([]string{"--serve", "echo,discard", "--udp-idle-timeout", "3s"}, flags...)...)
 	echo := func() string {
 		out, _ := inNS(ns, 20*time.Second, []byte("still here\n"), "nc", "-N", "-w", "5", "10.0.2.2", "7")
 		return out

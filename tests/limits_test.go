@@ -181,14 +181,16 @@ print("ok=%d worst=%.3f errs=%r" % (ok, worst, errs))
 // TestBlackHolesDoNotStarveLiveDials: 64 black-hole destinations × 200
 // SYNs (hping3 from the namespace) while 20 connections to a live server
 // each complete in under a second; then the daemon is back to baseline.
-func TestBlackHolesDoNotStarveLiveDials(t *testing.T) {
+func TestBlackHolesDoNotStarveLiveDials(t *testing.T) { engines(t, testBlackHolesDoNotStarveLiveDials) }
+
+func testBlackHolesDoNotStarveLiveDials(t *testing.T, flags []string) {
 	cienv.RequireTool(t, "hping3")
 	o := newOuter(t)
 	o.bg("python3", "-c", pyLiveServer, outerV4, "8000")
 	o.waitTCP(outerV4, 8000)
 	o.blackHoles()
 	ns := ncNamespace(t)
-	d := o.startDaemon(ns, "--serve", "none", "--connect-timeout", "5s")
+	d := o.startDaemon(ns, append([]string{"--serve", "none", "--connect-timeout", "5s"}, flags...)...)
 	inNS(ns, 20*time.Second, nil, "python3", "-c", pyTimedConnects, outerV4, "8000", "5", "1", "5")
 	base := d.usage()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -273,13 +275,15 @@ print("sent=%d" % sent)
 // sources that are not the namespace's are dropped as they are read,
 // before the stack parses them (once they cost a goroutine each and
 // left 45 of 100 legitimate connections).
-func TestSYNFloodWithSpoofedSources(t *testing.T) {
+func TestSYNFloodWithSpoofedSources(t *testing.T) { engines(t, testSYNFloodWithSpoofedSources) }
+
+func testSYNFloodWithSpoofedSources(t *testing.T, flags []string) {
 	cienv.RequireTool(t, "hping3")
 	o := newOuter(t)
 	o.bg("python3", "-c", pyLiveServer, outerV4, "8000")
 	o.waitTCP(outerV4, 8000)
 	ns := ncNamespace(t)
-	d := o.startDaemon(ns, "--serve", "echo")
+	d := o.startDaemon(ns, append([]string{"--serve", "echo"}, flags...)...)
 	inNS(ns, 20*time.Second, nil, "python3", "-c", pyTimedConnects, outerV4, "8000", "5", "1", "5")
 	base := d.usage()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -121,21 +121,23 @@ func (o *outer) run(timeout time.Duration, flags []string, cmd ...string) (strin
 	return out.String(), errb.String(), code
 }
 
-func TestRunCurlThroughTheRelay(t *testing.T) {
+func TestRunCurlThroughTheRelay(t *testing.T) { engines(t, testRunCurlThroughTheRelay) }
+
+func testRunCurlThroughTheRelay(t *testing.T, flags []string) {
 	o := newOuter(t)
 	o.httpServer(8000, "hello through tapstack")
 	for _, url := range []string{"http://" + outerV4 + ":8000/", "http://[" + outerV6 + "]:8000/"} {
-		out, errs, code := o.run(30*time.Second, nil, "curl", "-sS", "--max-time", "10", url)
+		out, errs, code := o.run(30*time.Second, flags, "curl", "-sS", "--max-time", "10", url)
 		if code != 0 || out != "hello through tapstack" {
 			t.Fatalf("run curl %s: exit %d, out %q, stderr %q", url, code, out, errs)
 		}
 	}
 	// Exit statuses pass through, and a refused port looks refused.
-	_, _, code := o.run(30*time.Second, nil, "sh", "-c", "exit 42")
+	_, _, code := o.run(30*time.Second, flags, "sh", "-c", "exit 42")
 	if code != 42 {
 		t.Fatalf("run sh -c 'exit 42': exit %d", code)
 	}
-	_, _, code = o.run(30*time.Second, nil, "curl", "-s", "--max-time", "5", "http://"+outerV4+":8009/")
+	_, _, code = o.run(30*time.Second, flags, "curl", "-s", "--max-time", "5", "http://"+outerV4+":8009/")
 	if code != 7 {
 		t.Fatalf("curl to a closed port through the relay: exit %d, want 7 (connection refused)", code)
 	}
@@ -272,15 +274,19 @@ func (o *outer) upInTo(errw io.Writer, args ...string) (*exec.Cmd, <-chan error)
 }
 
 func TestUpRelaysForwardsAndNoticesDeletion(t *testing.T) {
+	engines(t, testUpRelaysForwardsAndNoticesDeletion)
+}
+
+func testUpRelaysForwardsAndNoticesDeletion(t *testing.T, flags []string) {
 	o := newOuter(t)
 	o.httpServer(8000, "via up")
 	// The namespace is made here: one that up made inside ip netns exec's
 	// private mount namespace would not be visible out here.
 	ns := ncNamespace(t)
 	ctl := filepath.Join(o.dir, "ctl.sock")
-	_, errb, done := o.upIn("--netns", ns, "--serve", "none", "--control", ctl,
+	_, errb, done := o.upIn(append([]string{"--netns", ns, "--serve", "none", "--control", ctl,
 		"-p", "127.0.0.1:18080:8080", "-p", "[::1]:18081:8081",
-		"-p", "127.0.0.1:18082:8082/udp", "-p", "[::1]:18083:8083/udp")
+		"-p", "127.0.0.1:18082:8082/udp", "-p", "[::1]:18083:8083/udp"}, flags...)...)
 	// Through the relay from the namespace.
 	out, err := inNS(ns, 20*time.Second, nil, "curl", "-sS", "--max-time", "10", "http://"+outerV4+":8000/")
 	if err != nil || out != "via up" {
@@ -401,10 +407,12 @@ func TestUpByPID(t *testing.T) {
 	}
 }
 
-func TestRunInUserNamespace(t *testing.T) {
+func TestRunInUserNamespace(t *testing.T) { engines(t, testRunInUserNamespace) }
+
+func testRunInUserNamespace(t *testing.T, flags []string) {
 	o := newOuter(t)
 	o.httpServer(8000, "hello from a user namespace")
-	out, errs, code := o.run(30*time.Second, []string{"--userns"}, "sh", "-c",
+	out, errs, code := o.run(30*time.Second, append([]string{"--userns"}, flags...), "sh", "-c",
 		"cat /etc/resolv.conf; curl -sS --max-time 10 http://"+outerV4+":8000/; exit 9")
 	if code != 9 || !strings.Contains(out, "nameserver 10.0.2.3") || !strings.HasSuffix(out, "hello from a user namespace") {
 		t.Fatalf("run --userns: exit %d, out %q, stderr %q", code, out, errs)

@@ -101,7 +101,9 @@ func randomFile(t *testing.T, dir string, size int) (string, string) {
 // relay and exits right after its last write loses nothing: run keeps
 // the namespace until the relay has passed everything on. It lost the
 // last megabytes in 3 of 5 runs once. The command's status comes back.
-func TestRunDeliversEveryUpload(t *testing.T) {
+func TestRunDeliversEveryUpload(t *testing.T) { engines(t, testRunDeliversEveryUpload) }
+
+func testRunDeliversEveryUpload(t *testing.T, flags []string) {
 	cienv.RequireTool(t, "socat")
 	o := newOuter(t)
 	file, sum := randomFile(t, o.dir, 10<<20)
@@ -120,7 +122,7 @@ func TestRunDeliversEveryUpload(t *testing.T) {
 		default:
 			cmd = []string{"python3", "-c", pyUploadAndClose, outerV4, "9200", file}
 		}
-		_, errs, code := o.run(60*time.Second, nil, cmd...)
+		_, errs, code := o.run(60*time.Second, flags, cmd...)
 		if code != want {
 			t.Fatalf("run %d (%s): exit %d, want %d; stderr: %s", i, cmd[0], code, want, errs)
 		}
@@ -135,12 +137,14 @@ func TestRunDeliversEveryUpload(t *testing.T) {
 // TestUpDrainsOnSIGTERM: SIGTERM right after a client in the namespace
 // wrote its last byte: up refuses new flows, lets the upload finish and
 // exits 0.
-func TestUpDrainsOnSIGTERM(t *testing.T) {
+func TestUpDrainsOnSIGTERM(t *testing.T) { engines(t, testUpDrainsOnSIGTERM) }
+
+func testUpDrainsOnSIGTERM(t *testing.T, flags []string) {
 	o := newOuter(t)
 	file, sum := randomFile(t, o.dir, 10<<20)
 	results := o.hashServer(outerV4, 9201)
 	ns := ncNamespace(t)
-	cmd, errb, done := o.upIn("--netns", ns, "--serve", "none", "--control", filepath.Join(o.dir, "ctl.sock"))
+	cmd, errb, done := o.upIn(append([]string{"--netns", ns, "--serve", "none", "--control", filepath.Join(o.dir, "ctl.sock")}, flags...)...)
 	if out, err := inNS(ns, 30*time.Second, nil, "python3", "-c", pyUploadAndClose, outerV4, "9201", file); err != nil {
 		t.Fatalf("upload: %v %s", err, out)
 	}
@@ -215,13 +219,17 @@ while True:
 // hosts go through the relay; the stack's own address still serves.
 // The services once listened on wildcards and swallowed such flows.
 func TestServicesDoNotCaptureRelayedFlows(t *testing.T) {
+	engines(t, testServicesDoNotCaptureRelayedFlows)
+}
+
+func testServicesDoNotCaptureRelayedFlows(t *testing.T, flags []string) {
 	o := newOuter(t)
 	for _, port := range []int{7, 9} {
 		o.bg("python3", "-c", pyTagServer, outerV4, fmt.Sprint(port), fmt.Sprintf("outer%d", port))
 		o.waitTCP(outerV4, port)
 	}
 	ns := ncNamespace(t)
-	o.upIn("--netns", ns, "--control", filepath.Join(o.dir, "ctl.sock")) // default --serve echo,discard
+	o.upIn(append([]string{"--netns", ns, "--control", filepath.Join(o.dir, "ctl.sock")}, flags...)...) // default --serve echo,discard
 	const client = `
 import socket, sys
 host, port, proto = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -352,7 +360,9 @@ print("ok=%d slow=%d worst=%.3f errs=%r" % (ok, slow, worst, errs))
 // time through the relay, IPv4 and IPv6, five rounds on one daemon and
 // after bulk transfers: every one succeeds and none waits for a SYN
 // retransmission. Bursts once stalled for seconds.
-func TestRelayBurstsOfShortConnections(t *testing.T) {
+func TestRelayBurstsOfShortConnections(t *testing.T) { engines(t, testRelayBurstsOfShortConnections) }
+
+func testRelayBurstsOfShortConnections(t *testing.T, flags []string) {
 	o := newOuter(t)
 	o.bg("python3", "-c", pyShortServer, "9300")
 	o.waitTCP(outerV4, 9300)
@@ -360,7 +370,7 @@ func TestRelayBurstsOfShortConnections(t *testing.T) {
 	o.bg("python3", "-c", pyBulkServer, outerV4, fmt.Sprint(64<<20))
 	o.waitTCP(outerV4, 9100)
 	ns := ncNamespace(t)
-	o.upIn("--netns", ns, "--serve", "none", "--control", filepath.Join(o.dir, "ctl.sock"))
+	o.upIn(append([]string{"--netns", ns, "--serve", "none", "--control", filepath.Join(o.dir, "ctl.sock")}, flags...)...)
 	for round := 0; round < 5; round++ {
 		if round == 2 {
 			out, err := inNS(ns, 120*time.Second, nil, "python3", "-c", pyBulkClient, outerV4, fmt.Sprint(64<<20))

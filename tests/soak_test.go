@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tapstack/tapstack/relay"
 )
 
 // soakFor is how long TestSoak runs: short in the suite, as long as
@@ -16,7 +18,7 @@ import (
 var (
 	soakFor    = flag.Duration("soak", 15*time.Second, "how long TestSoak moves data")
 	soakImpair = flag.String("soak-impair", "loss=1%,reorder=1%", "the impairment of TestSoak's wire")
-	soakPcap   = flag.String("soak-pcap", "", "capture TestSoak's frames, headers only, to this file")
+	soakPcap   = flag.String("soak-pcap", "", "capture TestSoak's frames, headers only, to this file (its name ends in -stack.pcap or -flow.pcap, one per engine)")
 )
 
 // pyEchoServer echoes every connection on argv[1]:argv[2] until its end.
@@ -116,15 +118,37 @@ type soakResult struct {
 // forward to a server in the namespace, and to the stack's own echo
 // service (IPv4 and IPv6), many connections in parallel opening and
 // closing; every byte is checked by SHA-256, and at the end the daemon
-// is back to its baseline of memory, goroutines, fds and sockets.
+// is back to its baseline of memory, goroutines, fds and sockets. It
+// runs on both relay engines; in the suite (no -soak given) the flow
+// engine's round is shorter, soakFlowShort, to keep the suite's time.
 func TestSoak(t *testing.T) {
+	engines(t, func(t *testing.T, flags []string) {
+		dur := *soakFor
+		if flags[1] == relay.EngineFlow && !flagSet("soak") {
+			dur = soakFlowShort
+		}
+		testSoak(t, flags, dur)
+	})
+}
+
+// soakFlowShort is the flow engine's soak in the suite.
+const soakFlowShort = 8 * time.Second
+
+// flagSet says whether the flag name was given on the command line.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func testSoak(t *testing.T, flags []string, dur time.Duration) {
 	o := newOuter(t)
 	o.bg("python3", "-c", pyEchoServer, "::", "9100")
 	o.waitTCP(outerV4, 9100)
 	ns := ncNamespace(t)
-	args := []string{"--serve", "echo", "--impair", *soakImpair, "-p", "127.0.0.1:19100:9100"}
+	args := append([]string{"--serve", "echo", "--impair", *soakImpair, "-p", "127.0.0.1:19100:9100"}, flags...)
 	if *soakPcap != "" {
-		args = append(args, "--pcap", *soakPcap, "--pcap-snaplen", "128")
+		args = append(args, "--pcap", strings.TrimSuffix(*soakPcap, ".pcap")+"-"+flags[1]+".pcap", "--pcap-snaplen", "128")
 	}
 	d := o.startDaemon(ns, args...)
 	nsServer := exec.Command("ip", "netns", "exec", ns, "python3", "-c", pyEchoServer, "0.0.0.0", "9100")
@@ -182,7 +206,7 @@ func TestSoak(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	base := d.usage()
 	start := time.Now()
-	total, results, outs := clients(*soakFor)
+	total, results, outs := clients(dur)
 	took := time.Since(start)
 	// Every connection must finish with every byte: a stall (nothing
 	// moved for 60 s), any other error or a corrupted echo fails.
