@@ -219,13 +219,19 @@ python3 -c 'import socket; print(sorted({a[4][0] for a in socket.getaddrinfo("na
 // reached at 10.0.2.2 only with HostLoopback; a Deny range is refused
 // and counted as such.
 func TestRelayedHostLoopbackAndDenyArePolicy(t *testing.T) {
+	engines(t, testHostLoopbackAndDeny)
+}
+
+func testHostLoopbackAndDeny(t *testing.T, cfg daemon.Config) {
 	serveHTTP(t, "127.0.0.1:9000", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "host loopback")
 	}))
 	serveHTTP(t, net.JoinHostPort(nstest.OuterV4, "9001"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "outer")
 	}))
-	closed := nstest.NewRelayed(t, daemon.Config{Relay: relay.Config{Deny: []netip.Prefix{netip.MustParsePrefix(nstest.OuterV4 + "/32")}}})
+	deny := cfg
+	deny.Relay.Deny = []netip.Prefix{netip.MustParsePrefix(nstest.OuterV4 + "/32")}
+	closed := nstest.NewRelayed(t, deny)
 	if r := closed.Run(20*time.Second, nil, "curl", "-s", "--max-time", "5", "http://10.0.2.2:9000/"); r.Err == nil {
 		t.Fatalf("the host's loopback answered without HostLoopback: %q", r.Stdout)
 	}
@@ -235,7 +241,9 @@ func TestRelayedHostLoopbackAndDenyArePolicy(t *testing.T) {
 	if c := counters(closed); c["refused"] == 0 {
 		t.Fatalf("counters %v: the denied connection was not counted as refused", c)
 	}
-	open := nstest.NewRelayed(t, daemon.Config{Relay: relay.Config{HostLoopback: true}})
+	loop := cfg
+	loop.Relay.HostLoopback = true
+	open := nstest.NewRelayed(t, loop)
 	if got := open.MustRun(20*time.Second, nil, "curl", "-sS", "--max-time", "5", "http://10.0.2.2:9000/"); got != "host loopback" {
 		t.Fatalf("with HostLoopback: %q", got)
 	}
