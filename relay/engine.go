@@ -535,7 +535,16 @@ func (e *engine) loop() {
 	}
 	var n int
 	var werr error
+	// drained: the last harvest took every event there was, so the set
+	// is most likely empty now: wait for Go's poller to see it ready
+	// before asking (an empty epoll_wait per wake-up saved), which it
+	// is at once if an event came meanwhile.
+	drained := false
 	harvest := func(fd uintptr) bool {
+		if drained {
+			drained = false
+			return false
+		}
 		n, werr = unix.EpollWait(int(fd), e.events[:], 0)
 		return n > 0 || (werr != nil && werr != unix.EINTR)
 	}
@@ -560,7 +569,9 @@ func (e *engine) loop() {
 		} else {
 			_ = e.epf.SetReadDeadline(time.Time{})
 		}
+		n = 0
 		err := rc.Read(harvest)
+		drained = err == nil && n < len(e.events) // (a deadline: ask)
 		if werr != nil && werr != unix.EINTR {
 			e.g.logf("relay: flow engine: epoll_wait: %v", werr)
 			return
