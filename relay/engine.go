@@ -545,7 +545,7 @@ func (e *engine) loop() {
 			drained = false
 			return false
 		}
-		n, werr = unix.EpollWait(int(fd), e.events[:], 0)
+		n, werr = epollWaitNow(int(fd), e.events[:])
 		return n > 0 || (werr != nil && werr != unix.EINTR)
 	}
 	for {
@@ -1287,6 +1287,15 @@ func recvPeek(fd int, b []byte) (int, error) {
 		unix.MSG_DONTWAIT|unix.MSG_PEEK, 0, 0)
 	if e != 0 {
 		return -1, e
+	}
+	return int(n), nil
+}
+
+// epollWaitNow takes the events ready in an epoll set without waiting.
+func epollWaitNow(epfd int, events []unix.EpollEvent) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
 	}
 	return int(n), nil
 }
