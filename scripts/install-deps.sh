@@ -26,6 +26,8 @@ need runc runc
 need busybox busybox-static
 need rootlesskit rootlesskit
 need newuidmap uidmap
+# the lab masquerades the traffic of nodes behind an uplink with nft
+need nft nftables
 # scripts/vendor-gvisor.sh applies the gVisor patches with patch(1)
 need patch patch
 # go test -race needs cgo, and cgo a C compiler
