@@ -232,7 +232,11 @@ func (g *Gateway) StartEngine(wire Wire, mac [6]byte, mtu int, verify bool) (fun
 		logging: g.cfg.Log != nil && g.cfg.Log.Enabled(context.Background(), slog.LevelDebug),
 		g:       g, wire: wire, mac: mac, verify: verify, mtu: mtu, base: time.Now(),
 		epfd: epfd, epf: os.NewFile(uintptr(epfd), "epoll"), evfd: evfd,
-		index:   map[flowKey]uint32{},
+		// Sized for MaxFlows up front: growing by doubling left the old
+		// arrays to the collector, a few MiB at 10 000 connections;
+		// pages never used are never touched.
+		flows:   make([]tcpFlow, 0, g.cfg.MaxFlows),
+		index:   make(map[flowKey]uint32, g.cfg.MaxFlows),
 		dialing: map[uint32]*dialSlot{},
 		queued:  map[uint32][]byte{},
 		buf:     make([]byte, peekBufSize),
