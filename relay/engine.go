@@ -24,8 +24,9 @@ package relay
 //     becomes a FIN after the data.
 //
 // Everything runs under one lock: segments on the link's reader
-// goroutine, host sockets and timers on the engine's own loop (a locked
-// OS thread blocked in epoll_pwait, edge-triggered on the host sockets).
+// goroutine, host sockets and timers on the engine's own loop (a
+// goroutine waiting in Go's poller on one epoll set, edge-triggered on
+// the host sockets; timers are the wait's deadline).
 // Flows live in a flat table of pointer-free records indexed by their
 // four-tuple; their timers (connect, retransmission, delayed ACK) live
 // in one timer wheel (wheel.go). A flow is gone once both FINs are
@@ -539,16 +540,10 @@ func (e *engine) loop() {
 	}
 	var n int
 	var werr error
-	// drained: the last harvest took every event there was, so the set
-	// is most likely empty now: wait for Go's poller to see it ready
-	// before asking (an empty epoll_wait per wake-up saved), which it
-	// is at once if an event came meanwhile.
-	drained := false
+	// Each wait asks the set first: Go's poller forgets a readiness
+	// that came before the wait began, so a wait that skipped the
+	// question could sleep on events already there.
 	harvest := func(fd uintptr) bool {
-		if drained {
-			drained = false
-			return false
-		}
 		n, werr = epollWaitNow(int(fd), e.events[:])
 		return n > 0 || (werr != nil && werr != unix.EINTR)
 	}
@@ -575,7 +570,6 @@ func (e *engine) loop() {
 		}
 		n = 0
 		err := rc.Read(harvest)
-		drained = err == nil && n < len(e.events) // (a deadline: ask)
 		if werr != nil && werr != unix.EINTR {
 			e.g.logf("relay: flow engine: epoll_wait: %v", werr)
 			return
