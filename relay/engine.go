@@ -43,6 +43,7 @@ import (
 	mrand "math/rand/v2"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -182,7 +183,10 @@ type engine struct {
 	// not take yet, per flow (block); queuedBytes counts it all.
 	// Protected by mu.
 	queued      map[uint32][]byte
-	queuedBytes int
+	queuedBytes int // with what held holds
+	// held holds the namespace's segments that came after a hole, per
+	// flow, in sequence order (hold). Protected by mu.
+	held map[uint32][]heldSeg
 
 	wg sync.WaitGroup
 }
@@ -240,6 +244,7 @@ func (g *Gateway) StartEngine(wire Wire, mac [6]byte, mtu int, verify bool) (fun
 		index:   make(map[flowKey]uint32, g.cfg.MaxFlows),
 		dialing: map[uint32]*dialSlot{},
 		queued:  map[uint32][]byte{},
+		held:    map[uint32][]heldSeg{},
 		buf:     make([]byte, peekBufSize),
 	}
 	g.mu.Lock()
@@ -469,6 +474,7 @@ func (e *engine) release(f *tcpFlow, idx uint32) {
 	}
 	unix.Close(int(f.fd))
 	e.dropQueue(idx)
+	e.dropHeld(idx)
 	release(g.flows)
 	gen := f.gen
 	*f = tcpFlow{gen: gen}
@@ -903,6 +909,10 @@ func (e *engine) ackInput(f *tcpFlow, idx uint32, s *segment) bool {
 		}
 		if len(s.payload) == 0 && s.flags&header.TCPFlagFin == 0 && f.sndNxt != f.sndUna && wnd == f.sndWnd {
 			if f.dupAcks++; f.dupAcks == 3 {
+				// Go back to the hole. (Resending the hole alone and
+				// then one per partial acknowledgement, as NewReno
+				// does, was slower under loss and reorder here and
+				// stalled a flow of the soak: not yet.)
 				e.retransmit(f, idx)
 			}
 		}
@@ -944,58 +954,27 @@ func (e *engine) dataInput(f *tcpFlow, idx uint32, s *segment) {
 		p, seq = p[skip:], f.rcvNxt
 	}
 	if seq != f.rcvNxt {
-		e.sendAck(f) // a hole before it: the namespace sends it again
-		return
-	}
-	if f.flags&flBlocked != 0 {
-		// The host socket is full: what the window let in waits here,
-		// acknowledged, so that no segment is dropped (the namespace
-		// would send everything after it again, one hole per round
-		// trip: it has no selective acknowledgements from us).
-		room := int(f.room)
-		if len(p) > room || !e.queue(idx, p) {
-			e.sendAck(f) // beyond the window: sent again
-			return
-		}
-		f.take(e, len(p))
-		f.room -= uint32(len(p))
-		if fin {
-			f.rcvNxt++
-			f.flags |= flFinRecv | flFinQueued
-		}
+		// A hole before it: keep it for when the hole is filled, and
+		// say where the hole is (a duplicate ACK).
+		e.hold(f, idx, seq, p, fin)
 		e.sendAck(f)
 		return
 	}
-	if len(p) > 0 {
-		n, err := sendNonblock(int(f.fd), p)
-		if err != nil && err != unix.EAGAIN {
-			e.reset(f, idx, true)
-			return
+	ok := e.accept(f, idx, p, fin)
+	filled := false
+	for ok && f.state != stFree {
+		q, qfin, found := e.unhold(idx, f.rcvNxt)
+		if !found {
+			break
 		}
-		n = max(n, 0)
-		if n < len(p) {
-			// The socket took part: the rest waits in the queue,
-			// and the window is what is left of it.
-			e.block(f, idx)
-			if !e.queue(idx, p[n:]) {
-				f.take(e, n)
-				f.room = 0
-				e.sendAck(f)
-				return
-			}
-			f.take(e, len(p))
-			f.room = uint32(max(0, engineWindow-len(p[n:])))
-			if fin {
-				f.rcvNxt++
-				f.flags |= flFinRecv | flFinQueued
-			}
-			e.sendAck(f)
-			return
-		}
-		f.take(e, n)
+		filled = true
+		ok = e.accept(f, idx, q, qfin)
 	}
-	if fin {
-		e.finInput(f, idx)
+	switch {
+	case f.state == stFree || f.flags&flFinRecv != 0 && f.flags&flFinQueued == 0:
+		return // ended, or the FIN was acknowledged
+	case !ok || filled || f.flags&flBlocked != 0:
+		e.sendAck(f)
 		return
 	}
 	// The acknowledgement rides on the answer if one comes within a
@@ -1007,6 +986,124 @@ func (e *engine) dataInput(f *tcpFlow, idx uint32, s *segment) {
 	if f.ackAt == 0 {
 		e.arm(f, idx, &f.ackAt, e.tick()+1)
 	}
+}
+
+// accept takes p (and a FIN after it) at rcvNxt: into the host socket,
+// or into the engine's queue while the socket is full. It returns false
+// if the flow ended or not all could be taken (beyond the window).
+func (e *engine) accept(f *tcpFlow, idx uint32, p []byte, fin bool) bool {
+	if f.flags&flBlocked != 0 {
+		// The host socket is full: what the window let in waits here,
+		// acknowledged, so that no segment is dropped (the namespace
+		// would send everything after it again).
+		if len(p) > int(f.room) || !e.queue(idx, p) {
+			return false // beyond the window: sent again
+		}
+		f.take(e, len(p))
+		f.room -= uint32(len(p))
+		if fin {
+			f.rcvNxt++
+			f.flags |= flFinRecv | flFinQueued
+		}
+		return true
+	}
+	if len(p) > 0 {
+		n, err := sendNonblock(int(f.fd), p)
+		if err != nil && err != unix.EAGAIN {
+			e.reset(f, idx, true)
+			return false
+		}
+		n = max(n, 0)
+		if n < len(p) {
+			// The socket took part: the rest waits in the queue,
+			// and the window is what is left of it.
+			e.block(f, idx)
+			if !e.queue(idx, p[n:]) {
+				f.take(e, n)
+				f.room = 0
+				return false
+			}
+			f.take(e, len(p))
+			f.room = uint32(max(0, engineWindow-len(p[n:])))
+			if fin {
+				f.rcvNxt++
+				f.flags |= flFinRecv | flFinQueued
+			}
+			return true
+		}
+		f.take(e, n)
+	}
+	if fin {
+		e.finInput(f, idx)
+		return false
+	}
+	return true
+}
+
+// heldSeg is a segment of the namespace's that came after a hole.
+type heldSeg struct {
+	seq  uint32
+	fin  bool
+	data []byte
+}
+
+// hold keeps a segment that came after a hole (within the window and
+// the engine's bound on what it keeps), so that once the namespace
+// sends the hole again the acknowledgement covers both and it need not
+// send the rest: it has no selective acknowledgements from us.
+func (e *engine) hold(f *tcpFlow, idx uint32, seq uint32, p []byte, fin bool) {
+	if seq-f.rcvNxt+uint32(len(p)) > engineWindow || e.queuedBytes+len(p) > maxQueued {
+		return
+	}
+	hs := e.held[idx]
+	i := 0
+	for i < len(hs) && seqLT(hs[i].seq, seq) {
+		i++
+	}
+	if i < len(hs) && hs[i].seq == seq && len(hs[i].data) >= len(p) {
+		return // had it
+	}
+	hs = slices.Insert(hs, i, heldSeg{seq: seq, fin: fin, data: slices.Clone(p)})
+	e.held[idx] = hs
+	e.queuedBytes += len(p)
+}
+
+// unhold returns what is held from rcvNxt on, if anything, and forgets
+// what the flow has taken already.
+func (e *engine) unhold(idx uint32, rcvNxt uint32) ([]byte, bool, bool) {
+	hs := e.held[idx]
+	for len(hs) > 0 {
+		h := hs[0]
+		end := h.seq + uint32(len(h.data))
+		if seqGT(h.seq, rcvNxt) {
+			break // a hole still
+		}
+		hs = hs[1:]
+		e.queuedBytes -= len(h.data)
+		if seqLT(end, rcvNxt) || end == rcvNxt && !h.fin {
+			continue // taken already
+		}
+		if len(hs) == 0 {
+			delete(e.held, idx)
+		} else {
+			e.held[idx] = hs
+		}
+		return h.data[rcvNxt-h.seq:], h.fin, true
+	}
+	if len(hs) == 0 {
+		delete(e.held, idx)
+	} else {
+		e.held[idx] = hs
+	}
+	return nil, false, false
+}
+
+// dropHeld forgets flow idx's held segments.
+func (e *engine) dropHeld(idx uint32) {
+	for _, h := range e.held[idx] {
+		e.queuedBytes -= len(h.data)
+	}
+	delete(e.held, idx)
 }
 
 // pull sends what the host socket holds beyond the peek offset, as far
