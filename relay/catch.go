@@ -175,16 +175,13 @@ func ipv4Packet(src, dst netip.Addr, proto tcpip.TransportProtocolNumber, n int)
 	return pkt
 }
 
-// sendUnreachable writes an ICMP error quoting headers (the offending
-// packet's IP header and first 8 transport bytes) back to its sender.
-func sendUnreachable(st *stack.Stack, id flowID, syn *synCopy, why unreach) error {
-	src := id.Dst.Addr()
-	dst := id.Src.Addr()
-	var pkt []byte
-	var proto tcpip.NetworkProtocolNumber
-	if !syn.v6 {
-		proto = ipv4.ProtocolNumber
-		pkt = ipv4Packet(src, dst, header.ICMPv4ProtocolNumber, header.ICMPv4MinimumSize+len(syn.headers))
+// unreachablePacket is the IP packet of an ICMP destination unreachable
+// from src to dst quoting headers (the offending packet's IP header and
+// first 8 transport bytes): host or network unreachable, or port
+// unreachable (IPv4); address, no route or port unreachable (IPv6).
+func unreachablePacket(src, dst netip.Addr, v6 bool, headers []byte, why unreach) []byte {
+	if !v6 {
+		pkt := ipv4Packet(src, dst, header.ICMPv4ProtocolNumber, header.ICMPv4MinimumSize+len(headers))
 		ic := header.ICMPv4(pkt[header.IPv4MinimumSize:])
 		ic.SetType(header.ICMPv4DstUnreachable)
 		code := header.ICMPv4HostUnreachable
@@ -195,33 +192,43 @@ func sendUnreachable(st *stack.Stack, id flowID, syn *synCopy, why unreach) erro
 			code = header.ICMPv4PortUnreachable
 		}
 		ic.SetCode(code)
-		copy(ic[header.ICMPv4MinimumSize:], syn.headers)
+		copy(ic[header.ICMPv4MinimumSize:], headers)
 		ic.SetChecksum(0)
 		ic.SetChecksum(^checksum.Checksum(ic, 0))
-	} else {
+		return pkt
+	}
+	icmpLen := header.ICMPv6ErrorHeaderSize + len(headers)
+	pkt := make([]byte, header.IPv6MinimumSize+icmpLen)
+	ip := header.IPv6(pkt)
+	ip.Encode(&header.IPv6Fields{
+		PayloadLength: uint16(icmpLen), TransportProtocol: header.ICMPv6ProtocolNumber, HopLimit: 64,
+		SrcAddr: tcpip.AddrFrom16(src.As16()), DstAddr: tcpip.AddrFrom16(dst.As16()),
+	})
+	ic := header.ICMPv6(pkt[header.IPv6MinimumSize:])
+	ic.SetType(header.ICMPv6DstUnreachable)
+	code := header.ICMPv6AddressUnreachable
+	switch why {
+	case unreachNet:
+		code = header.ICMPv6NetworkUnreachable
+	case unreachPort:
+		code = header.ICMPv6PortUnreachable
+	}
+	ic.SetCode(code)
+	copy(ic[header.ICMPv6ErrorHeaderSize:], headers)
+	ic.SetChecksum(0)
+	ic.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{
+		Header: ic, Src: tcpip.AddrFrom16(src.As16()), Dst: tcpip.AddrFrom16(dst.As16()),
+	}))
+	return pkt
+}
+
+// sendUnreachable writes an ICMP error quoting headers (the offending
+// packet's IP header and first 8 transport bytes) back to its sender.
+func sendUnreachable(st *stack.Stack, id flowID, syn *synCopy, why unreach) error {
+	pkt := unreachablePacket(id.Dst.Addr(), id.Src.Addr(), syn.v6, syn.headers, why)
+	proto := ipv4.ProtocolNumber
+	if syn.v6 {
 		proto = ipv6.ProtocolNumber
-		icmpLen := header.ICMPv6ErrorHeaderSize + len(syn.headers)
-		pkt = make([]byte, header.IPv6MinimumSize+icmpLen)
-		ip := header.IPv6(pkt)
-		ip.Encode(&header.IPv6Fields{
-			PayloadLength: uint16(icmpLen), TransportProtocol: header.ICMPv6ProtocolNumber, HopLimit: 64,
-			SrcAddr: tcpip.AddrFrom16(src.As16()), DstAddr: tcpip.AddrFrom16(dst.As16()),
-		})
-		ic := header.ICMPv6(pkt[header.IPv6MinimumSize:])
-		ic.SetType(header.ICMPv6DstUnreachable)
-		code := header.ICMPv6AddressUnreachable
-		switch why {
-		case unreachNet:
-			code = header.ICMPv6NetworkUnreachable
-		case unreachPort:
-			code = header.ICMPv6PortUnreachable
-		}
-		ic.SetCode(code)
-		copy(ic[header.ICMPv6ErrorHeaderSize:], syn.headers)
-		ic.SetChecksum(0)
-		ic.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{
-			Header: ic, Src: tcpip.AddrFrom16(src.As16()), Dst: tcpip.AddrFrom16(dst.As16()),
-		}))
 	}
 	if terr := st.GV().WritePacketToRemote(syn.nic, syn.srcMAC, proto, buffer.MakeWithData(pkt)); terr != nil {
 		return fmt.Errorf("send ICMP unreachable: %s", terr)

@@ -770,45 +770,20 @@ func (e *engine) unreachable(s *segment, network bool) {
 	binary.BigEndian.PutUint16(t[0:], s.sport)
 	binary.BigEndian.PutUint16(t[2:], s.dport)
 	binary.BigEndian.PutUint32(t[4:], s.seq)
-	ipLen, icmpLen, ethType := ip4HdrLen, header.ICMPv4MinimumSize+len(q), header.IPv4ProtocolNumber
-	if s.v6 {
-		ipLen, icmpLen, ethType = ip6HdrLen, header.ICMPv6MinimumSize+len(q), header.IPv6ProtocolNumber
+	why, ethType := unreachHost, header.IPv4ProtocolNumber
+	if network {
+		why = unreachNet
 	}
-	b := e.hdr[:ethHdrLen+ipLen+icmpLen]
-	clear(b)
-	copy(b[0:6], s.srcMAC[:])
-	copy(b[6:12], e.mac[:])
-	binary.BigEndian.PutUint16(b[12:], uint16(ethType))
-	ip, icmp := b[ethHdrLen:ethHdrLen+ipLen], b[ethHdrLen+ipLen:]
 	if s.v6 {
-		header.IPv6(ip).Encode(&header.IPv6Fields{PayloadLength: uint16(icmpLen), TransportProtocol: header.ICMPv6ProtocolNumber, HopLimit: 64,
-			SrcAddr: tcpipAddr(s.dst[:]), DstAddr: tcpipAddr(s.src[:])})
-		h := header.ICMPv6(icmp)
-		h.SetType(header.ICMPv6DstUnreachable)
-		code := header.ICMPv6AddressUnreachable
-		if network {
-			code = header.ICMPv6NetworkUnreachable
-		}
-		h.SetCode(code)
-		copy(icmp[header.ICMPv6MinimumSize:], q)
-		h.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{Header: h, Src: tcpipAddr(s.dst[:]), Dst: tcpipAddr(s.src[:])}))
-	} else {
-		h4 := header.IPv4(ip)
-		h4.Encode(&header.IPv4Fields{TotalLength: uint16(ipLen + icmpLen), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
-			SrcAddr: tcpipAddr(s.dst[:4]), DstAddr: tcpipAddr(s.src[:4])})
-		h4.SetChecksum(^h4.CalculateChecksum())
-		h := header.ICMPv4(icmp)
-		h.SetType(header.ICMPv4DstUnreachable)
-		code := header.ICMPv4HostUnreachable
-		if network {
-			code = header.ICMPv4NetUnreachable
-		}
-		h.SetCode(code)
-		copy(icmp[header.ICMPv4MinimumSize:], q)
-		h.SetChecksum(^checksumOf(icmp))
+		ethType = header.IPv6ProtocolNumber
 	}
+	pkt := unreachablePacket(addrOf(s.v6, s.dst), addrOf(s.v6, s.src), s.v6, q, why)
+	eth := e.hdr[:ethHdrLen]
+	copy(eth[0:6], s.srcMAC[:])
+	copy(eth[6:12], e.mac[:])
+	binary.BigEndian.PutUint16(eth[12:], uint16(ethType))
 	f := tcpFlow{sport: s.sport}
-	e.write(&f, e.hdr[:ethHdrLen+ipLen+icmpLen], nil)
+	e.write(&f, eth, pkt)
 }
 
 // input handles a segment of flow f from the namespace.
@@ -1350,21 +1325,6 @@ func seqGT(a, b uint32) bool { return int32(a-b) > 0 }
 
 // seqInWindow reports whether seq is in [start, start+size).
 func seqInWindow(seq, start, size uint32) bool { return seq-start < size }
-
-// checksumOf is the Internet checksum of b (not complemented).
-func checksumOf(b []byte) uint16 {
-	var sum uint32
-	for ; len(b) >= 2; b = b[2:] {
-		sum += uint32(b[0])<<8 | uint32(b[1])
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return uint16(sum)
-}
 
 // The host socket calls: non-blocking, so they go straight to the
 // kernel without the scheduler's system call bookkeeping (see nbio).
