@@ -392,7 +392,11 @@ func (e *engine) open(s *segment, key flowKey) bool {
 	e.index[key] = idx
 	e.dialing[idx] = slot
 	e.live++
-	ev := unix.EpollEvent{Events: unix.EPOLLOUT | unix.EPOLLET, Fd: int32(idx), Pad: int32(f.gen)}
+	// Registered once for all it will need, edge-triggered: EPOLLOUT
+	// says the connect ended, and later that a full socket has room
+	// again (the kernel signals it only after a short send); EPOLLIN
+	// and EPOLLRDHUP that the host sent data or its end of file.
+	ev := unix.EpollEvent{Events: unix.EPOLLOUT | unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(idx), Pad: int32(f.gen)}
 	if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		e.dialFailed(f, idx, err)
 		return true
@@ -657,7 +661,12 @@ func (e *engine) timer(w wheelEntry, tick int64) {
 // hostEvent handles epoll events of f's host socket.
 func (e *engine) hostEvent(f *tcpFlow, idx uint32, events uint32) {
 	if f.state == stDialing {
-		e.connected(f, idx)
+		if e.connected(f, idx); f.state == stSynRcvd && events&(unix.EPOLLIN|unix.EPOLLRDHUP) != 0 {
+			f.flags |= flHostMore // the host spoke first: sent after the handshake
+			if events&unix.EPOLLRDHUP != 0 {
+				f.flags |= flHostEOF
+			}
+		}
 		return
 	}
 	if events&unix.EPOLLOUT != 0 && f.flags&flBlocked != 0 {
@@ -691,11 +700,6 @@ func (e *engine) connected(f *tcpFlow, idx uint32) {
 	g.dials.end(slot, true)
 	g.dialStats.record(time.Since(slot.started), nil)
 	if err := unix.SetsockoptInt(int(f.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
-		e.reset(f, idx, true)
-		return
-	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(idx), Pad: int32(f.gen)}
-	if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_MOD, int(f.fd), &ev); err != nil {
 		e.reset(f, idx, true)
 		return
 	}
@@ -1218,13 +1222,11 @@ func (e *engine) queue(idx uint32, p []byte) bool {
 // block marks f's host socket full: the loop waits for EPOLLOUT, which
 // the kernel signals once it has room again (a short send marked it
 // full).
-func (e *engine) block(f *tcpFlow, idx uint32) {
+func (e *engine) block(f *tcpFlow, _ uint32) {
 	if f.flags&flBlocked != 0 {
 		return
 	}
 	f.flags |= flBlocked
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLOUT | unix.EPOLLET, Fd: int32(idx), Pad: int32(f.gen)}
-	_ = unix.EpollCtl(e.epfd, unix.EPOLL_CTL_MOD, int(f.fd), &ev)
 }
 
 // unblock moves what waits in f's queue into its host socket, as far as
@@ -1247,8 +1249,6 @@ func (e *engine) unblock(f *tcpFlow, idx uint32) {
 	e.dropQueue(idx)
 	f.flags &^= flBlocked
 	f.room = engineWindow
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(idx), Pad: int32(f.gen)}
-	_ = unix.EpollCtl(e.epfd, unix.EPOLL_CTL_MOD, int(f.fd), &ev)
 	if f.flags&flFinQueued != 0 {
 		e.finInput(f, idx)
 		return
