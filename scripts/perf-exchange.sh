@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# System calls, context switches and CPU time of the daemon per TCP
+# request/response exchange of 1 byte, through tapstack's relay (both
+# engines), slirp4netns and pasta, counted with perf stat.
+#
+# A client in a namespace makes N 1-byte exchanges (TCP_NODELAY) over one
+# TCP connection to an echo server in an outer namespace of the script's
+# own (the "host"); perf stat counts the daemon that carries them
+# (raw_syscalls:sys_enter, context-switches, task-clock) from just before
+# the first exchange to just after the last. Nothing leaves the outer
+# namespace. Prints a Markdown table.
+#
+#   sudo scripts/perf-exchange.sh /path/to/tapstack
+#   sudo N=50000 MTU=1500 scripts/perf-exchange.sh /path/to/tapstack
+#
+# Needs ip, python3 and perf (with the raw_syscalls tracepoints);
+# slirp4netns and pasta are measured when installed.
+set -euo pipefail
+
+BIN=${1:?usage: perf-exchange.sh TAPSTACK-BINARY}
+N=${N:-20000}
+MTU=${MTU:-65520}
+WARMUP=${WARMUP:-500}
+SRV=198.51.100.1
+PORT=7
+
+case $BIN in /*) ;; *) BIN=$PWD/$BIN ;; esac
+[ -x "$BIN" ] || { echo "perf-exchange.sh: $BIN is not executable" >&2; exit 1; }
+for tool in ip python3 perf; do
+	command -v "$tool" >/dev/null || { echo "perf-exchange.sh: needs $tool on PATH" >&2; exit 1; }
+done
+
+OUTER=tspx-$$
+NAMESPACES=("$OUTER")
+PIDS=()
+TMP=$(mktemp -d /tmp/tspx-XXXXXX)
+
+cleanup() {
+	local pid i
+	# The client, if a case was cut short.
+	if [ -n "${CLIENT_PID:-}" ]; then kill "$CLIENT_PID" 2>/dev/null || true; fi
+	if [ -n "${PERF_PID:-}" ]; then kill "$PERF_PID" 2>/dev/null || true; fi
+	for pid in "${PIDS[@]}"; do
+		kill -INT "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		for i in $(seq 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	for i in "${NAMESPACES[@]}"; do
+		ip netns del "$i" 2>/dev/null || true
+	done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+# track PID: a daemon to stop on exit.
+track() { PIDS+=("$1"); }
+
+# stop PID: stops one daemon now.
+stop() {
+	local i
+	kill -INT "$1" 2>/dev/null || true
+	for i in $(seq 50); do
+		kill -0 "$1" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+
+newns() {
+	ip netns add "$1"
+	NAMESPACES+=("$1")
+	ip -n "$1" link set lo up
+}
+
+# The "host": the echo server on its loopback, and (for pasta, which
+# copies the host's addresses and routes) an interface with a default route.
+newns "$OUTER"
+ip -n "$OUTER" addr add $SRV/32 dev lo
+ip -n "$OUTER" link add tspx0 mtu "$MTU" type veth peer name tspx1
+ip -n "$OUTER" addr add 192.0.2.1/24 dev tspx0
+ip -n "$OUTER" link set tspx0 up
+ip -n "$OUTER" link set tspx1 up
+ip -n "$OUTER" route add default via 192.0.2.2 dev tspx0
+
+ECHO='
+import socket, sys, threading
+def serve(c):
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with c:
+        while True:
+            b = c.recv(65536)
+            if not b:
+                return
+            c.sendall(b)
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(64)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+'
+ip netns exec "$OUTER" python3 -c "$ECHO" "$SRV" "$PORT" &
+track $!
+
+# The client: warms the connection up, says "ready", waits for a line,
+# makes N exchanges, prints "done AVG-RTT-µs", waits for a line, exits.
+PY_CLIENT='
+import socket, sys, time
+host, port, n, warm = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+s = socket.create_connection((host, port), timeout=10)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def run(m):
+    for _ in range(m):
+        s.send(b"x")
+        if s.recv(64) != b"x":
+            sys.exit("echo broke off")
+run(warm)
+print("ready", flush=True)
+sys.stdin.readline()
+t = time.perf_counter()
+run(n)
+print("done %.2f" % ((time.perf_counter() - t) / n * 1e6), flush=True)
+sys.stdin.readline()
+s.close()
+'
+
+# wait_for DESCRIPTION COMMAND...: retries COMMAND for up to 20 s.
+wait_for() {
+	local what=$1 i
+	shift
+	for i in $(seq 200); do
+		if "$@" >/dev/null 2>&1; then return 0; fi
+		sleep 0.1
+	done
+	echo "perf-exchange.sh: $what not ready in 20 s" >&2
+	return 1
+}
+
+# The echo server answers (from the outer namespace itself).
+wait_for "the echo server" ip netns exec "$OUTER" python3 -c \
+	'import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()' "$SRV" "$PORT"
+
+ROWS=()
+
+# measure NAME NS DAEMON-PID: runs the client in NS and counts DAEMON-PID.
+measure() {
+	local name=$1 ns=$2 pid=$3 line rtt sys cs clock perfout=$TMP/perf-$1.csv
+	coproc CLIENT { exec ip netns exec "$ns" python3 -c "$PY_CLIENT" "$SRV" "$PORT" "$N" "$WARMUP" 2>&1; }
+	if ! read -r -t 60 line <&"${CLIENT[0]}" || [ "$line" != ready ]; then
+		echo "perf-exchange.sh: $name: client did not start: ${line:-}" >&2
+		ROWS+=("| $name | failed | | | |")
+		kill "$CLIENT_PID" 2>/dev/null || true
+		wait "$CLIENT_PID" 2>/dev/null || true
+		CLIENT_PID=
+		return
+	fi
+	perf stat -x, -o "$perfout" -e raw_syscalls:sys_enter,context-switches,task-clock -p "$pid" &
+	PERF_PID=$!
+	sleep 0.5 # perf opens its counters
+	echo go >&"${CLIENT[1]}"
+	line=
+	read -r -t 600 line <&"${CLIENT[0]}" || true
+	kill -INT "$PERF_PID" 2>/dev/null || true
+	wait "$PERF_PID" || true
+	PERF_PID=
+	echo bye >&"${CLIENT[1]}" || true
+	wait "$CLIENT_PID" 2>/dev/null || true
+	CLIENT_PID=
+	case $line in
+	done\ *) rtt=${line#done } ;;
+	*)
+		echo "perf-exchange.sh: $name: client failed: $line" >&2
+		ROWS+=("| $name | failed | | | |")
+		return
+		;;
+	esac
+	# perf -x, lines: value,unit,event,...; task-clock is in ms.
+	sys=$(awk -F, '$3 ~ /^raw_syscalls:sys_enter/ {print $1}' "$perfout")
+	cs=$(awk -F, '$3 ~ /^context-switches/ {print $1}' "$perfout")
+	clock=$(awk -F, '$3 ~ /^task-clock/ {print $1}' "$perfout")
+	ROWS+=("$(awk -v name="$name" -v n="$N" -v sys="$sys" -v cs="$cs" -v clock="$clock" -v rtt="$rtt" \
+		'BEGIN { printf "| %s | %.2f | %.2f | %.1f | %.1f |", name, sys / n, cs / n, clock * 1000 / n, rtt }')")
+	echo "measured $name: ${ROWS[-1]}" >&2
+}
+
+# tapstack's relay: the daemon runs in the outer namespace and serves NS.
+tapstack_case() {
+	local name=$1 engine=$2 ns=tspx$2-$$ pid
+	newns "$ns"
+	ip netns exec "$OUTER" "$BIN" up --netns "$ns" --mtu "$MTU" --control "$TMP/$ns.sock" \
+		--serve none --relay-engine "$engine" --tx-queues 1 >"$TMP/$ns.out" 2>"$TMP/$ns.err" &
+	pid=$!
+	track "$pid"
+	if ! wait_for "tapstack up ($engine)" grep -q '^ready' "$TMP/$ns.out"; then
+		cat "$TMP/$ns.err" >&2
+		ROWS+=("| $name | failed | | | |")
+		stop "$pid"
+		return
+	fi
+	measure "$name" "$ns" "$pid"
+	stop "$pid"
+}
+
+tapstack_case "tapstack relay (stack engine)" stack
+tapstack_case "tapstack relay (flow engine)" flow
+
+# slirp4netns: its host side in the outer namespace, its TAP in NS.
+if command -v slirp4netns >/dev/null; then
+	ns=tspxs-$$
+	newns "$ns"
+	mkfifo "$TMP/slirp.ready"
+	ip netns exec "$OUTER" slirp4netns --configure --mtu="$MTU" --disable-host-loopback \
+		--ready-fd=3 --netns-type=path "/run/netns/$ns" tap0 >"$TMP/slirp.out" 2>&1 3>"$TMP/slirp.ready" &
+	pid=$!
+	track "$pid"
+	# slirp4netns writes "1" to its ready fd, without a newline.
+	if [ "$(timeout 20 head -c1 "$TMP/slirp.ready")" = 1 ]; then
+		measure slirp4netns "$ns" "$pid"
+	else
+		cat "$TMP/slirp.out" >&2
+		ROWS+=("| slirp4netns | failed | | | |")
+	fi
+	stop "$pid"
+else
+	echo "perf-exchange.sh: slirp4netns not installed, skipped" >&2
+fi
+
+# pasta: joins NS, copies the outer namespace's addresses and routes.
+if command -v pasta >/dev/null; then
+	ns=tspxp-$$
+	newns "$ns"
+	ip netns exec "$OUTER" pasta --runas 0:0 --config-net -q -f -m "$MTU" --netns "$ns" >"$TMP/pasta.out" 2>&1 &
+	pid=$!
+	track "$pid"
+	if wait_for pasta sh -c "ip -n '$ns' route show default | grep -q ." && kill -0 "$pid" 2>/dev/null; then
+		measure pasta "$ns" "$pid"
+	else
+		cat "$TMP/pasta.out" >&2
+		ROWS+=("| pasta | failed | | | |")
+	fi
+	stop "$pid"
+else
+	echo "perf-exchange.sh: pasta not installed, skipped" >&2
+fi
+
+echo "$N exchanges of 1 byte each way over one TCP connection, MTU $MTU; the daemon's counts (perf stat -p) per exchange:"
+echo
+echo "| path | syscalls/exchange | context switches/exchange | CPU µs/exchange | avg RTT µs |"
+echo "|---|---|---|---|---|"
+printf '%s\n' "${ROWS[@]}"
