@@ -107,17 +107,14 @@ type tcpFlow struct {
 	dupAcks      uint8
 	retries      uint8
 
-	rcvNxt uint32 // next sequence number from the namespace
-	// undiscarded counts bytes the namespace acknowledged that are
-	// still at the head of the host socket's receive queue.
-	undiscarded uint32
-	room        uint32 // the window we advertise: less what waits in the queue while the host socket is full
-	unacked     uint32 // bytes taken but not yet acknowledged
-	iss         uint32
-	sndUna      uint32 // oldest sequence number not acknowledged by the namespace
-	sndNxt      uint32 // next sequence number to send
-	sndWnd      uint32 // the namespace's window, scaled
-	rttSeq      uint32
+	rcvNxt  uint32 // next sequence number from the namespace
+	room    uint32 // the window we advertise: less what waits in the queue while the host socket is full
+	unacked uint32 // bytes taken but not yet acknowledged
+	iss     uint32
+	sndUna  uint32 // oldest sequence number not acknowledged by the namespace
+	sndNxt  uint32 // next sequence number to send
+	sndWnd  uint32 // the namespace's window, scaled
+	rttSeq  uint32
 
 	rto, srtt, rttvar uint32 // ms, µs, µs
 	rttStart          int64  // ns since the engine's base
@@ -148,7 +145,6 @@ const (
 	maxSleep     = 5        // ms: the longest the loop waits while flows live
 	idleCadence  = 2000     // ms: and for this long after the last one ended
 	maxQueued    = 64 << 20 // bytes waiting for full host sockets, all flows together
-	discardBatch = 16 << 10 // acknowledged bytes dropped from a host socket at once
 )
 
 type engine struct {
@@ -479,10 +475,6 @@ func (e *engine) release(f *tcpFlow, idx uint32) {
 	}
 	if f.flags&flUpload != 0 {
 		g.uploads.Add(-1)
-	}
-	if f.undiscarded > 0 {
-		// Unread data would make close send a reset.
-		_, _ = recvDiscard(int(f.fd), int(f.undiscarded))
 	}
 	unix.Close(int(f.fd))
 	e.dropQueue(idx)
@@ -859,15 +851,9 @@ func (e *engine) ackInput(f *tcpFlow, idx uint32, s *segment) bool {
 			f.flags |= flFinAcked
 		}
 		if n > 0 {
-			// What the namespace has is dropped from the host socket in
-			// batches: a small answer's acknowledgement costs no system
-			// call (the peek offset counts from the queue's head).
-			if f.undiscarded += n; f.undiscarded >= discardBatch {
-				if _, err := recvDiscard(int(f.fd), int(f.undiscarded)); err != nil {
-					e.reset(f, idx, true)
-					return false
-				}
-				f.undiscarded = 0
+			if _, err := recvDiscard(int(f.fd), int(n)); err != nil {
+				e.reset(f, idx, true)
+				return false
 			}
 			f.down += uint64(n)
 			e.g.bytes.down.Add(uint64(n))
@@ -1190,7 +1176,7 @@ func (e *engine) retransmit(f *tcpFlow, idx uint32) {
 	}
 	f.sndNxt = f.sndUna
 	f.flags &^= flFinSent | flTiming
-	_ = unix.SetsockoptInt(int(f.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, int(f.undiscarded))
+	_ = unix.SetsockoptInt(int(f.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0)
 	e.pull(f, idx)
 }
 
