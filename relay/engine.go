@@ -548,76 +548,97 @@ func (e *engine) loop() {
 		e.g.logf("relay: flow engine: %v", err)
 		return
 	}
-	var n int
-	var werr error
-	// Each wait asks the set first: Go's poller forgets a readiness
-	// that came before the wait began, so a wait that skipped the
-	// question could sleep on events already there.
-	harvest := func(fd uintptr) bool {
-		n, werr = epollWaitNow(int(fd), e.events[:])
-		return n > 0 || (werr != nil && werr != unix.EINTR)
-	}
-	for {
-		e.mu.Lock()
-		timeout := -1
-		if next := e.wheel.next(); next >= 0 {
-			timeout = int(max(0, next-e.tick()))
+	// serve runs inside one long read of the set: Go's poller forgets a
+	// readiness that came before a read began, not one that comes
+	// while its function runs, so only the first call of each read
+	// must ask before it waits, and each wake-up costs one epoll_pwait.
+	stop := false
+	serve := func(fd uintptr) bool {
+		for {
+			n, werr := epollWaitNow(int(fd), e.events[:])
+			if werr != nil && werr != unix.EINTR {
+				e.g.logf("relay: flow engine: epoll_wait: %v", werr)
+				stop = true
+				return true
+			}
+			if !e.handle(n) {
+				stop = true
+				return true
+			}
+			if n < len(e.events) {
+				break
+			}
 		}
-		// Timers armed by the link's goroutine (a delayed ACK, a
-		// retransmission) do not wake the loop: while flows live it
-		// sleeps no longer than maxSleep, so that arming a timer costs
-		// no system call. Dials in progress are checked for eviction
-		// as often.
-		if (e.live > 0 || e.tick()-e.idleAt < idleCadence) && (timeout < 0 || timeout > maxSleep) {
-			timeout = maxSleep
-		}
-		e.sleepsLong = timeout < 0 || timeout > maxSleep
-		e.mu.Unlock()
+		timeout := e.nextTimeout()
 		if timeout >= 0 {
 			_ = e.epf.SetReadDeadline(time.Now().Add(time.Duration(timeout) * time.Millisecond))
 		} else {
 			_ = e.epf.SetReadDeadline(time.Time{})
 		}
-		n = 0
-		err := rc.Read(harvest)
-		if werr != nil && werr != unix.EINTR {
-			e.g.logf("relay: flow engine: epoll_wait: %v", werr)
-			return
-		}
+		return false
+	}
+	for !stop {
+		err := rc.Read(serve)
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			return // closed
 		}
-		e.mu.Lock()
-		if e.closed {
-			e.mu.Unlock()
-			return
-		}
-		for i := 0; i < n; i++ {
-			ev := &e.events[i]
-			if ev.Fd < 0 {
-				var b [8]byte
-				_, _ = unix.Read(e.evfd, b[:])
-				continue
-			}
-			idx := uint32(ev.Fd)
-			if int(idx) >= len(e.flows) {
-				continue
-			}
-			f := &e.flows[idx]
-			if f.gen != uint32(ev.Pad) || f.state == stFree {
-				continue
-			}
-			e.hostEvent(f, idx, ev.Events)
-		}
-		now := e.tick()
-		e.wheel.advance(now, e.timer)
-		for idx, slot := range e.dialing {
-			if slot.ctx.Err() != nil { // evicted for another dial, or closing
-				e.release(&e.flows[idx], idx) // the namespace retries its SYN
-			}
-		}
-		e.mu.Unlock()
+		// A deadline passed: a read would fail at once until it is
+		// lifted; serve sets the next one.
+		_ = e.epf.SetReadDeadline(time.Time{})
 	}
+}
+
+// handle takes n events of the set and the timers due; false once the
+// engine is closed.
+func (e *engine) handle(n int) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return false
+	}
+	for i := 0; i < n; i++ {
+		ev := &e.events[i]
+		if ev.Fd < 0 {
+			var b [8]byte
+			_, _ = unix.Read(e.evfd, b[:])
+			continue
+		}
+		idx := uint32(ev.Fd)
+		if int(idx) >= len(e.flows) {
+			continue
+		}
+		f := &e.flows[idx]
+		if f.gen != uint32(ev.Pad) || f.state == stFree {
+			continue
+		}
+		e.hostEvent(f, idx, ev.Events)
+	}
+	e.wheel.advance(e.tick(), e.timer)
+	for idx, slot := range e.dialing {
+		if slot.ctx.Err() != nil { // evicted for another dial, or closing
+			e.release(&e.flows[idx], idx) // the namespace retries its SYN
+		}
+	}
+	return true
+}
+
+// nextTimeout is how long the loop may wait, in ms (-1: no limit).
+func (e *engine) nextTimeout() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	timeout := -1
+	if next := e.wheel.next(); next >= 0 {
+		timeout = int(max(0, next-e.tick()))
+	}
+	// Timers armed by the link's goroutine (a delayed ACK, a
+	// retransmission) do not wake the loop: while flows live it sleeps
+	// no longer than maxSleep, so that arming a timer costs no system
+	// call. Dials in progress are checked for eviction as often.
+	if (e.live > 0 || e.tick()-e.idleAt < idleCadence) && (timeout < 0 || timeout > maxSleep) {
+		timeout = maxSleep
+	}
+	e.sleepsLong = timeout < 0 || timeout > maxSleep
+	return timeout
 }
 
 // timer handles a wheel entry.

@@ -64,6 +64,11 @@ func TestPcapOnTheInMemoryCable(t *testing.T) {
 	if err := <-served; err != nil {
 		t.Fatal(err)
 	}
+	// The end of file: the server's FIN has crossed the captured link
+	// (it closes after it answered).
+	if b, err := c.Recv(100, 0); err != nil || len(b) != 0 {
+		t.Fatalf("after the answer: %q, %v; want the end of file", b, err)
+	}
 	c.Close()
 	remove()
 	if err := pc.Close(); err != nil {

@@ -241,7 +241,7 @@ func TestBenchQuickJSON(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	// The peers join when installed (CI installs both).
-	wantPaths := []string{"kernel veth", "tapstack sockets", "tapstack relay"}
+	wantPaths := []string{"kernel veth", "tapstack sockets", "tapstack relay", "tapstack flow relay"}
 	var peers []string
 	for _, p := range []string{"slirp4netns", "pasta"} {
 		if _, err := exec.LookPath(p); err == nil {
@@ -285,7 +285,7 @@ func TestBenchQuickJSON(t *testing.T) {
 		want := every
 		switch p {
 		case "kernel veth":
-		case "tapstack sockets", "tapstack relay":
+		case "tapstack sockets", "tapstack relay", "tapstack flow relay":
 			want = append(append(append([]string{}, every...), daemon...), "daemon RSS, 10000 idle conns")
 		default:
 			want = append(append([]string{}, every...), daemon...)
@@ -313,7 +313,7 @@ func TestBenchAgainstABaseline(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, tapstackBin, "bench", "--quick", "--against", tapstackBin, "--paths", "relay", "--cases", "RR avg|sequential").Output()
+	out, err := exec.CommandContext(ctx, tapstackBin, "bench", "--quick", "--against", tapstackBin, "--paths", "^(tapstack|baseline) relay$", "--cases", "RR avg|sequential").Output()
 	if err != nil {
 		t.Fatalf("tapstack bench: %v", err)
 	}
