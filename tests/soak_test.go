@@ -133,7 +133,6 @@ func TestSoak(t *testing.T) {
 	})
 }
 
-
 // flagSet says whether the flag name was given on the command line.
 func flagSet(name string) bool {
 	set := false
