@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -34,4 +35,16 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// dieWithTest makes a long-lived process the test starts (a daemon, a
+// server) get SIGTERM when the test process dies before its cleanup
+// (killed, or a -timeout panic): a daemon then drains and removes the
+// namespace it made, and no server is left behind. (It is kept across
+// ip netns exec, which execs the command.)
+func dieWithTest(cmd *exec.Cmd) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGTERM
 }

@@ -63,6 +63,7 @@ func (o *outer) bg(name string, args ...string) {
 	o.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", o.name, name}, args...)...)
+	dieWithTest(cmd)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -230,6 +231,7 @@ func (o *outer) upIn(args ...string) (*exec.Cmd, *bytes.Buffer, <-chan error) {
 func (o *outer) upInTo(errw io.Writer, args ...string) (*exec.Cmd, <-chan error) {
 	o.t.Helper()
 	c := exec.Command("ip", append([]string{"netns", "exec", o.name, tapstackBin, "up"}, args...)...)
+	dieWithTest(c)
 	c.Stderr = errw
 	stdout, _ := c.StdoutPipe()
 	if err := c.Start(); err != nil {

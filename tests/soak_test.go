@@ -151,6 +151,7 @@ func testSoak(t *testing.T, flags []string, dur time.Duration) {
 	}
 	d := o.startDaemon(ns, args...)
 	nsServer := exec.Command("ip", "netns", "exec", ns, "python3", "-c", pyEchoServer, "0.0.0.0", "9100")
+	dieWithTest(nsServer)
 	if err := nsServer.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -33,6 +33,7 @@ func startUp(t *testing.T, args ...string) *upDaemon {
 	t.Helper()
 	d := &upDaemon{cmd: exec.Command(tapstackBin, append([]string{"up"}, args...)...), done: make(chan error, 1)}
 	d.cmd.Stderr = &d.stderr
+	dieWithTest(d.cmd)
 	out, err := d.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strings"
 	"syscall"
 
@@ -25,6 +26,35 @@ const (
 
 // isolatedEnv names the namespace a test binary was isolated in.
 const isolatedEnv = "NSTEST_ISOLATED"
+
+// madeEnv names the file where an isolated test process lists the
+// namespaces it makes (noteMade), for Isolate to remove what is left.
+const madeEnv = "NSTEST_MADE"
+
+// noteMade records a namespace made by an isolated test process.
+func noteMade(ns string) {
+	path := os.Getenv(madeEnv)
+	if path == "" {
+		return
+	}
+	if f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0); err == nil {
+		fmt.Fprintln(f, ns)
+		f.Close()
+	}
+}
+
+// removeMade deletes the namespaces listed in path that still exist.
+func removeMade(path string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	for _, ns := range strings.Fields(string(b)) {
+		if _, err := os.Stat("/run/netns/" + ns); err == nil {
+			_ = exec.Command("ip", "netns", "del", ns).Run()
+		}
+	}
+}
 
 // Isolate runs a package's tests in a network namespace of their own,
 // with only a loopback holding OuterV4 and OuterV6, so that a relay in
@@ -61,11 +91,40 @@ func Isolate(m interface{ Run() int }) int {
 		fmt.Fprintln(os.Stderr, "nstest:", err)
 		return 1
 	}
+	// The child names each namespace it makes in a file, so that what
+	// a killed child leaves is removed here; a signal to this process
+	// ends the child and cleans up rather than leaving both behind.
+	made, err := os.CreateTemp("", name+"-made-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nstest:", err)
+		return 1
+	}
+	made.Close()
+	defer os.Remove(made.Name())
+	defer removeMade(made.Name())
 	cmd := exec.Command("ip", append([]string{"netns", "exec", name, self}, os.Args[1:]...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), isolatedEnv+"="+name)
+	cmd.Env = append(os.Environ(), isolatedEnv+"="+name, madeEnv+"="+made.Name())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Run(); err != nil {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "nstest:", err)
+		return 1
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	var werr error
+	select {
+	case werr = <-waited:
+	case s := <-sig:
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		<-waited
+		fmt.Fprintf(os.Stderr, "nstest: %v: the tests were stopped; their namespaces are removed\n", s)
+		return 1
+	}
+	if err := werr; err != nil {
 		if ee, ok := err.(*exec.ExitError); ok {
 			return ee.ExitCode()
 		}
@@ -96,6 +155,7 @@ func NewRelayed(t T, cfg daemon.Config) *Relayed {
 		cienv.Skip(t, "nstest: skipped: a relayed environment needs nstest.Isolate in TestMain (its relay must not reach the host's network)")
 	}
 	cfg.Netns = nshost.UniqueName("tsrel-")
+	noteMade(cfg.Netns)
 	cfg.PID, cfg.NetnsPath, cfg.Devices = 0, "", nil
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
