@@ -291,9 +291,7 @@ func (e *engine) close() {
 	}
 	e.closed = true
 	e.mu.Unlock()
-	var one [8]byte
-	binary.NativeEndian.PutUint64(one[:], 1)
-	_, _ = unix.Write(e.evfd, one[:])
+	e.wake()
 	e.wg.Wait()
 	e.mu.Lock()
 	for i := range e.flows {
@@ -317,7 +315,7 @@ func (e *engine) divert(frame []byte) bool {
 	if e.closed || !parseSegment(frame, e.verify, s) {
 		return false
 	}
-	defer func() { s.payload, s.hdr, s.ipHdrBytes = nil, nil, nil }() // frame is the link's
+	defer func() { s.payload = nil }() // frame is the link's
 	key := flowKey{src: s.src, dst: s.dst, sport: s.sport, dport: s.dport}
 	if idx, ok := e.index[key]; ok {
 		e.input(&e.flows[idx], idx, s)

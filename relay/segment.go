@@ -11,19 +11,17 @@ import (
 // A segment is one TCP segment of the namespace, parsed from its frame
 // by the flow engine (engine.go). Its payload is a view of the frame.
 type segment struct {
-	v6         bool
-	src, dst   [16]byte // IPv4 in the first 4 bytes
-	sport      uint16
-	dport      uint16
-	seq, ack   uint32
-	flags      header.TCPFlags
-	wnd        uint16
-	mss        uint16 // from a SYN's options
-	wscale     int8   // from a SYN's options (-1: none)
-	srcMAC     [6]byte
-	payload    []byte
-	hdr        []byte // the frame's Ethernet, IP and TCP headers
-	ipHdrBytes []byte // the IP header and the first 8 bytes after it, for ICMP errors
+	v6       bool
+	src, dst [16]byte // IPv4 in the first 4 bytes
+	sport    uint16
+	dport    uint16
+	seq, ack uint32
+	flags    header.TCPFlags
+	wnd      uint16
+	mss      uint16 // from a SYN's options
+	wscale   int8   // from a SYN's options (-1: none)
+	srcMAC   [6]byte
+	payload  []byte
 }
 
 const (
@@ -67,7 +65,6 @@ func parseSegment(frame []byte, verify bool, s *segment) bool {
 		copy(s.dst[:4], ip[16:20])
 		ip = ip[:total]
 		tcp = ip[ihl:]
-		s.ipHdrBytes = ip[:min(len(ip), ihl+8)]
 	case uint16(header.IPv6ProtocolNumber):
 		ip = frame[ethHdrLen:]
 		if len(ip) < ip6HdrLen || ip[0]>>4 != 6 || ip[6] != uint8(header.TCPProtocolNumber) {
@@ -82,7 +79,6 @@ func parseSegment(frame []byte, verify bool, s *segment) bool {
 		copy(s.dst[:], ip[24:40])
 		ip = ip[:ip6HdrLen+plen]
 		tcp = ip[ip6HdrLen:]
-		s.ipHdrBytes = ip[:min(len(ip), ip6HdrLen+8)]
 	default:
 		return false
 	}
@@ -104,7 +100,6 @@ func parseSegment(frame []byte, verify bool, s *segment) bool {
 	s.flags = header.TCPFlags(tcp[13])
 	s.wnd = binary.BigEndian.Uint16(tcp[14:])
 	s.payload = tcp[off:]
-	s.hdr = frame[:len(frame)-len(tcp)+off]
 	s.mss, s.wscale = 0, -1
 	if s.flags&header.TCPFlagSyn != 0 {
 		opts := header.ParseSynOptions(tcp[tcpHdrLen:off], s.flags&header.TCPFlagAck != 0)
