@@ -90,6 +90,7 @@ const (
 	flHostEOF                      // the host socket signalled its end of file (or an error)
 	flTiming                       // an RTT sample is running (rttSeq, rttStart)
 	flUpload                       // counted in Gateway.uploads
+	flFinMax                       // our FIN was sent once: sndMax counts it
 )
 
 // tcpFlow is one relayed connection: about 130 bytes, no pointers.
@@ -113,7 +114,9 @@ type tcpFlow struct {
 	iss     uint32
 	sndUna  uint32 // oldest sequence number not acknowledged by the namespace
 	sndNxt  uint32 // next sequence number to send
+	sndMax  uint32 // the highest sndNxt so far (a retransmission rewinds sndNxt)
 	sndWnd  uint32 // the namespace's window, scaled
+	maxWnd  uint32 // the largest window the namespace advertised
 	rttSeq  uint32
 
 	rto, srtt, rttvar uint32 // ms, µs, µs
@@ -729,7 +732,7 @@ func (e *engine) connected(f *tcpFlow, idx uint32) {
 	f.flags |= flUpload
 	f.state = stSynRcvd
 	f.iss = uint32(e.isn.Uint64())
-	f.sndUna, f.sndNxt = f.iss, f.iss+1
+	f.sndUna, f.sndNxt, f.sndMax = f.iss, f.iss+1, f.iss+1
 	f.rtoAt = 0
 	if e.logging {
 		g.logFlow("flow start", e.logRecord(f))
@@ -834,6 +837,7 @@ func (e *engine) input(f *tcpFlow, idx uint32, s *segment) {
 		f.state = stEstablished
 		f.sndUna = s.ack
 		f.sndWnd = uint32(s.wnd) << max(f.nsWS, 0)
+		f.maxWnd = f.sndWnd
 		f.rtoAt, f.retries = 0, 0
 		e.retime(f, idx)
 		if f.flags&flHostMore != 0 { // the host spoke first
@@ -859,10 +863,21 @@ func (e *engine) input(f *tcpFlow, idx uint32, s *segment) {
 func (e *engine) ackInput(f *tcpFlow, idx uint32, s *segment) bool {
 	ack := s.ack
 	wnd := uint32(s.wnd) << max(f.nsWS, 0)
+	f.maxWnd = max(f.maxWnd, wnd)
 	switch {
-	case seqGT(ack, f.sndNxt):
+	case seqGT(ack, f.sndMax):
 		e.sendAck(f) // acknowledges what was never sent
 		return true
+	case seqGT(ack, f.sndNxt):
+		// What was sent before a retransmission rewound sndNxt
+		// arrived after all: go on from there. (Dropping what it
+		// acknowledges from the host socket moves the peek offset
+		// back to 0, the new sndNxt.)
+		f.sndNxt = ack
+		if f.flags&flFinMax != 0 && ack == f.sndMax {
+			f.flags |= flFinSent
+		}
+		fallthrough
 	case seqGT(ack, f.sndUna):
 		n := ack - f.sndUna
 		if f.flags&flFinSent != 0 && ack == f.sndNxt {
@@ -899,7 +914,16 @@ func (e *engine) ackInput(f *tcpFlow, idx uint32, s *segment) bool {
 		}
 	case ack == f.sndUna:
 		if wnd > f.sndWnd {
+			reopened := f.sndWnd == 0 && f.retries > 0 && f.sndNxt != f.sndUna
 			f.sndWnd = wnd
+			if reopened {
+				// The window opens again after a timeout found it
+				// closed: what was in flight before it closed is
+				// sent again at once rather than a backed-off
+				// timeout later.
+				e.retransmit(f, idx)
+				return f.state != stFree
+			}
 			if f.flags&flHostMore != 0 {
 				e.pull(f, idx)
 			}
@@ -1132,7 +1156,8 @@ func (e *engine) pull(f *tcpFlow, idx uint32) {
 			f.flags &^= flHostMore
 			f.flags |= flFinSent
 			e.send(f, header.TCPFlagFin|header.TCPFlagAck, f.sndNxt, nil)
-			f.sndNxt++
+			f.flags |= flFinMax
+			f.forward(1)
 			if f.rtoAt == 0 {
 				e.arm(f, idx, &f.rtoAt, e.tick()+int64(f.rto))
 			}
@@ -1143,14 +1168,15 @@ func (e *engine) pull(f *tcpFlow, idx uint32) {
 			f.rttSeq = f.sndNxt + uint32(n)
 			f.rttStart = int64(time.Since(e.base))
 		}
+		seg := f.segSize()
 		for off := 0; off < n; {
-			m := min(n-off, int(f.mss))
+			m := min(n-off, seg)
 			fl := header.TCPFlagAck
 			if off+m == n {
 				fl |= header.TCPFlagPsh
 			}
 			e.send(f, fl, f.sndNxt, e.buf[off:off+m])
-			f.sndNxt += uint32(m)
+			f.forward(uint32(m))
 			off += m
 		}
 		if f.rtoAt == 0 {
@@ -1163,6 +1189,24 @@ func (e *engine) pull(f *tcpFlow, idx uint32) {
 			return
 		}
 	}
+}
+
+// segSize is the largest segment to send the namespace: its MSS, but no
+// more than half the largest window it advertised, as Linux bounds its
+// own (tcp_bound_to_half_wnd). A receiver advertises no window while
+// its free space is below the largest segment it saw: one 64 KiB
+// segment lost before a small one, whose buffer it then holds out of
+// order, would close a 64 KiB window until the hole is filled, and
+// keep it closed against the segment that fills it.
+func (f *tcpFlow) segSize() int {
+	cut := f.maxWnd
+	if cut > 536 {
+		cut /= 2
+	}
+	if cut > 0 && cut < uint32(f.mss) {
+		return max(int(cut), 68-tcpHdrLen)
+	}
+	return int(f.mss)
 }
 
 // timeout handles f's retransmission timer; false if the flow ended.
@@ -1178,7 +1222,7 @@ func (e *engine) timeout(f *tcpFlow, idx uint32) bool {
 	f.rto = min(2*f.rto, maxRTO)
 	f.flags &^= flTiming // Karn: no sample from a retransmission
 	if !outstanding || f.state == stEstablished && f.sndWnd == 0 {
-		e.sendAck(f) // a closed window: the namespace answers with its window
+		e.probe(f) // a closed window: the namespace answers with its window
 		f.rtoAt = e.tick() + int64(f.rto)
 		return true
 	}
@@ -1197,6 +1241,14 @@ func (e *engine) retransmit(f *tcpFlow, idx uint32) {
 	f.flags &^= flFinSent | flTiming
 	_ = unix.SetsockoptInt(int(f.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0)
 	e.pull(f, idx)
+}
+
+// forward moves sndNxt on by n sequence numbers sent.
+func (f *tcpFlow) forward(n uint32) {
+	f.sndNxt += n
+	if seqGT(f.sndNxt, f.sndMax) {
+		f.sndMax = f.sndNxt
+	}
 }
 
 // take counts n bytes of the namespace's as taken (into the host socket
@@ -1307,6 +1359,15 @@ func (e *engine) sendSynAck(f *tcpFlow) {
 func (e *engine) sendRst(f *tcpFlow, seq uint32) {
 	n := len(f.buildHeaders(e.hdr[:], e.mac, tcpOut{seq: seq, flags: header.TCPFlagRst}, nil))
 	e.write(f, e.hdr[:n], nil)
+}
+
+// probe asks the namespace for its window: a bare segment one before
+// what it acknowledged, which it must answer (RFC 9293 3.8.6.1). One
+// at sndNxt would not do: inside the window, a bare ACK is taken
+// silently, and a window update the namespace sent and the wire lost
+// or reordered behind an older zero window would never be repeated.
+func (e *engine) probe(f *tcpFlow) {
+	e.send(f, header.TCPFlagAck, f.sndUna-1, nil)
 }
 
 // sendAck sends a bare acknowledgement with the current window.

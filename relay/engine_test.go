@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"encoding/binary"
 	"net"
 	"net/netip"
@@ -90,7 +91,11 @@ type peer struct {
 	segSeq    uint32
 	segAck    uint32
 	segWindow uint16
-	timer     *time.Timer
+	// wnd is the window the peer advertises once wndSet (65535
+	// before), scaled by 2⁷ once the handshake is done.
+	wnd    uint16
+	wndSet bool
+	timer  *time.Timer
 	// skipOthers skips segments to other ports (of earlier
 	// connections) rather than failing.
 	skipOthers bool
@@ -114,7 +119,7 @@ func (p *peer) send(flags header.TCPFlags, data []byte) bool {
 	ip.SetChecksum(^ip.CalculateChecksum())
 	tcp := header.TCP(b[ethHdrLen+ip4HdrLen:])
 	tcp.Encode(&header.TCPFields{SrcPort: p.sport, DstPort: p.dport, SeqNum: p.seq, AckNum: p.ack,
-		DataOffset: uint8(tcpHdrLen + optLen), Flags: flags, WindowSize: 65535})
+		DataOffset: uint8(tcpHdrLen + optLen), Flags: flags, WindowSize: p.window()})
 	if optLen > 0 {
 		header.EncodeMSSOption(1460, tcp[tcpHdrLen:])
 		tcp[tcpHdrLen+4] = header.TCPOptionNOP
@@ -124,6 +129,13 @@ func (p *peer) send(flags header.TCPFlags, data []byte) bool {
 	sum := pseudoSum(false, peerAddr.AsSlice(), farAddr.AsSlice(), len(tcp))
 	tcp.SetChecksum(^checksum.Checksum(tcp, sum))
 	return p.divert(b)
+}
+
+func (p *peer) window() uint16 {
+	if p.wndSet {
+		return p.wnd
+	}
+	return 65535
 }
 
 // recv waits for the engine's next segment to the peer and parses it.
@@ -385,5 +397,102 @@ func TestFlowEngineHoldsWhatCameAfterAHole(t *testing.T) {
 	}
 	if string(got) != "abcdef" {
 		t.Fatalf("the host echoed %q, want %q", got, "abcdef")
+	}
+}
+
+// TestFlowEngineProbesAClosedWindowSoItIsAnswered: a zero window (here
+// an old one the wire delivered after a newer, open one) is probed with
+// a segment below what the namespace acknowledged, which a receiver
+// must answer; a bare ACK inside the window would be taken silently and
+// the flow would wait for ever. Once the answer opens the window, what
+// was in flight goes again at once.
+func TestFlowEngineProbesAClosedWindowSoItIsAnswered(t *testing.T) {
+	divert, w, _ := engineRig(t)
+	port := echoServer(t, false)
+	p := &peer{t: t, divert: divert, w: w, sport: 40004, dport: port}
+	p.open()
+	p.send(header.TCPFlagPsh|header.TCPFlagAck, []byte("probe"))
+	p.seq += 5
+	p.recvData()
+	first := p.segSeq
+	p.wnd, p.wndSet = 0, true
+	p.send(header.TCPFlagAck, nil) // acknowledges nothing, window 0
+	for p.recv(); len(p.payload) > 0; p.recv() {
+	}
+	if p.segSeq != p.ack-1 {
+		t.Fatalf("the probe of a closed window has sequence number %d, want %d (one below what the peer acknowledged)", p.segSeq, p.ack-1)
+	}
+	p.wnd = 512 // the answer: open again
+	sent := time.Now()
+	p.send(header.TCPFlagAck, nil)
+	p.recvData()
+	if string(p.payload) != "probe" || p.segSeq != first {
+		t.Fatalf("after the window opened: %q at %d, want %q at %d", p.payload, p.segSeq, "probe", first)
+	}
+	if d := time.Since(sent); d > time.Second {
+		t.Fatalf("what was in flight came %v after the window opened: it waited for a timeout", d)
+	}
+}
+
+// TestFlowEngineTakesAnAckBeyondARewind: after a timeout rewound the
+// send sequence (go-back-N) and a smaller window let less go again, an
+// acknowledgement of everything sent before the rewind is taken, not
+// refused as acknowledging what was never sent.
+func TestFlowEngineTakesAnAckBeyondARewind(t *testing.T) {
+	divert, w, g := engineRig(t)
+	port := echoServer(t, false)
+	p := &peer{t: t, divert: divert, w: w, sport: 40005, dport: port}
+	p.open()
+	msg := bytes.Repeat([]byte("r"), 400)
+	p.send(header.TCPFlagPsh|header.TCPFlagAck, msg)
+	p.seq += uint32(len(msg))
+	var got []byte
+	for len(got) < len(msg) {
+		p.recvData()
+		got = append(got, p.payload...)
+	}
+	p.wnd, p.wndSet = 1, true // 128 bytes: the timeout sends only that much again
+	p.send(header.TCPFlagAck, nil)
+	p.recvData()
+	if p.segSeq != p.ack || len(p.payload) != 128 {
+		t.Fatalf("after the timeout: %d bytes at %d, want 128 at %d", len(p.payload), p.segSeq, p.ack)
+	}
+	p.ack += uint32(len(msg)) // everything the first round carried
+	p.wnd = 512
+	p.send(header.TCPFlagAck, nil)
+	p.send(header.TCPFlagPsh|header.TCPFlagAck, []byte("next"))
+	p.seq += 4
+	p.recvData()
+	if string(p.payload) != "next" || p.segSeq != p.ack {
+		t.Fatalf("after the acknowledgement beyond the rewind: %q at %d, want %q at %d", p.payload, p.segSeq, "next", p.ack)
+	}
+	if _, down := g.Bytes(); down != uint64(len(msg)) {
+		t.Fatalf("bytes down %d once the first round was acknowledged, want %d", down, len(msg))
+	}
+}
+
+// TestFlowEngineSegmentsAtMostHalfTheLargestWindow: the segments to the
+// namespace are bounded by half the largest window it advertised, so
+// that one lost segment and a small one held after it cannot close its
+// window (a receiver advertises none while its free space is below the
+// largest segment it saw).
+func TestFlowEngineSegmentsAtMostHalfTheLargestWindow(t *testing.T) {
+	for _, c := range []struct {
+		mss    uint16
+		maxWnd uint32
+		want   int
+	}{
+		{65480, 65536, 32768},
+		{65480, 4 << 20, 65480},
+		{1460, 65536, 1460},
+		{1460, 2000, 1000},
+		{1460, 400, 400}, // a tiny window is not halved
+		{1460, 0, 1460},  // none advertised yet
+		{1460, 20, 48},   // never below 68 bytes of IP payload less the header
+	} {
+		f := tcpFlow{mss: c.mss, maxWnd: c.maxWnd}
+		if got := f.segSize(); got != c.want {
+			t.Errorf("mss %d, largest window %d: segments of %d, want %d", c.mss, c.maxWnd, got, c.want)
+		}
 	}
 }

@@ -43,6 +43,9 @@ type FlowInfo struct {
 	Idle  time.Duration `json:"idle_ns"`
 	Spec  string        `json:"forward,omitempty"` // the forward's spec
 	Since time.Time     `json:"since"`
+	// Engine is the flow engine's state of the connection, as
+	// KEY:VALUE words (tapstack ss -i); empty for the stack engine's.
+	Engine string `json:"engine,omitempty"`
 }
 
 // flowSet holds the flows in progress.

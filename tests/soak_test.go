@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"sync"
@@ -206,8 +207,10 @@ func testSoak(t *testing.T, flags []string, dur time.Duration) {
 	time.Sleep(3 * time.Second)
 	base := d.usage()
 	start := time.Now()
+	stopWatch := watchStalls(t, d, ns)
 	total, results, outs := clients(dur)
 	took := time.Since(start)
+	stopWatch()
 	// Every connection must finish with every byte: a stall (nothing
 	// moved for 60 s), any other error or a corrupted echo fails.
 	for i, r := range results {
@@ -228,4 +231,47 @@ func testSoak(t *testing.T, flags []string, dur time.Duration) {
 	after := d.usage()
 	t.Logf("soak under %s for %v: %d flows, %.1f MiB checked by SHA-256, %d corrupted, %d stalled; %d relayed, %d forwarded\n%s\ndaemon cold: %v; after a first round: %v; at the end: %v",
 		*soakImpair, took.Round(time.Second), total.Flows, float64(total.Bytes)/(1<<20), total.Mismatches, total.Stalls, stats["tcp_relayed"], stats["forwarded"], strings.TrimSpace(imp), cold, base, after)
+}
+
+// watchStalls logs, while the soak runs, every relayed flow that moved
+// nothing for 15 s: the daemon's view of it (with the flow engine's
+// state) and the namespace kernel's (ss -tnoi), taken while it is
+// stalled rather than after the client gave up. The returned function
+// stops the watch.
+func watchStalls(t *testing.T, d *daemon, ns string) func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		seen := map[string]bool{}
+		tick := time.NewTicker(2 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			out, err := exec.Command(tapstackBin, "ss", "--json", "--control", d.ctl).Output()
+			if err != nil {
+				continue
+			}
+			var r struct{ Flows []relay.FlowInfo }
+			if json.Unmarshal(out, &r) != nil {
+				continue
+			}
+			for _, f := range r.Flows {
+				if f.Idle < 15*time.Second || seen[f.NS+f.Dst] {
+					continue
+				}
+				seen[f.NS+f.Dst] = true
+				ap, _ := netip.ParseAddrPort(f.NS)
+				kernel, _ := exec.Command("ip", "netns", "exec", ns, "ss", "-tnoi", "sport", "= :"+fmt.Sprint(ap.Port())).CombinedOutput()
+				t.Logf("stalled for %v: %s %s -> %s (%s) %s, up %d down %d\n  engine: %s\n  namespace: %s",
+					f.Idle.Round(time.Second), f.Proto, f.NS, f.Dst, f.Local, f.State, f.Up, f.Down, f.Engine, strings.TrimSpace(string(kernel)))
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }

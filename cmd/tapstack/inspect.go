@@ -131,6 +131,7 @@ func runSS(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print the report as JSON (one document per refresh with -w)")
 	watch := fs.Bool("w", false, "refresh once a second until interrupted")
 	all := fs.Bool("a", false, "list the stack's sockets too")
+	info := fs.Bool("i", false, "show the flow engine's state of each connection it relays")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -149,6 +150,11 @@ func runSS(args []string, stdout, stderr io.Writer) error {
 		if *asJSON {
 			return json.NewEncoder(stdout).Encode(r)
 		}
+		if !*info {
+			for i := range r.Flows {
+				r.Flows[i].Engine = ""
+			}
+		}
 		printSS(stdout, r)
 		return nil
 	})
@@ -160,6 +166,9 @@ func printSS(w io.Writer, r control.SSReport) {
 	for _, f := range r.Flows {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", f.Proto, f.Kind, f.NS, f.Dst, f.Local, f.State, f.Up, f.Down,
 			f.Age.Round(100*time.Millisecond), f.Idle.Round(100*time.Millisecond))
+		if f.Engine != "" {
+			fmt.Fprintf(tw, "\t%s\n", f.Engine)
+		}
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "%d flows\n", len(r.Flows))
