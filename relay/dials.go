@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,10 +23,18 @@ type dialer struct {
 	max, perDest int
 
 	mu      sync.Mutex
-	total   int                        // dials admitted and not ended; protected by mu
-	byDest  map[netip.Addr][]*dialSlot // oldest first; protected by mu
-	evicted uint64                     // protected by mu
-	good    map[netip.Addr]time.Time   // when a dial there last succeeded; protected by mu
+	total   int                      // dials admitted and not ended; protected by mu
+	byDest  map[netip.Addr]destDials // protected by mu
+	evicted uint64                   // protected by mu
+	good    map[netip.Addr]time.Time // when a dial there last succeeded; protected by mu
+	free    *dialSlot                // ended slots without a context, for reuse; protected by mu
+}
+
+// destDials are the dials to one address, oldest first (a list through
+// dialSlot.next: admitting and ending a dial allocates nothing).
+type destDials struct {
+	first, last *dialSlot
+	n           int
 }
 
 // goodFor is how long an address that answered counts as good; maxGood
@@ -37,22 +46,37 @@ const (
 
 // dialSlot is one admitted dial.
 type dialSlot struct {
-	dst     netip.Addr
+	dst netip.Addr
+	// ctx ends when the dial is evicted or the gateway closes; nil for
+	// a dial started without one (the flow engine's: it asks
+	// evicted).
 	ctx     context.Context
 	cancel  context.CancelFunc
 	started time.Time
-	evicted bool // protected by dialer.mu
+	evicted atomic.Bool
+	next    *dialSlot // protected by dialer.mu
 }
 
 func newDialer(max, perDest int) *dialer {
-	return &dialer{max: max, perDest: perDest, byDest: map[netip.Addr][]*dialSlot{}, good: map[netip.Addr]time.Time{}}
+	return &dialer{max: max, perDest: perDest, byDest: map[netip.Addr]destDials{}, good: map[netip.Addr]time.Time{}}
 }
 
-// start admits a dial to dst under parent, or returns nil (drop the SYN).
+// start admits a dial to dst under parent, or returns nil (drop the
+// SYN): the slot's context ends when the dial is evicted.
 func (d *dialer) start(parent context.Context, dst netip.Addr) *dialSlot {
+	return d.admit(dst, func(s *dialSlot) { s.ctx, s.cancel = context.WithCancel(parent) })
+}
+
+// startBare admits a dial to dst without a context, or returns nil: the
+// flow engine asks evicted instead. Its slot may be one that ended
+// before, so the caller must not touch a slot after end.
+func (d *dialer) startBare(dst netip.Addr) *dialSlot { return d.admit(dst, nil) }
+
+// admit admits a dial to dst; withCtx, if any, gives its slot a context.
+func (d *dialer) admit(dst netip.Addr, withCtx func(*dialSlot)) *dialSlot {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	mine := len(d.byDest[dst])
+	mine := d.byDest[dst].n
 	if mine >= d.perDest {
 		return nil
 	}
@@ -62,13 +86,33 @@ func (d *dialer) start(parent context.Context, dst netip.Addr) *dialSlot {
 		if victim == nil {
 			return nil
 		}
-		victim.evicted = true
-		victim.cancel()
+		victim.evicted.Store(true)
+		if victim.cancel != nil {
+			victim.cancel()
+		}
 		d.evicted++
 	}
-	ctx, cancel := context.WithCancel(parent)
-	s := &dialSlot{dst: dst, ctx: ctx, cancel: cancel, started: now}
-	d.byDest[dst] = append(d.byDest[dst], s)
+	var s *dialSlot
+	if withCtx == nil && d.free != nil {
+		s, d.free = d.free, d.free.next
+		s.next = nil
+		s.evicted.Store(false)
+	} else {
+		s = &dialSlot{}
+	}
+	s.dst, s.started = dst, now
+	if withCtx != nil {
+		withCtx(s)
+	}
+	dd := d.byDest[dst]
+	if dd.last == nil {
+		dd.first = s
+	} else {
+		dd.last.next = s
+	}
+	dd.last = s
+	dd.n++
+	d.byDest[dst] = dd
 	d.total++
 	return s
 }
@@ -76,9 +120,9 @@ func (d *dialer) start(parent context.Context, dst netip.Addr) *dialSlot {
 // victim picks the dial a new dial to dst (which has mine in progress)
 // may take the slot of, or nil.
 func (d *dialer) victim(dst netip.Addr, mine int, now time.Time) *dialSlot {
-	oldestLive := func(ss []*dialSlot) *dialSlot {
-		for _, s := range ss {
-			if !s.evicted {
+	oldestLive := func(dd destDials) *dialSlot {
+		for s := dd.first; s != nil; s = s.next {
+			if !s.evicted.Load() {
 				return s
 			}
 		}
@@ -91,11 +135,11 @@ func (d *dialer) victim(dst netip.Addr, mine int, now time.Time) *dialSlot {
 	dstGood := isGood(dst)
 	if dstGood {
 		var pick *dialSlot
-		for a, ss := range d.byDest {
+		for a, dd := range d.byDest {
 			if isGood(a) {
 				continue
 			}
-			if s := oldestLive(ss); s != nil && (pick == nil || s.started.Before(pick.started)) {
+			if s := oldestLive(dd); s != nil && (pick == nil || s.started.Before(pick.started)) {
 				pick = s
 			}
 		}
@@ -103,24 +147,24 @@ func (d *dialer) victim(dst netip.Addr, mine int, now time.Time) *dialSlot {
 			return pick
 		}
 	}
-	var busiest []*dialSlot
+	var busiest destDials
 	most := mine + 1
-	for a, ss := range d.byDest {
+	for a, dd := range d.byDest {
 		if !dstGood && isGood(a) {
 			continue // an address that answers keeps its dials
 		}
-		if n := d.live(ss); n > most {
-			busiest, most = ss, n
+		if n := d.live(dd); n > most {
+			busiest, most = dd, n
 		}
 	}
 	return oldestLive(busiest)
 }
 
 // live counts the slots of one address not yet evicted.
-func (d *dialer) live(ss []*dialSlot) int {
+func (d *dialer) live(dd destDials) int {
 	n := 0
-	for _, s := range ss {
-		if !s.evicted {
+	for s := dd.first; s != nil; s = s.next {
+		if !s.evicted.Load() {
 			n++
 		}
 	}
@@ -130,7 +174,9 @@ func (d *dialer) live(ss []*dialSlot) int {
 // end releases s, remembers its address as good if the dial succeeded,
 // and reports whether it was evicted.
 func (d *dialer) end(s *dialSlot, succeeded bool) bool {
-	s.cancel()
+	if s.cancel != nil {
+		s.cancel()
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if succeeded {
@@ -144,20 +190,45 @@ func (d *dialer) end(s *dialSlot, succeeded bool) bool {
 		}
 		d.good[s.dst] = time.Now()
 	}
-	ss := d.byDest[s.dst]
-	for i, x := range ss {
-		if x == s {
-			ss = append(ss[:i], ss[i+1:]...)
-			break
+	dd := d.byDest[s.dst]
+	var prev *dialSlot
+	for x := dd.first; x != nil; prev, x = x, x.next {
+		if x != s {
+			continue
 		}
+		if prev == nil {
+			dd.first = x.next
+		} else {
+			prev.next = x.next
+		}
+		if dd.last == x {
+			dd.last = prev
+		}
+		dd.n--
+		break
 	}
-	if len(ss) == 0 {
+	if dd.n == 0 {
 		delete(d.byDest, s.dst)
 	} else {
-		d.byDest[s.dst] = ss
+		d.byDest[s.dst] = dd
 	}
 	d.total--
-	return s.evicted
+	evicted := s.evicted.Load()
+	if s.ctx == nil {
+		s.next, d.free = d.free, s
+	}
+	return evicted
+}
+
+// each calls fn for every dial in progress.
+func (d *dialer) each(fn func(s *dialSlot)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, dd := range d.byDest {
+		for s := dd.first; s != nil; s = s.next {
+			fn(s)
+		}
+	}
 }
 
 // stats returns the dials in progress and how many were evicted so far.

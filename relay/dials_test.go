@@ -71,3 +71,28 @@ func TestDialerPrefersAddressesThatAnswer(t *testing.T) {
 		t.Fatal("a black hole took a slot from an address that answers")
 	}
 }
+
+// TestDialerWithoutContextAllocatesNothing: the flow engine's dials
+// (started without a context) reuse the slots of ended ones, and an
+// evicted one says so through evicted.
+func TestDialerWithoutContextAllocatesNothing(t *testing.T) {
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	dl := newDialer(2, 2)
+	dl.end(dl.startBare(a), true) // the first slot and map entry
+	if n := testing.AllocsPerRun(100, func() { dl.end(dl.startBare(a), false) }); n != 0 {
+		t.Fatalf("%v allocations per dial started and ended, want 0", n)
+	}
+	s1, s2 := dl.startBare(b), dl.startBare(b)
+	if s1 == nil || s2 == nil || s1 == s2 {
+		t.Fatal("two dials to b did not get two slots")
+	}
+	if dl.startBare(a) == nil || !s1.evicted.Load() || s2.evicted.Load() {
+		t.Fatal("a dial to a good address did not evict b's oldest dial")
+	}
+	if !dl.end(s1, false) {
+		t.Fatal("end does not report the eviction")
+	}
+	if got, _ := dl.stats(); got != 2 {
+		t.Fatalf("%d dials pending, want 2", got)
+	}
+}

@@ -171,6 +171,8 @@ type engine struct {
 	seg     segment              // the segment divert parses; protected by mu
 	buf     []byte               // peek buffer; protected by mu
 	iov     [2][]byte            // frame scratch; protected by mu
+	sa4     unix.SockaddrInet4   // dial scratch; protected by mu
+	sa6     unix.SockaddrInet6   // dial scratch; protected by mu
 	closed  bool                 // protected by mu
 	live    int                  // flows not free; protected by mu
 	events  [maxEvents]unix.EpollEvent
@@ -351,7 +353,7 @@ func (e *engine) open(s *segment, key flowKey) bool {
 	if !v.ok || g.draining.Load() {
 		return false
 	}
-	slot := g.dials.start(g.ctx, v.dial.Addr())
+	slot := g.dials.startBare(v.dial.Addr()) // evicted is asked in handle
 	if slot == nil {
 		g.stats.busy.Add(1)
 		g.limitLog("dials", "dial slots full (%d, %d per address): dropping SYNs to %s (--max-pending-dials)", g.cfg.MaxPendingDials, g.cfg.MaxPendingPerDest, v.dial.Addr())
@@ -429,12 +431,12 @@ func (e *engine) dial(dst netip.AddrPort) (int, error) {
 	}
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	if src, ok := e.g.outboundFor(dst.Addr()); ok {
-		if err := unix.Bind(fd, sockaddrOf(netip.AddrPortFrom(src, 0))); err != nil {
+		if err := unix.Bind(fd, e.sockaddr(netip.AddrPortFrom(src, 0))); err != nil {
 			unix.Close(fd)
 			return -1, err
 		}
 	}
-	err = unix.Connect(fd, sockaddrOf(dst))
+	err = unix.Connect(fd, e.sockaddr(dst))
 	if err != nil && err != unix.EINPROGRESS {
 		unix.Close(fd)
 		return -1, err
@@ -442,11 +444,15 @@ func (e *engine) dial(dst netip.AddrPort) (int, error) {
 	return fd, err
 }
 
-func sockaddrOf(a netip.AddrPort) unix.Sockaddr {
+// sockaddr is a as a socket address, in the engine's own (no allocation);
+// it is good until the next call.
+func (e *engine) sockaddr(a netip.AddrPort) unix.Sockaddr {
 	if a.Addr().Is4() {
-		return &unix.SockaddrInet4{Port: int(a.Port()), Addr: a.Addr().As4()}
+		e.sa4 = unix.SockaddrInet4{Port: int(a.Port()), Addr: a.Addr().As4()}
+		return &e.sa4
 	}
-	return &unix.SockaddrInet6{Port: int(a.Port()), Addr: a.Addr().As16()}
+	e.sa6 = unix.SockaddrInet6{Port: int(a.Port()), Addr: a.Addr().As16()}
+	return &e.sa6
 }
 
 // alloc takes a free flow record.
@@ -616,7 +622,7 @@ func (e *engine) handle(n int) bool {
 	}
 	e.wheel.advance(e.tick(), e.timer)
 	for idx, slot := range e.dialing {
-		if slot.ctx.Err() != nil { // evicted for another dial, or closing
+		if slot.evicted.Load() { // for another dial
 			e.release(&e.flows[idx], idx) // the namespace retries its SYN
 		}
 	}
@@ -719,8 +725,8 @@ func (e *engine) connected(f *tcpFlow, idx uint32) {
 	}
 	slot := e.dialing[idx]
 	delete(e.dialing, idx)
-	g.dials.end(slot, true)
 	g.dialStats.record(time.Since(slot.started), nil)
+	g.dials.end(slot, true)
 	if err := unix.SetsockoptInt(int(f.fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
 		e.reset(f, idx, true)
 		return
@@ -747,8 +753,8 @@ func (e *engine) dialFailed(f *tcpFlow, idx uint32, err error) {
 	g := e.g
 	slot := e.dialing[idx]
 	delete(e.dialing, idx)
-	evicted := g.dials.end(slot, false)
 	g.dialStats.record(time.Since(slot.started), err)
+	evicted := g.dials.end(slot, false)
 	g.stats.dialFail.Add(1)
 	var s segment
 	s.v6, s.src, s.dst, s.sport, s.dport, s.srcMAC = f.v6, f.src, f.dst, f.sport, f.dport, f.nsMAC

@@ -185,15 +185,10 @@ type DialInfo struct {
 // PendingDials lists the host dials in progress, oldest first.
 func (g *Gateway) PendingDials() []DialInfo {
 	now := time.Now()
-	d := g.dials
-	d.mu.Lock()
 	var out []DialInfo
-	for dst, slots := range d.byDest {
-		for _, s := range slots {
-			out = append(out, DialInfo{Dst: dst.String(), Age: now.Sub(s.started)})
-		}
-	}
-	d.mu.Unlock()
+	g.dials.each(func(s *dialSlot) {
+		out = append(out, DialInfo{Dst: s.dst.String(), Age: now.Sub(s.started)})
+	})
 	sort.Slice(out, func(i, j int) bool { return out[i].Age > out[j].Age })
 	return out
 }
