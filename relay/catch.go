@@ -359,6 +359,8 @@ type udpRequest struct {
 	st    *stack.Stack
 	r     *udp.ForwarderRequest
 	first *synCopy // where the first datagram came from, and its headers
+	// pkt is the datagram, during the handler's call only.
+	pkt *gvstack.PacketBuffer
 }
 
 // Unreachable sends the flow's source the ICMP destination unreachable
@@ -400,7 +402,7 @@ func catchUDPWith(st *stack.Stack, h func(*udpRequest) bool, dhcp func(*linkData
 				return true
 			}
 		}
-		return h(&udpRequest{ID: flowIDOf(id), st: st, r: udp.NewForwarderRequest(st.GV(), id, pkt.Clone()), first: copyHeaders(pkt)})
+		return h(&udpRequest{ID: flowIDOf(id), st: st, r: udp.NewForwarderRequest(st.GV(), id, pkt.Clone()), first: copyHeaders(pkt), pkt: pkt})
 	})
 }
 

@@ -50,6 +50,7 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
@@ -77,6 +78,7 @@ const (
 	stDialing
 	stSynRcvd
 	stEstablished
+	stUDP // a UDP flow (engine_udp.go)
 )
 
 // Flow flags.
@@ -127,12 +129,14 @@ type tcpFlow struct {
 
 	up, down uint64 // bytes each way
 	start    int64  // unix ns
+	lastAt   int64  // UDP: tick of the last datagram either way
 }
 
 // flowKey finds a flow by the namespace's view of its four-tuple.
 type flowKey struct {
 	src, dst     [16]byte
 	sport, dport uint16
+	udp          bool
 }
 
 // Engine parameters.
@@ -170,7 +174,10 @@ type engine struct {
 	hdr     [maxHdrLen + 64]byte // header scratch; protected by mu
 	seg     segment              // the segment divert parses; protected by mu
 	buf     []byte               // peek buffer; protected by mu
-	iov     [2][]byte            // frame scratch; protected by mu
+	iov     [3][]byte            // frame scratch; protected by mu
+	udpHdr  [udpHdrLen]byte      // UDP header scratch; protected by mu
+	ipID    uint32               // IP identification of our fragments; protected by mu
+	nic     tcpip.NICID          // the stack's NIC of the link
 	sa4     unix.SockaddrInet4   // dial scratch; protected by mu
 	sa6     unix.SockaddrInet6   // dial scratch; protected by mu
 	closed  bool                 // protected by mu
@@ -261,6 +268,12 @@ func (g *Gateway) StartEngine(wire Wire, mac [6]byte, mtu int, verify bool) (fun
 	}
 	g.eng = e
 	g.mu.Unlock()
+	for _, n := range g.st.NICs() {
+		if !n.Loopback {
+			e.nic = n.ID
+			break
+		}
+	}
 	e.wg.Add(1)
 	go e.loop()
 	return e.divert, nil
@@ -321,10 +334,17 @@ func (e *engine) divert(frame []byte) bool {
 		return false
 	}
 	defer func() { s.payload = nil }() // frame is the link's
-	key := flowKey{src: s.src, dst: s.dst, sport: s.sport, dport: s.dport}
+	key := flowKey{src: s.src, dst: s.dst, sport: s.sport, dport: s.dport, udp: s.udp}
 	if idx, ok := e.index[key]; ok {
-		e.input(&e.flows[idx], idx, s)
+		if s.udp {
+			e.udpInput(&e.flows[idx], idx, s)
+		} else {
+			e.input(&e.flows[idx], idx, s)
+		}
 		return true
+	}
+	if s.udp {
+		return e.openUDP(s, key)
 	}
 	if s.flags&(header.TCPFlagSyn|header.TCPFlagAck|header.TCPFlagRst) != header.TCPFlagSyn {
 		return false // the stack's: a forward's connection, or none (it resets)
@@ -469,7 +489,7 @@ func (e *engine) alloc() uint32 {
 // release closes flow idx's host socket and frees the flow.
 func (e *engine) release(f *tcpFlow, idx uint32) {
 	g := e.g
-	delete(e.index, flowKey{src: f.src, dst: f.dst, sport: f.sport, dport: f.dport})
+	delete(e.index, flowKey{src: f.src, dst: f.dst, sport: f.sport, dport: f.dport, udp: f.state == stUDP})
 	if slot, ok := e.dialing[idx]; ok {
 		delete(e.dialing, idx)
 		g.dials.end(slot, false)
@@ -497,7 +517,11 @@ func (e *engine) release(f *tcpFlow, idx uint32) {
 
 // logRecord is f as the flow log shows it.
 func (e *engine) logRecord(f *tcpFlow) *flow {
-	r := &flow{proto: "tcp", kind: "relay", total: &byteCounters{},
+	proto := "tcp"
+	if f.state == stUDP {
+		proto = "udp"
+	}
+	r := &flow{proto: proto, kind: "relay", total: &byteCounters{},
 		ns:  netip.AddrPortFrom(addrOf(f.v6, f.src), f.sport),
 		dst: netip.AddrPortFrom(addrOf(f.v6, f.dst), f.dport).String(), start: time.Unix(0, f.start)}
 	r.up.Store(f.up)
@@ -667,6 +691,10 @@ func (e *engine) timer(w wheelEntry, tick int64) {
 		}
 		return
 	}
+	if f.state == stUDP {
+		e.udpTimer(f, w.idx, tick)
+		return
+	}
 	if f.ackAt != 0 && f.ackAt <= tick {
 		f.ackAt = 0
 		if f.unacked > 0 {
@@ -688,6 +716,10 @@ func (e *engine) timer(w wheelEntry, tick int64) {
 
 // hostEvent handles epoll events of f's host socket.
 func (e *engine) hostEvent(f *tcpFlow, idx uint32, events uint32) {
+	if f.state == stUDP {
+		e.udpEvent(f, idx, events)
+		return
+	}
 	if f.state == stDialing {
 		if e.connected(f, idx); f.state == stSynRcvd && events&(unix.EPOLLIN|unix.EPOLLRDHUP) != 0 {
 			f.flags |= flHostMore // the host spoke first: sent after the handshake
@@ -773,39 +805,43 @@ func (e *engine) answerSYN(s *segment, why error) {
 		n := len(f.buildHeaders(e.hdr[:], e.mac, tcpOut{seq: 0, ack: s.seq + 1 + uint32(len(s.payload)), flags: header.TCPFlagRst | header.TCPFlagAck}, nil))
 		e.write(&f, e.hdr[:n], nil)
 	case errors.Is(why, unix.EHOSTUNREACH), errors.Is(why, unix.EHOSTDOWN):
-		e.unreachable(s, false)
+		e.unreachable(s, unreachHost)
 	case errors.Is(why, unix.ENETUNREACH):
-		e.unreachable(s, true)
+		e.unreachable(s, unreachNet)
 	}
 	// Anything else (a timeout, or closing): silence; the namespace times out.
 }
 
 // unreachable sends the namespace an ICMP destination unreachable for
-// s: network or host unreachable (IPv4), no route or address
-// unreachable (IPv6). It quotes the SYN's IP header and its first 8
-// bytes of TCP.
-func (e *engine) unreachable(s *segment, network bool) {
+// s (why: network, host or port). It quotes the IP header of s and the
+// first 8 bytes of its TCP or UDP header.
+func (e *engine) unreachable(s *segment, why unreach) {
 	var quote [ip6HdrLen + 8]byte
 	var q []byte
+	proto, l4Len := header.TCPProtocolNumber, tcpHdrLen
+	if s.udp {
+		proto, l4Len = header.UDPProtocolNumber, udpHdrLen+len(s.payload)
+	}
 	if s.v6 {
 		q = quote[:ip6HdrLen+8]
-		header.IPv6(q).Encode(&header.IPv6Fields{PayloadLength: tcpHdrLen, TransportProtocol: header.TCPProtocolNumber, HopLimit: 64,
+		header.IPv6(q).Encode(&header.IPv6Fields{PayloadLength: uint16(l4Len), TransportProtocol: proto, HopLimit: 64,
 			SrcAddr: tcpipAddr(s.src[:]), DstAddr: tcpipAddr(s.dst[:])})
 	} else {
 		q = quote[:ip4HdrLen+8]
 		h := header.IPv4(q)
-		h.Encode(&header.IPv4Fields{TotalLength: ip4HdrLen + tcpHdrLen, TTL: 64, Protocol: uint8(header.TCPProtocolNumber),
+		h.Encode(&header.IPv4Fields{TotalLength: uint16(ip4HdrLen + l4Len), TTL: 64, Protocol: uint8(proto),
 			SrcAddr: tcpipAddr(s.src[:4]), DstAddr: tcpipAddr(s.dst[:4])})
 		h.SetChecksum(^h.CalculateChecksum())
 	}
 	t := q[len(q)-8:]
 	binary.BigEndian.PutUint16(t[0:], s.sport)
 	binary.BigEndian.PutUint16(t[2:], s.dport)
-	binary.BigEndian.PutUint32(t[4:], s.seq)
-	why, ethType := unreachHost, header.IPv4ProtocolNumber
-	if network {
-		why = unreachNet
+	if s.udp {
+		binary.BigEndian.PutUint16(t[4:], uint16(l4Len))
+	} else {
+		binary.BigEndian.PutUint32(t[4:], s.seq)
 	}
+	ethType := header.IPv4ProtocolNumber
 	if s.v6 {
 		ethType = header.IPv6ProtocolNumber
 	}
@@ -1350,7 +1386,7 @@ func (e *engine) reset(f *tcpFlow, idx uint32, rstHost bool) {
 	if f.state == stSynRcvd || f.state == stEstablished {
 		e.send(f, header.TCPFlagRst|header.TCPFlagAck, f.sndNxt, nil)
 	}
-	if rstHost {
+	if rstHost && f.state != stUDP {
 		_ = unix.SetsockoptLinger(int(f.fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 	}
 	e.release(f, idx)

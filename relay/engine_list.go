@@ -19,7 +19,7 @@ func (g *Gateway) engineFlowCount() int {
 	defer e.mu.Unlock()
 	n := 0
 	for i := range e.flows {
-		if s := e.flows[i].state; s == stSynRcvd || s == stEstablished {
+		if s := e.flows[i].state; s == stSynRcvd || s == stEstablished || s == stUDP {
 			n++
 		}
 	}
@@ -38,7 +38,7 @@ func (g *Gateway) engineFlows(out []FlowInfo, now time.Time) []FlowInfo {
 	defer e.mu.Unlock()
 	for i := range e.flows {
 		f := &e.flows[i]
-		if f.state != stSynRcvd && f.state != stEstablished {
+		if f.state != stSynRcvd && f.state != stEstablished && f.state != stUDP {
 			continue
 		}
 		start := time.Unix(0, f.start)
@@ -55,6 +55,13 @@ func (g *Gateway) engineFlows(out []FlowInfo, now time.Time) []FlowInfo {
 			fi.Local = sockaddrString(sa)
 		}
 		fi.Idle = fi.Age
+		if f.state == stUDP {
+			fi.Proto = "udp"
+			fi.Idle = min(fi.Age, time.Duration((e.tick()-f.lastAt)*wheelTick))
+			fi.Engine = fmt.Sprintf("expires_in:%dms", (f.lastAt+e.udpIdle()-e.tick())*wheelTick/int64(time.Millisecond))
+			out = append(out, fi)
+			continue
+		}
 		if ti, err := unix.GetsockoptTCPInfo(int(f.fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
 			fi.Idle = min(fi.Age, time.Duration(min(ti.Last_data_recv, ti.Last_data_sent))*time.Millisecond)
 		}

@@ -54,12 +54,20 @@ var (
 // function and wire.
 func engineRig(t testing.TB) (func([]byte) bool, *chanWire, *Gateway) {
 	t.Helper()
+	return engineRigWith(t, func(*Config) {})
+}
+
+// engineRigWith is engineRig with a configuration adjusted by adjust.
+func engineRigWith(t testing.TB, adjust func(*Config)) (func([]byte) bool, *chanWire, *Gateway) {
+	t.Helper()
 	if err := probePeekOff(); err != nil {
 		cienv.Skip(t, "flow engine: skipped: "+err.Error())
 	}
 	da, db := link.Pipe()
 	la, _ := link.New(link.Options{Devices: []link.Device{da}})
-	g := New(Config{Engine: EngineFlow, MapToHost: []netip.Addr{farAddr}, NSAddrs: []netip.Addr{peerAddr}})
+	cfg := Config{Engine: EngineFlow, MapToHost: []netip.Addr{farAddr}, NSAddrs: []netip.Addr{peerAddr}}
+	adjust(&cfg)
+	g := New(cfg)
 	st, err := stack.New(stack.Config{Init: g.Install, Links: []stack.LinkConfig{{
 		Name: "eth0", Endpoint: la, Gateway: true, TxQueues: 1, Addrs: []netip.Prefix{netip.MustParsePrefix("10.0.9.1/24")},
 	}}})
@@ -152,7 +160,7 @@ func (p *peer) recv() {
 	select {
 	case p.frame = <-p.w.frames:
 		f, s := &p.frame, &p.seg
-		if !parseSegment(f.b[:f.n], true, s) {
+		if !parseSegment(f.b[:f.n], true, s) || s.udp {
 			p.t.Fatalf("the engine wrote a frame that is not a valid TCP segment: % x", f.b[:min(f.n, 80)])
 		}
 		if s.dport != p.sport && p.skipOthers {

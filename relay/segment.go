@@ -8,9 +8,11 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
-// A segment is one TCP segment of the namespace, parsed from its frame
-// by the flow engine (engine.go). Its payload is a view of the frame.
+// A segment is one TCP segment or UDP datagram of the namespace, parsed
+// from its frame by the flow engine (engine.go). Its payload is a view
+// of the frame.
 type segment struct {
+	udp      bool // a UDP datagram: only the addresses, ports and payload are set
 	v6       bool
 	src, dst [16]byte // IPv4 in the first 4 bytes
 	sport    uint16
@@ -29,14 +31,16 @@ const (
 	ip4HdrLen  = header.IPv4MinimumSize
 	ip6HdrLen  = header.IPv6MinimumSize
 	tcpHdrLen  = header.TCPMinimumSize
+	udpHdrLen  = header.UDPMinimumSize
+	fragHdrLen = header.IPv6FragmentHeaderSize
 	synOptsLen = 8 // MSS (4) + NOP + window scale (3)
 	maxHdrLen  = ethHdrLen + ip6HdrLen + tcpHdrLen + synOptsLen
 )
 
-// parseSegment parses an Ethernet frame holding a TCP segment over IPv4
-// (unfragmented) or IPv6 (no extension headers) into s. It returns false
-// for anything else, and for a segment whose checksums fail when verify
-// is set: the stack then sees the frame as before.
+// parseSegment parses an Ethernet frame holding a TCP segment or a UDP
+// datagram over IPv4 (unfragmented) or IPv6 (no extension headers) into
+// s. It returns false for anything else, and for one whose checksums
+// fail when verify is set: the stack then sees the frame as before.
 func parseSegment(frame []byte, verify bool, s *segment) bool {
 	if len(frame) < ethHdrLen {
 		return false
@@ -50,7 +54,7 @@ func parseSegment(frame []byte, verify bool, s *segment) bool {
 		}
 		ihl := int(ip[0]&0xf) * 4
 		total := int(binary.BigEndian.Uint16(ip[2:]))
-		if ihl < ip4HdrLen || total < ihl || total > len(ip) || ip[9] != uint8(header.TCPProtocolNumber) {
+		if ihl < ip4HdrLen || total < ihl || total > len(ip) || !transport(ip[9]) {
 			return false
 		}
 		if binary.BigEndian.Uint16(ip[6:])&0x3fff != 0 { // MF or an offset: a fragment
@@ -59,7 +63,7 @@ func parseSegment(frame []byte, verify bool, s *segment) bool {
 		if verify && checksum.Checksum(ip[:ihl], 0) != 0xffff {
 			return false
 		}
-		s.v6 = false
+		s.v6, s.udp = false, ip[9] == uint8(header.UDPProtocolNumber)
 		s.src, s.dst = [16]byte{}, [16]byte{}
 		copy(s.src[:4], ip[12:16])
 		copy(s.dst[:4], ip[16:20])
@@ -67,20 +71,23 @@ func parseSegment(frame []byte, verify bool, s *segment) bool {
 		tcp = ip[ihl:]
 	case uint16(header.IPv6ProtocolNumber):
 		ip = frame[ethHdrLen:]
-		if len(ip) < ip6HdrLen || ip[0]>>4 != 6 || ip[6] != uint8(header.TCPProtocolNumber) {
+		if len(ip) < ip6HdrLen || ip[0]>>4 != 6 || !transport(ip[6]) {
 			return false
 		}
 		plen := int(binary.BigEndian.Uint16(ip[4:]))
 		if ip6HdrLen+plen > len(ip) {
 			return false
 		}
-		s.v6 = true
+		s.v6, s.udp = true, ip[6] == uint8(header.UDPProtocolNumber)
 		copy(s.src[:], ip[8:24])
 		copy(s.dst[:], ip[24:40])
 		ip = ip[:ip6HdrLen+plen]
 		tcp = ip[ip6HdrLen:]
 	default:
 		return false
+	}
+	if s.udp {
+		return parseDatagram(frame, tcp, verify, s)
 	}
 	if len(tcp) < tcpHdrLen {
 		return false
@@ -109,6 +116,37 @@ func parseSegment(frame []byte, verify bool, s *segment) bool {
 	return true
 }
 
+// transport says whether an IP protocol number is one the engine takes.
+func transport(p uint8) bool {
+	return p == uint8(header.TCPProtocolNumber) || p == uint8(header.UDPProtocolNumber)
+}
+
+// parseDatagram parses the UDP datagram udp of frame into s.
+func parseDatagram(frame, udp []byte, verify bool, s *segment) bool {
+	if len(udp) < udpHdrLen {
+		return false
+	}
+	n := int(binary.BigEndian.Uint16(udp[4:]))
+	if n < udpHdrLen || n > len(udp) {
+		return false
+	}
+	udp = udp[:n]
+	if verify {
+		sum := binary.BigEndian.Uint16(udp[6:])
+		if sum == 0 && s.v6 { // IPv6 requires one (RFC 8200 8.1)
+			return false
+		}
+		if sum != 0 && checksum.Checksum(udp, pseudoSumOf(header.UDPProtocolNumber, s.v6, s.src[:], s.dst[:], n)) != 0xffff {
+			return false
+		}
+	}
+	copy(s.srcMAC[:], frame[6:12])
+	s.sport = binary.BigEndian.Uint16(udp[0:])
+	s.dport = binary.BigEndian.Uint16(udp[2:])
+	s.payload = udp[udpHdrLen:]
+	return true
+}
+
 // tcpChecksum is the checksum over the pseudo-header and tcp (0xffff
 // when it is right).
 func (s *segment) tcpChecksum(tcp []byte) uint16 {
@@ -117,10 +155,15 @@ func (s *segment) tcpChecksum(tcp []byte) uint16 {
 
 // pseudoSum is the checksum of a TCP pseudo-header.
 func pseudoSum(v6 bool, src, dst []byte, length int) uint16 {
+	return pseudoSumOf(header.TCPProtocolNumber, v6, src, dst, length)
+}
+
+// pseudoSumOf is the checksum of the pseudo-header of protocol p.
+func pseudoSumOf(p tcpip.TransportProtocolNumber, v6 bool, src, dst []byte, length int) uint16 {
 	if v6 {
-		return header.PseudoHeaderChecksum(header.TCPProtocolNumber, tcpipAddr(src[:16]), tcpipAddr(dst[:16]), uint16(length))
+		return header.PseudoHeaderChecksum(p, tcpipAddr(src[:16]), tcpipAddr(dst[:16]), uint16(length))
 	}
-	return header.PseudoHeaderChecksum(header.TCPProtocolNumber, tcpipAddr(src[:4]), tcpipAddr(dst[:4]), uint16(length))
+	return header.PseudoHeaderChecksum(p, tcpipAddr(src[:4]), tcpipAddr(dst[:4]), uint16(length))
 }
 
 // tcpOut is what the flow engine puts in the headers of a segment it

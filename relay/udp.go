@@ -18,6 +18,9 @@ import (
 
 // handleUDP runs synchronously in the packet path: it must not block.
 func (g *Gateway) handleUDP(r *udpRequest) bool {
+	if e := g.engine(); e != nil && e.reassembled(r) {
+		return true // a flow of the flow engine's
+	}
 	if g.draining.Load() {
 		return false // ICMP port unreachable
 	}

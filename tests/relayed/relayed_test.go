@@ -169,6 +169,10 @@ func startDNSMasq(t *testing.T) {
 // from a dnsmasq upstream named in the relay's resolv.conf.
 func TestRelayedUDPPingAndDNS(t *testing.T) {
 	startDNSMasq(t)
+	engines(t, testUDPPingAndDNS)
+}
+
+func testUDPPingAndDNS(t *testing.T, cfg daemon.Config) {
 	resolv := filepath.Join(t.TempDir(), "resolv.conf")
 	os.WriteFile(resolv, []byte("nameserver "+nstest.OuterV4+"\n"), 0o644)
 	echo, err := net.ListenUDP("udp", &net.UDPAddr{Port: 7000})
@@ -177,7 +181,7 @@ func TestRelayedUDPPingAndDNS(t *testing.T) {
 	}
 	t.Cleanup(func() { echo.Close() })
 	go func() {
-		buf := make([]byte, 2048)
+		buf := make([]byte, 65536)
 		for {
 			n, from, err := echo.ReadFromUDP(buf)
 			if err != nil {
@@ -187,7 +191,10 @@ func TestRelayedUDPPingAndDNS(t *testing.T) {
 		}
 	}()
 
-	env := nstest.NewRelayed(t, daemon.Config{Relay: relay.Config{ResolvConf: resolv}})
+	// At an MTU of 1500 the larger datagrams go in IP fragments both
+	// ways.
+	cfg.Relay.ResolvConf, cfg.MTU = resolv, 1500
+	env := nstest.NewRelayed(t, cfg)
 	script := fmt.Sprintf(`
 set -e
 for host in %s %s; do python3 -c '
@@ -198,6 +205,11 @@ s.settimeout(3)
 for i in range(3):
     s.sendto(b"q%%d" %% i, (sys.argv[1], 7000))
     print(s.recvfrom(100)[0].decode())
+for n in (0, 1472, 4000, 30000):
+    b = bytes(i * 7 %% 251 for i in range(n))
+    s.sendto(b, (sys.argv[1], 7000))
+    if s.recvfrom(65536)[0] != b"echo:" + b:
+        sys.exit("a datagram of %%d bytes came back otherwise" %% n)
 ' $host; done
 ping -c 2 -W 3 %s >/dev/null && echo ping4 ok
 ping -6 -c 2 -W 3 %s >/dev/null && echo ping6 ok
@@ -210,9 +222,12 @@ python3 -c 'import socket; print(sorted({a[4][0] for a in socket.getaddrinfo("na
 		t.Fatalf("out:\n%s\nwant:\n%s", out, want)
 	}
 	c := counters(env)
-	if c["udp_relayed"] < 2 || c["pings_relayed"] < 4 || c["dns_answered"] < 1 {
-		t.Fatalf("counters %v: want the UDP flows, the pings and the DNS answers counted", c)
+	// One flow per address family, whether its datagrams came whole or
+	// in fragments.
+	if c["udp_relayed"] != 2 || c["pings_relayed"] < 4 || c["dns_answered"] < 1 {
+		t.Fatalf("counters %v: want the 2 UDP flows, the pings and the DNS answers counted", c)
 	}
+	checkEngine(t, env, cfg)
 }
 
 // TestRelayedHostLoopbackAndDenyArePolicy: the host's loopback is

@@ -1,0 +1,174 @@
+package relay
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+)
+
+// udpFrame builds a UDP datagram of the namespace peer to the far end.
+func udpFrame(sport, dport uint16, payload []byte) []byte {
+	b := make([]byte, ethHdrLen+ip4HdrLen+udpHdrLen+len(payload))
+	copy(b[0:6], engMAC[:])
+	copy(b[6:12], peerMAC[:])
+	binary.BigEndian.PutUint16(b[12:], uint16(header.IPv4ProtocolNumber))
+	ip := header.IPv4(b[ethHdrLen:])
+	ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b) - ethHdrLen), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
+		SrcAddr: tcpipAddr(peerIP[:]), DstAddr: tcpipAddr(farIP[:])})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	u := header.UDP(ip[ip4HdrLen:])
+	u.Encode(&header.UDPFields{SrcPort: sport, DstPort: dport, Length: uint16(udpHdrLen + len(payload))})
+	copy(u[udpHdrLen:], payload)
+	sum := pseudoSumOf(header.UDPProtocolNumber, false, peerIP[:], farIP[:], len(u))
+	u.SetChecksum(^checksum.Checksum(u, sum))
+	return b
+}
+
+// udpEcho serves UDP echo on the host's loopback until the test ends.
+func udpEcho(t *testing.T) uint16 {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65536)
+		for {
+			n, a, err := c.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			c.WriteToUDP(buf[:n], a)
+		}
+	}()
+	t.Cleanup(func() { c.Close(); <-done })
+	return uint16(c.LocalAddr().(*net.UDPAddr).Port)
+}
+
+// nextIPv4 waits for the engine's next IPv4 frame and returns its IP
+// packet, checked.
+func nextIPv4(t *testing.T, w *chanWire) header.IPv4 {
+	t.Helper()
+	select {
+	case f := <-w.frames:
+		b := append([]byte(nil), f.b[:f.n]...)
+		if binary.BigEndian.Uint16(b[12:]) != uint16(header.IPv4ProtocolNumber) || !bytes.Equal(b[0:6], peerMAC[:]) {
+			t.Fatalf("not an IPv4 frame to the peer: % x", b[:min(len(b), 40)])
+		}
+		ip := header.IPv4(b[ethHdrLen:])
+		if !ip.IsValid(len(ip)) || checksum.Checksum(ip[:ip.HeaderLength()], 0) != 0xffff {
+			t.Fatalf("an invalid IPv4 header: % x", b[:min(len(b), 40)])
+		}
+		return ip
+	case <-time.After(5 * time.Second):
+		t.Fatal("no frame from the engine within 5 s")
+	}
+	return nil
+}
+
+// recvDatagram reassembles the engine's next datagram to the peer and
+// checks its ports and checksum.
+func recvDatagram(t *testing.T, w *chanWire, sport, dport uint16) (payload []byte, frames int) {
+	t.Helper()
+	var whole []byte
+	for {
+		ip := nextIPv4(t, w)
+		frames++
+		if ip.Protocol() != uint8(header.UDPProtocolNumber) {
+			t.Fatalf("protocol %d, want UDP", ip.Protocol())
+		}
+		off := int(ip.FragmentOffset())
+		if off != len(whole) {
+			t.Fatalf("fragment at %d, want %d", off, len(whole))
+		}
+		whole = append(whole, ip.Payload()...)
+		if ip.Flags()&header.IPv4FlagMoreFragments == 0 {
+			break
+		}
+		if len(ip) > 1500 {
+			t.Fatalf("a fragment of %d bytes on a link of MTU 1500", len(ip))
+		}
+	}
+	u := header.UDP(whole)
+	if int(u.Length()) != len(whole) || u.SourcePort() != dport || u.DestinationPort() != sport {
+		t.Fatalf("datagram of %d bytes (header says %d) from %d to %d; want from %d to %d", len(whole), u.Length(), u.SourcePort(), u.DestinationPort(), dport, sport)
+	}
+	sum := pseudoSumOf(header.UDPProtocolNumber, false, farIP[:], peerIP[:], len(whole))
+	if checksum.Checksum(whole, sum) != 0xffff {
+		t.Fatal("the datagram's checksum is wrong")
+	}
+	return whole[udpHdrLen:], frames
+}
+
+// TestFlowEngineRelaysUDP: datagrams of every size the namespace may
+// send (empty, small, larger than the link's MTU) reach a host echo
+// and come back whole, the large ones in IP fragments of at most the
+// MTU; the flow is listed, counted, and ends once idle.
+func TestFlowEngineRelaysUDP(t *testing.T) {
+	divert, w, g := engineRigWith(t, func(c *Config) { c.UDPIdleTimeout = 300 * time.Millisecond })
+	port := udpEcho(t)
+	for _, size := range []int{0, 1, 1472, 1473, 4000, 65507 - 20} {
+		msg := bytes.Repeat([]byte{byte(size)}, size)
+		for i := range msg {
+			msg[i] = byte(i * 7)
+		}
+		if !divert(udpFrame(41000, port, msg)) {
+			t.Fatal("the engine left a relayed datagram to the stack")
+		}
+		got, frames := recvDatagram(t, w, 41000, port)
+		if !bytes.Equal(got, msg) {
+			t.Fatalf("%d bytes sent, %d came back, or not the same", size, len(got))
+		}
+		if want := 1 + (udpHdrLen+size-1)/(1480); size > 1472 && frames != want {
+			t.Fatalf("%d bytes came in %d fragments, want %d", size, frames, want)
+		}
+	}
+	if fl := g.FlowList(); len(fl) != 1 || fl[0].Proto != "udp" {
+		t.Fatalf("flows %+v, want one UDP flow", fl)
+	}
+	if st := g.Stats(); st.UDPRelayed != 1 {
+		t.Fatalf("UDP flows relayed %d, want 1", st.UDPRelayed)
+	}
+	for deadline := time.Now().Add(5 * time.Second); g.FlowCount() != 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the UDP flow did not end once idle")
+		}
+	}
+	// A datagram with a wrong checksum is not the engine's.
+	bad := udpFrame(41001, port, []byte("bad"))
+	bad[len(bad)-1] ^= 0xff
+	if divert(bad) {
+		t.Fatal("the engine took a datagram with a wrong checksum")
+	}
+}
+
+// TestFlowEngineUDPPortUnreachable: a datagram to a host port nobody
+// holds is answered with ICMP port unreachable, quoting the ports, as
+// the host's kernel answered it.
+func TestFlowEngineUDPPortUnreachable(t *testing.T) {
+	divert, w, g := engineRig(t)
+	c, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	port := uint16(c.LocalAddr().(*net.UDPAddr).Port)
+	c.Close()
+	divert(udpFrame(41002, port, []byte("anyone?")))
+	ip := nextIPv4(t, w)
+	ic := header.ICMPv4(ip.Payload())
+	if ip.Protocol() != uint8(header.ICMPv4ProtocolNumber) || ic.Type() != header.ICMPv4DstUnreachable || ic.Code() != header.ICMPv4PortUnreachable {
+		t.Fatalf("got protocol %d, ICMP %d/%d; want ICMP port unreachable", ip.Protocol(), ic.Type(), ic.Code())
+	}
+	quote := header.IPv4(ic[header.ICMPv4MinimumSize:])
+	u := header.UDP(quote[ip4HdrLen:])
+	if quote.Protocol() != uint8(header.UDPProtocolNumber) || u.SourcePort() != 41002 || u.DestinationPort() != port {
+		t.Fatalf("the error quotes protocol %d, ports %d → %d; want UDP 41002 → %d", quote.Protocol(), u.SourcePort(), u.DestinationPort(), port)
+	}
+	if st := g.Stats(); st.UDPErrors != 1 {
+		t.Fatalf("UDP errors %d, want 1", st.UDPErrors)
+	}
+}
