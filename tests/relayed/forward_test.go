@@ -42,6 +42,10 @@ udp()
 // address and port, as slirp4netns keeps them; a client on the host's
 // loopback is seen as the gateway (10.0.2.2, fd00::2).
 func TestForwardKeepsTheClientAddress(t *testing.T) {
+	engines(t, testForwardKeepsTheClientAddress)
+}
+
+func testForwardKeepsTheClientAddress(t *testing.T, cfg daemon.Config) {
 	var fwds []relay.Forward
 	for _, spec := range []string{
 		nstest.OuterV4 + ":18080:8080/tcp", nstest.OuterV4 + ":18080:8080/udp",
@@ -54,7 +58,8 @@ func TestForwardKeepsTheClientAddress(t *testing.T) {
 		}
 		fwds = append(fwds, f)
 	}
-	env := nstest.NewRelayed(t, daemon.Config{Relay: relay.Config{Forwards: fwds}})
+	cfg.Relay.Forwards = fwds
+	env := nstest.NewRelayed(t, cfg)
 	cmd := env.Command(t.Context(), "python3", "-c", pyWhoServer, "8080")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
