@@ -77,6 +77,14 @@ func (s segment) String() string {
 // connection to it from the peer, and accepts it.
 func newRawPeer(t *testing.T, sack bool, rcvBuf int) *rawPeer {
 	t.Helper()
+	return newRawPeerWS(t, sack, false, rcvBuf)
+}
+
+// newRawPeerWS is newRawPeer whose SYN offers window scaling (ws; the
+// peer's own shift is 0, so its windows stay unscaled), so that the
+// stack scales the windows it advertises.
+func newRawPeerWS(t *testing.T, sack, ws bool, rcvBuf int) *rawPeer {
+	t.Helper()
 	ch := channel.New(1024, 1500, "")
 	st, err := stack.New(stack.Config{Links: []stack.LinkConfig{{
 		Name: "raw0", Endpoint: ch, NoLinkLocal: true,
@@ -102,11 +110,15 @@ func newRawPeer(t *testing.T, sack bool, rcvBuf int) *rawPeer {
 		t.Fatal(err)
 	}
 	p := &rawPeer{t: t, ch: ch, nxt: 1000}
-	opts := make([]byte, 8)
+	opts := make([]byte, 12)
 	header.EncodeMSSOption(fixMSS, opts)
 	n := 4
 	if sack {
 		n += header.EncodeSACKPermittedOption(opts[n:])
+	}
+	if ws {
+		n += header.EncodeNOP(opts[n:])
+		n += header.EncodeWSOption(0, opts[n:])
 	}
 	for n < len(opts) {
 		n += header.EncodeNOP(opts[n:])
@@ -322,6 +334,55 @@ func TestACKIntoAClosedWindowIsTaken(t *testing.T) {
 		if len(s.payload) > 0 {
 			t.Fatalf("the ACK of a segment at RCV.NXT into a closed window was not taken: the stack resent %v", s)
 		}
+	}
+}
+
+// A window that the window scale rounds down to zero still accepts what
+// the stack advertised before (patch 0010): the peer may fill it, and
+// its ACKs then carry the sequence number at the end of what it sent.
+// Refused, they never reach the stack's sender, whose application may
+// be waiting for them before it reads again.
+func TestAWindowRoundedDownToZeroStillTakesWhatWasAdvertised(t *testing.T) {
+	p := newRawPeerWS(t, false, true, 1<<20)
+	base := p.sndISS + 1
+	var shift uint8
+	for i := uint8(1); i < 15; i++ {
+		if (1<<20)>>i <= 0xffff {
+			shift = i
+			break
+		}
+	}
+	// Fill the stack's buffer (its application does not read), leaving
+	// half a unit of the scale of the right edge it offered, until it
+	// advertises a window of 0 with that much still offered.
+	var edge uint32 // the right edge the stack offered, the highest
+	for i := 0; ; i++ {
+		if i == 5000 {
+			t.Fatal("the stack's window never came down to less than a unit of its scale")
+		}
+		n := uint32(fixMSS)
+		if rem := edge - p.nxt; edge != 0 && rem < fixMSS+1<<shift {
+			n = rem - 1<<shift/2
+		}
+		p.send(header.TCPFlagAck|header.TCPFlagPsh, p.nxt, base, fixPeerWnd, nil, make([]byte, n))
+		p.nxt += n
+		s := p.await(time.Second, func(s segment) bool { return s.tcp.AckNumber() == p.nxt })
+		if s.tcp == nil {
+			t.Fatalf("the stack did not take data inside the window it advertised (%d bytes at %d, its edge %d)", n, p.nxt-n-1001, edge-1001)
+		}
+		if e := p.nxt + uint32(s.tcp.WindowSize())<<shift; int32(e-edge) > 0 {
+			edge = e
+		}
+		if s.tcp.WindowSize() == 0 && edge != p.nxt {
+			break
+		}
+	}
+	// The last of the window: the stack's to take.
+	last := edge - p.nxt
+	p.send(header.TCPFlagAck|header.TCPFlagPsh, p.nxt, base, fixPeerWnd, nil, make([]byte, last))
+	p.nxt += last
+	if s := p.await(time.Second, func(s segment) bool { return s.tcp.AckNumber() == p.nxt }); s.tcp == nil {
+		t.Fatalf("the stack refused the last %d bytes of the window it advertised (its scale rounded it down to zero)", last)
 	}
 }
 

@@ -77,7 +77,18 @@ func (r *receiver) acceptable(segSeq seqnum.Value, segLen seqnum.Size) bool {
 		scaledWindowSize = math.MaxUint16
 	}
 	advertisedWindowSize := scaledWindowSize << r.RcvWndScale
-	return header.Acceptable(segSeq, segLen, r.RcvNxt, r.RcvNxt.Add(advertisedWindowSize))
+	rcvAcc := r.RcvNxt.Add(advertisedWindowSize)
+	// The window scale rounds the advertised window down, to zero at
+	// worst, while what is left of the window advertised before
+	// (RcvAcc, which never shrinks) is still the peer's to fill: it
+	// may send up to that right edge, and its ACKs then carry the
+	// sequence number at its end. Refusing them would drop every ACK
+	// of the peer's until our reader reads, and it may be waiting for
+	// our send buffer, which only those ACKs empty.
+	if rcvAcc.LessThan(r.RcvAcc) {
+		rcvAcc = r.RcvAcc
+	}
+	return header.Acceptable(segSeq, segLen, r.RcvNxt, rcvAcc)
 }
 
 // currentWindow returns the available space in the window that was advertised
