@@ -109,6 +109,7 @@ type tcpFlow struct {
 	mss          uint16 // of our segments to the namespace
 	dupAcks      uint8
 	retries      uint8
+	copied       uint16 // bytes from sndUna on held in the engine's copy, not in the host socket
 
 	rcvNxt  uint32 // next sequence number from the namespace
 	room    uint32 // the window we advertise: less what waits in the queue while the host socket is full
@@ -152,6 +153,12 @@ const (
 	maxSleep     = 5        // ms: the longest the loop waits while flows live
 	idleCadence  = 2000     // ms: and for this long after the last one ended
 	maxQueued    = 64 << 20 // bytes waiting for full host sockets, all flows together
+	// smallCopy: data the host sent a flow with nothing in flight is
+	// read (consumed) into a copy of the engine's, up to this much,
+	// rather than peeked at: acknowledged, it is dropped without a
+	// system call. A request/response exchange then costs one call
+	// less.
+	smallCopy = 2048
 )
 
 type engine struct {
@@ -199,6 +206,10 @@ type engine struct {
 	// held holds the namespace's segments that came after a hole, per
 	// flow, in sequence order (hold). Protected by mu.
 	held map[uint32][]heldSeg
+	// copies are the flows' copies (tcpFlow.copied), copyFree the
+	// spare ones, each of smallCopy bytes. Protected by mu.
+	copies   map[uint32][]byte
+	copyFree [][]byte
 
 	wg sync.WaitGroup
 }
@@ -257,6 +268,7 @@ func (g *Gateway) StartEngine(wire Wire, mac [6]byte, mtu int, verify bool) (fun
 		dialing: map[uint32]*dialSlot{},
 		queued:  map[uint32][]byte{},
 		held:    map[uint32][]heldSeg{},
+		copies:  map[uint32][]byte{},
 		buf:     make([]byte, peekBufSize),
 	}
 	g.mu.Lock()
@@ -277,6 +289,16 @@ func (g *Gateway) StartEngine(wire Wire, mac [6]byte, mtu int, verify bool) (fun
 	e.wg.Add(1)
 	go e.loop()
 	return e.divert, nil
+}
+
+// DefaultEngine is the engine a daemon relays with when none is named:
+// EngineFlow where the kernel lets a TCP socket be peeked at an offset
+// (SO_PEEK_OFF, Linux 6.9 and later), else EngineStack.
+func DefaultEngine() string {
+	if probePeekOff() == nil {
+		return EngineFlow
+	}
+	return EngineStack
 }
 
 // probePeekOff checks that TCP sockets take SO_PEEK_OFF here.
@@ -506,6 +528,9 @@ func (e *engine) release(f *tcpFlow, idx uint32) {
 	unix.Close(int(f.fd))
 	e.dropQueue(idx)
 	e.dropHeld(idx)
+	if f.copied > 0 {
+		e.dropCopied(f, idx, uint32(f.copied))
+	}
 	release(g.flows)
 	gen := f.gen
 	*f = tcpFlow{gen: gen}
@@ -927,9 +952,15 @@ func (e *engine) ackInput(f *tcpFlow, idx uint32, s *segment) bool {
 			f.flags |= flFinAcked
 		}
 		if n > 0 {
-			if _, err := recvDiscard(int(f.fd), int(n)); err != nil {
-				e.reset(f, idx, true)
-				return false
+			c := min(n, uint32(f.copied))
+			if c > 0 {
+				e.dropCopied(f, idx, c)
+			}
+			if n > c {
+				if _, err := recvDiscard(int(f.fd), int(n-c)); err != nil {
+					e.reset(f, idx, true)
+					return false
+				}
 			}
 			f.down += uint64(n)
 			e.g.bytes.down.Add(uint64(n))
@@ -1185,8 +1216,26 @@ func (e *engine) pull(f *tcpFlow, idx uint32) {
 			}
 			return
 		}
+		if held := uint32(f.copied); held > 0 && seqLT(f.sndNxt, f.sndUna+held) {
+			// Sent again: what the engine holds comes first.
+			off := f.sndNxt - f.sndUna
+			m := min(int(held-off), int(avail))
+			e.sendSegments(f, e.copies[idx][off:int(off)+m])
+			if f.rtoAt == 0 {
+				e.arm(f, idx, &f.rtoAt, e.tick()+int64(f.rto))
+			}
+			continue
+		}
 		want := int(min(avail, int64(len(e.buf))))
-		n, err := recvPeek(int(f.fd), e.buf[:want])
+		consume := f.sndNxt == f.sndUna && f.copied == 0
+		var n int
+		var err error
+		if consume {
+			want = min(want, smallCopy)
+			n, err = recvNonblock(int(f.fd), e.buf[:want])
+		} else {
+			n, err = recvPeek(int(f.fd), e.buf[:want])
+		}
 		switch {
 		case err == unix.EAGAIN:
 			f.flags &^= flHostMore
@@ -1205,22 +1254,15 @@ func (e *engine) pull(f *tcpFlow, idx uint32) {
 			}
 			return
 		}
+		if consume {
+			e.keepCopy(f, idx, e.buf[:n])
+		}
 		if f.flags&flTiming == 0 {
 			f.flags |= flTiming
 			f.rttSeq = f.sndNxt + uint32(n)
 			f.rttStart = int64(time.Since(e.base))
 		}
-		seg := f.segSize()
-		for off := 0; off < n; {
-			m := min(n-off, seg)
-			fl := header.TCPFlagAck
-			if off+m == n {
-				fl |= header.TCPFlagPsh
-			}
-			e.send(f, fl, f.sndNxt, e.buf[off:off+m])
-			f.forward(uint32(m))
-			off += m
-		}
+		e.sendSegments(f, e.buf[:n])
 		if f.rtoAt == 0 {
 			e.arm(f, idx, &f.rtoAt, e.tick()+int64(f.rto))
 		}
@@ -1231,6 +1273,49 @@ func (e *engine) pull(f *tcpFlow, idx uint32) {
 			return
 		}
 	}
+}
+
+// sendSegments sends p to the namespace from sndNxt on, in segments of
+// at most segSize, the last with PSH.
+func (e *engine) sendSegments(f *tcpFlow, p []byte) {
+	seg := f.segSize()
+	for off := 0; off < len(p); {
+		m := min(len(p)-off, seg)
+		fl := header.TCPFlagAck
+		if off+m == len(p) {
+			fl |= header.TCPFlagPsh
+		}
+		e.send(f, fl, f.sndNxt, p[off:off+m])
+		f.forward(uint32(m))
+		off += m
+	}
+}
+
+// keepCopy keeps p, just read from f's host socket at sndUna, in a copy
+// of the engine's until the namespace acknowledges it.
+func (e *engine) keepCopy(f *tcpFlow, idx uint32, p []byte) {
+	var c []byte
+	if n := len(e.copyFree); n > 0 {
+		c, e.copyFree = e.copyFree[n-1], e.copyFree[:n-1]
+	} else {
+		c = make([]byte, smallCopy)
+	}
+	e.copies[idx] = c[:copy(c, p)]
+	f.copied = uint16(len(p))
+}
+
+// dropCopied forgets the first n bytes of f's copy (acknowledged, or
+// the flow ended).
+func (e *engine) dropCopied(f *tcpFlow, idx uint32, n uint32) {
+	c := e.copies[idx]
+	if int(n) < len(c) {
+		e.copies[idx] = c[:copy(c, c[n:])]
+		f.copied = uint16(len(c) - int(n))
+		return
+	}
+	delete(e.copies, idx)
+	e.copyFree = append(e.copyFree, c[:cap(c)])
+	f.copied = 0
 }
 
 // segSize is the largest segment to send the namespace: its MSS, but no

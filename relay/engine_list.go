@@ -91,6 +91,9 @@ func (e *engine) describe(f *tcpFlow, idx uint32) string {
 	if f.ackAt != 0 {
 		fmt.Fprintf(&b, " ack_in:%dms", (f.ackAt-now)*wheelTick/int64(time.Millisecond))
 	}
+	if f.copied > 0 {
+		fmt.Fprintf(&b, " copied:%d", f.copied)
+	}
 	if q := len(e.queued[idx]); q > 0 {
 		fmt.Fprintf(&b, " queued:%d", q)
 	}
