@@ -183,7 +183,9 @@ func (c *Config) fill() error {
 		c.Relay.MaxFlows = relay.DefaultMaxFlows
 	}
 	switch c.Relay.Engine {
-	case "", relay.EngineStack, relay.EngineFlow:
+	case "":
+		c.Relay.Engine = relay.DefaultEngine()
+	case relay.EngineStack, relay.EngineFlow:
 	default:
 		return fmt.Errorf("relay engine %q: want %q or %q", c.Relay.Engine, relay.EngineStack, relay.EngineFlow)
 	}

@@ -542,3 +542,15 @@ func TestFlowEngineAllocatesNothing(t *testing.T) {
 		t.Errorf("%.2f allocations per connection, want 0", n)
 	}
 }
+
+// TestDefaultEngineFollowsTheKernel: the flow engine is the default
+// exactly where its kernel feature is.
+func TestDefaultEngineFollowsTheKernel(t *testing.T) {
+	want := EngineStack
+	if probePeekOff() == nil {
+		want = EngineFlow
+	}
+	if got := DefaultEngine(); got != want {
+		t.Fatalf("DefaultEngine() = %q, want %q", got, want)
+	}
+}

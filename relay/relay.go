@@ -115,9 +115,10 @@ type Config struct {
 	// not).
 	MTU int
 
-	// Engine is how TCP is relayed: EngineStack ("stack", the default),
-	// or EngineFlow ("flow": the flow engine, engine.go, started with
-	// Gateway.StartEngine once the link is up).
+	// Engine is how TCP and UDP are relayed: EngineStack ("stack", the
+	// default here), or EngineFlow ("flow": the flow engine, engine.go,
+	// started with Gateway.StartEngine once the link is up; a daemon's
+	// default where the kernel has what it needs: DefaultEngine).
 	Engine string
 
 	// Logf, if set, receives one line per notable event.
@@ -432,8 +433,8 @@ func (g *Gateway) Flows() int64 { return g.stats.active.Load() }
 
 // String describes the limits, for logs.
 func (g *Gateway) String() string {
-	return fmt.Sprintf("relay: max %d flows, %d pending dials (%d per address), %d DNS queries, %d pings, connect timeout %v, UDP idle %v",
-		g.cfg.MaxFlows, g.cfg.MaxPendingDials, g.cfg.MaxPendingPerDest, g.cfg.MaxDNSQueries, g.cfg.MaxPings, g.cfg.ConnectTimeout, g.cfg.UDPIdleTimeout)
+	return fmt.Sprintf("relay: %s engine, max %d flows, %d pending dials (%d per address), %d DNS queries, %d pings, connect timeout %v, UDP idle %v",
+		g.cfg.Engine, g.cfg.MaxFlows, g.cfg.MaxPendingDials, g.cfg.MaxPendingPerDest, g.cfg.MaxDNSQueries, g.cfg.MaxPings, g.cfg.ConnectTimeout, g.cfg.UDPIdleTimeout)
 }
 
 // outboundFor is the source address for a host socket towards dst, if

@@ -144,7 +144,7 @@ func (f *relayFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.maxPings, "max-pings", relay.DefaultMaxPings, "most relayed pings waiting for a reply at once (more are dropped)")
 	fs.DurationVar(&f.connectTimeout, "connect-timeout", relay.DefaultConnectTimeout, "timeout of a host dial")
 	fs.DurationVar(&f.udpIdle, "udp-idle-timeout", relay.DefaultUDPIdleTimeout, "a UDP flow ends after this long without traffic")
-	fs.StringVar(&f.engine, "relay-engine", relay.EngineStack, "how TCP is relayed: `ENGINE` stack (a TCP endpoint per connection) or flow (the flow engine: sequence numbers mapped onto the host socket)")
+	fs.StringVar(&f.engine, "relay-engine", "", "how TCP and UDP are relayed: `ENGINE` flow (the flow engine: sequence numbers mapped onto the host socket; the default on Linux 6.9 and later) or stack (a socket of the stack per connection; the default before)")
 	fs.BoolVar(&f.noPing, "no-ping", false, "do not relay ICMP echo")
 	fs.StringVar(&f.resolvConf, "resolv-conf", relay.DefaultResolvConf, "`FILE` naming the upstream DNS servers (followed when it changes)")
 	fs.BoolVar(&f.verbose, "v", false, "log relay events on stderr: refusals, forwards, each flow's start and end (--log-level debug)")

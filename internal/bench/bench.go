@@ -350,13 +350,19 @@ func (r *runner) setupPaths(ctx context.Context) ([]path, error) {
 			paths = append(paths, path{name: name, server: stackIP, echoPort: 7, sinkPort: 9, pid: up,
 				wrap: func(a ...string) []string { return append([]string{"ip", "netns", "exec", ta}, a...) }})
 		}
-		// tapstack's relay: the daemon runs in the outer namespace.
+		// tapstack's relay: the daemon runs in the outer namespace; this
+		// build's on the stack engine (the flow engine, its default,
+		// is the next path), a baseline on its own default.
 		if name := b.name + " relay"; r.wantPath(name) {
 			tb := "tsbr" + b.tag + "-" + r.id
 			if err := r.netnsAdd(ctx, tb); err != nil {
 				return nil, err
 			}
-			relay, err := r.startUp(ctx, b.bin, true, tb, "--serve", "none")
+			args := []string{"--serve", "none"}
+			if b.tag == "" {
+				args = append(args, "--relay-engine", "stack")
+			}
+			relay, err := r.startUp(ctx, b.bin, true, tb, args...)
 			if err != nil {
 				return nil, err
 			}
