@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tapstack/tapstack/daemon"
+	"github.com/tapstack/tapstack/relay"
 	"github.com/tapstack/tapstack/tests/nstest"
 )
 
@@ -40,8 +41,11 @@ func TestFlowListShowsRelayedConnections(t *testing.T) {
 		var seen bool
 		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !seen; time.Sleep(20 * time.Millisecond) {
 			for _, f := range env.Daemon.Relay().FlowList() {
+				// The flow engine describes its state of the flow
+				// (tapstack ss -i): all 16 bytes sent, no more.
+				engineOK := (cfg.Relay.Engine == relay.EngineFlow) == strings.Contains(f.Engine, "snd_una:17 snd_nxt:17 ")
 				if f.NS == ns && f.Dst == addr && f.Proto == "tcp" && f.Kind == "relay" && f.Up == 5 && f.Down == 16 &&
-					f.State == "established" && strings.HasPrefix(f.Local, nstest.OuterV4+":") {
+					f.State == "established" && strings.HasPrefix(f.Local, nstest.OuterV4+":") && engineOK {
 					seen = true
 				}
 			}
