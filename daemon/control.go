@@ -136,7 +136,7 @@ func (d *Daemon) Status() control.StatusReport {
 	ls := h.Link.Stats()
 	up, down := d.gw.Bytes()
 	r := control.StatusReport{
-		Namespace: d.cfg.Name, PID: os.Getpid(), TAP: h.TAP, MTU: h.MTU, Offload: !d.cfg.NoOffload,
+		Namespace: d.cfg.Name, PID: os.Getpid(), TAP: h.TAP, MTU: h.MTU, Offload: !d.cfg.NoOffload, Engine: d.cfg.Relay.Engine,
 		Uptime: time.Since(d.started).Round(time.Millisecond), Flows: d.gw.FlowCount(), Forwards: len(d.gw.Forwards()),
 		BytesUp: up, BytesDown: down, RxFrames: ls.RxFrames, TxFrames: ls.TxFrames,
 		SocketsInUse: tab.InUse, SocketLimit: tab.Limit, Drops: d.refusals(),

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/tapstack/tapstack/internal/cienv"
+	"github.com/tapstack/tapstack/relay"
 )
 
 // pySlowHTTP answers every HTTP request on argv[1]:argv[2] with the file
@@ -297,7 +298,7 @@ func TestSeeingInside(t *testing.T) {
 	}
 
 	status := tapstackCtl(t, d.ctl, "status")
-	for _, want := range []string{"namespace   " + ns, "MTU 65520", "10.0.2.100/24", "relayed now, 1 port forwards", rtFile} {
+	for _, want := range []string{"namespace   " + ns, "MTU 65520", "10.0.2.100/24", "relayed now (" + relay.DefaultEngine() + " engine), 1 port forwards", rtFile} {
 		if !strings.Contains(status, want) {
 			t.Errorf("tapstack status lacks %q:\n%s", want, status)
 		}

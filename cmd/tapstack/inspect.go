@@ -249,7 +249,7 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "tap         %s, MTU %d, offload %s\n", r.TAP, r.MTU, offload)
 	fmt.Fprintf(stdout, "stack       %s\n", strings.Join(r.StackAddrs, " "))
 	fmt.Fprintf(stdout, "namespace   %s\n", strings.Join(r.NSAddrs, " "))
-	fmt.Fprintf(stdout, "flows       %d relayed now, %d port forwards\n", r.Flows, r.Forwards)
+	fmt.Fprintf(stdout, "flows       %d relayed now (%s engine), %d port forwards\n", r.Flows, r.Engine, r.Forwards)
 	fmt.Fprintf(stdout, "bytes       %d up (namespace → host), %d down\n", r.BytesUp, r.BytesDown)
 	fmt.Fprintf(stdout, "frames      %d in, %d out\n", r.RxFrames, r.TxFrames)
 	fmt.Fprintf(stdout, "sockets     %d in use of %d\n", r.SocketsInUse, r.SocketLimit)

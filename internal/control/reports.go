@@ -28,6 +28,7 @@ type StatusReport struct {
 	NSAddrs      []string          `json:"ns_addrs"`
 	MTU          int               `json:"mtu"`
 	Offload      bool              `json:"offload"`
+	Engine       string            `json:"relay_engine"`
 	Uptime       time.Duration     `json:"uptime_ns"`
 	Flows        int               `json:"flows"`
 	Forwards     int               `json:"forwards"`
