@@ -90,6 +90,7 @@ var (
 	linkErrors     = desc("link_errors_total", "Frames the link failed to read or write, by direction.", "link", "direction")
 	linkFiltered   = desc("link_rx_filtered_total", "Frames the link's filter dropped (spoofed sources).", "link")
 	linkDropped    = desc("link_rx_dropped_total", "Frames read before the stack was attached.", "link")
+	linkDiverted   = desc("link_rx_diverted_total", "Frames the relay's flow engine took before the stack.", "link")
 )
 
 // Describe sends every metric's description.
@@ -100,7 +101,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, p := range protoCounters {
 		ch <- p.d
 	}
-	for _, d := range []*prometheus.Desc{tcpEstablished, socketsInUse, socketLimit, linkFrames, linkBytes, linkErrors, linkFiltered, linkDropped} {
+	for _, d := range []*prometheus.Desc{tcpEstablished, socketsInUse, socketLimit, linkFrames, linkBytes, linkErrors, linkFiltered, linkDropped, linkDiverted} {
 		ch <- d
 	}
 }
@@ -131,6 +132,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(linkErrors, prometheus.CounterValue, float64(ls.TxErrors), name, "out")
 		ch <- prometheus.MustNewConstMetric(linkFiltered, prometheus.CounterValue, float64(ls.RxFiltered), name)
 		ch <- prometheus.MustNewConstMetric(linkDropped, prometheus.CounterValue, float64(ls.RxDropped), name)
+		ch <- prometheus.MustNewConstMetric(linkDiverted, prometheus.CounterValue, float64(ls.RxDiverted), name)
 	}
 }
 

@@ -133,7 +133,10 @@ func waitPcap(t *testing.T, tool, file string, want ...string) string {
 // showing the download's bytes growing; tapstack status; the metrics
 // parsed by Prometheus's parser, with the relay's byte counters moving
 // by what was fetched.
-func TestSeeingInside(t *testing.T) {
+func TestSeeingInside(t *testing.T) { engines(t, testSeeingInside) }
+
+func testSeeingInside(t *testing.T, flags []string) {
+	flow := flags[1] == relay.EngineFlow
 	cienv.RequireTool(t, "tshark")
 	cienv.RequireTool(t, "tcpdump")
 	o := newOuter(t)
@@ -157,7 +160,7 @@ func TestSeeingInside(t *testing.T) {
 	defer logFile.Close()
 	d := &daemon{t: t, ctl: filepath.Join(o.dir, "see.sock")}
 	cmd, _ := o.upInTo(logFile, "--netns", ns, "--control", d.ctl, "--serve", "none", "--pcap", pcapFile, "--metrics", metricsAddr,
-		"--socket-sites", "--log-format", "json", "-v", "-p", "127.0.0.1:18080:8080")
+		"--socket-sites", "--log-format", "json", "-v", "-p", "127.0.0.1:18080:8080", flags[0], flags[1])
 	d.pid = cmd.Process.Pid
 	before := o.scrape(metricsAddr)
 	downBefore, ok := metric(before, "tapstack_relay_bytes_total", map[string]string{"direction": "down", "netns": ns})
@@ -248,8 +251,14 @@ func TestSeeingInside(t *testing.T) {
 	if second <= first {
 		t.Fatalf("the download's bytes did not grow in 1.2 s: %d then %d", first, second)
 	}
-	if !strings.Contains(ssJSON, "relay/catch.go:") {
+	// The stack engine's connection is a socket of the stack's, made
+	// by the relay; the flow engine's is a record of its own, which ss
+	// describes.
+	if !flow && !strings.Contains(ssJSON, "relay/catch.go:") {
 		t.Errorf("ss -a --json names no socket made by the relay:\n%s", ssJSON)
+	}
+	if flow && !strings.Contains(ssJSON, `"engine":"snd_una:`) {
+		t.Errorf("ss --json has no flow engine state of the download:\n%s", ssJSON)
 	}
 	text := tapstackCtl(t, d.ctl, "ss")
 	if !strings.Contains(text, outerV4+":8081") || !strings.Contains(text, "established") {
@@ -298,7 +307,7 @@ func TestSeeingInside(t *testing.T) {
 	}
 
 	status := tapstackCtl(t, d.ctl, "status")
-	for _, want := range []string{"namespace   " + ns, "MTU 65520", "10.0.2.100/24", "relayed now (" + relay.DefaultEngine() + " engine), 1 port forwards", rtFile} {
+	for _, want := range []string{"namespace   " + ns, "MTU 65520", "10.0.2.100/24", "relayed now (" + flags[1] + " engine), 1 port forwards", rtFile} {
 		if !strings.Contains(status, want) {
 			t.Errorf("tapstack status lacks %q:\n%s", want, status)
 		}
@@ -321,6 +330,11 @@ func TestSeeingInside(t *testing.T) {
 	if downAfter-downBefore < float64(len(big)+len(small)) {
 		t.Errorf("tapstack_relay_bytes_total{direction=down} moved by %.0f, want at least %d", downAfter-downBefore, len(big)+len(small))
 	}
+	// The flow engine takes the relayed frames before the stack's NIC.
+	nicMin, divertedMin := 20.0, 0.0
+	if flow {
+		nicMin, divertedMin = 1, 20
+	}
 	for _, m := range []struct {
 		name   string
 		labels map[string]string
@@ -330,7 +344,8 @@ func TestSeeingInside(t *testing.T) {
 		{"tapstack_relay_dials_started_total", nil, 2},
 		{"tapstack_relay_flows_total", map[string]string{"proto": "tcp"}, 2},
 		{"tapstack_relay_flows_total", map[string]string{"proto": "icmp"}, 1},
-		{"tapstack_nic_rx_packets_total", map[string]string{"nic": "tap0"}, 20},
+		{"tapstack_nic_rx_packets_total", map[string]string{"nic": "tap0"}, nicMin},
+		{"tapstack_link_rx_diverted_total", nil, divertedMin},
 		{"tapstack_link_frames_total", map[string]string{"direction": "in"}, 20},
 		{"tapstack_sockets_limit", nil, 1},
 		{"go_goroutines", nil, 1},
