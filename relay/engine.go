@@ -93,6 +93,7 @@ const (
 	flTiming                       // an RTT sample is running (rttSeq, rttStart)
 	flUpload                       // counted in Gateway.uploads
 	flFinMax                       // our FIN was sent once: sndMax counts it
+	flSACK                         // the namespace permits SACK: our ACKs name what is held beyond a hole
 )
 
 // tcpFlow is one relayed connection: about 130 bytes, no pointers.
@@ -105,6 +106,7 @@ type tcpFlow struct {
 	nsMAC        [6]byte
 	fd           int32
 	gen          uint32
+	idx          uint32 // its own index in the table
 	flags        uint16
 	mss          uint16 // of our segments to the namespace
 	dupAcks      uint8
@@ -173,22 +175,23 @@ type engine struct {
 	evfd   int      // wakes the loop for Close
 
 	mu      sync.Mutex
-	flows   []tcpFlow            // protected by mu
-	free    []uint32             // free indexes of flows; protected by mu
-	index   map[flowKey]uint32   // protected by mu
-	dialing map[uint32]*dialSlot // flows waiting for their connect; protected by mu
-	wheel   wheel                // protected by mu
-	hdr     [maxHdrLen + 64]byte // header scratch; protected by mu
-	seg     segment              // the segment divert parses; protected by mu
-	buf     []byte               // peek buffer; protected by mu
-	iov     [3][]byte            // frame scratch; protected by mu
-	udpHdr  [udpHdrLen]byte      // UDP header scratch; protected by mu
-	ipID    uint32               // IP identification of our fragments; protected by mu
-	nic     tcpip.NICID          // the stack's NIC of the link
-	sa4     unix.SockaddrInet4   // dial scratch; protected by mu
-	sa6     unix.SockaddrInet6   // dial scratch; protected by mu
-	closed  bool                 // protected by mu
-	live    int                  // flows not free; protected by mu
+	flows   []tcpFlow                // protected by mu
+	free    []uint32                 // free indexes of flows; protected by mu
+	index   map[flowKey]uint32       // protected by mu
+	dialing map[uint32]*dialSlot     // flows waiting for their connect; protected by mu
+	wheel   wheel                    // protected by mu
+	hdr     [maxHdrLen + 64]byte     // header scratch; protected by mu
+	seg     segment                  // the segment divert parses; protected by mu
+	buf     []byte                   // peek buffer; protected by mu
+	iov     [3][]byte                // frame scratch; protected by mu
+	sack    [maxSACKBlocks][2]uint32 // SACK block scratch; protected by mu
+	udpHdr  [udpHdrLen]byte          // UDP header scratch; protected by mu
+	ipID    uint32                   // IP identification of our fragments; protected by mu
+	nic     tcpip.NICID              // the stack's NIC of the link
+	sa4     unix.SockaddrInet4       // dial scratch; protected by mu
+	sa6     unix.SockaddrInet6       // dial scratch; protected by mu
+	closed  bool                     // protected by mu
+	live    int                      // flows not free; protected by mu
 	events  [maxEvents]unix.EpollEvent
 
 	isn     *mrand.ChaCha8 // initial sequence numbers; protected by mu
@@ -429,6 +432,10 @@ func (e *engine) open(s *segment, key flowKey) bool {
 		f.nsWS = min(s.wscale, 14)
 		f.ourWS = engineWS
 	}
+	if s.sackOK {
+		f.flags |= flSACK
+	}
+	f.idx = idx
 	ourMSS := e.mtu - ip4HdrLen - tcpHdrLen
 	if s.v6 {
 		ourMSS = e.mtu - ip6HdrLen - tcpHdrLen
@@ -1163,6 +1170,33 @@ func (e *engine) hold(f *tcpFlow, idx uint32, seq uint32, p []byte, fin bool) {
 	e.queuedBytes += len(p)
 }
 
+// sackBlocks are the SACK blocks of what f holds beyond a hole (at
+// most maxSACKBlocks, in sequence order), in e's scratch.
+func (e *engine) sackBlocks(f *tcpFlow) [][2]uint32 {
+	hs := e.held[f.idx]
+	out := e.sack[:0]
+	for _, h := range hs {
+		start, end := h.seq, h.seq+uint32(len(h.data))
+		if h.fin {
+			end++
+		}
+		if !seqGT(end, f.rcvNxt) || start == end {
+			continue
+		}
+		if n := len(out); n > 0 && !seqGT(start, out[n-1][1]) {
+			if seqGT(end, out[n-1][1]) {
+				out[n-1][1] = end
+			}
+			continue
+		}
+		if len(out) == maxSACKBlocks {
+			break
+		}
+		out = append(out, [2]uint32{start, end})
+	}
+	return out
+}
+
 // unhold returns what is held from rcvNxt on, if anything, and forgets
 // what the flow has taken already.
 func (e *engine) unhold(idx uint32, rcvNxt uint32) ([]byte, bool, bool) {
@@ -1479,7 +1513,7 @@ func (e *engine) reset(f *tcpFlow, idx uint32, rstHost bool) {
 
 func (e *engine) sendSynAck(f *tcpFlow) {
 	n := len(f.buildHeaders(e.hdr[:], e.mac, tcpOut{seq: f.iss, ack: f.rcvNxt, flags: header.TCPFlagSyn | header.TCPFlagAck,
-		wnd: 65535, mss: f.mss, wscale: f.ourWS}, nil))
+		wnd: 65535, mss: f.mss, wscale: f.ourWS, sackOK: f.flags&flSACK != 0}, nil))
 	e.write(f, e.hdr[:n], nil)
 }
 
@@ -1509,7 +1543,11 @@ func (e *engine) send(f *tcpFlow, flags header.TCPFlags, seq uint32, payload []b
 	if f.ourWS >= 0 {
 		wnd >>= uint(f.ourWS)
 	}
-	n := len(f.buildHeaders(e.hdr[:], e.mac, tcpOut{seq: seq, ack: f.rcvNxt, flags: flags, wnd: uint16(min(wnd, 65535))}, payload))
+	o := tcpOut{seq: seq, ack: f.rcvNxt, flags: flags, wnd: uint16(min(wnd, 65535))}
+	if len(payload) == 0 && f.flags&flSACK != 0 {
+		o.sack = e.sackBlocks(f)
+	}
+	n := len(f.buildHeaders(e.hdr[:], e.mac, o, payload))
 	f.unacked = 0
 	f.ackAt = 0 // retime finds it off when the entry fires
 	e.write(f, e.hdr[:n], payload)

@@ -7,11 +7,13 @@ import (
 	"net/netip"
 	"sync"
 	"syscall"
+	"slices"
 	"testing"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/seqnum"
 
 	"github.com/tapstack/tapstack/internal/cienv"
 	"github.com/tapstack/tapstack/link"
@@ -108,6 +110,10 @@ type peer struct {
 	timer  *time.Timer
 	frame  frameBuf // the last frame received, and its segment
 	seg    segment
+	// sack offers SACK in the peer's SYN; segSACK are the SACK blocks
+	// of the last segment received.
+	sack    bool
+	segSACK []header.SACKBlock
 	// skipOthers skips segments to other ports (of earlier
 	// connections) rather than failing.
 	skipOthers bool
@@ -122,6 +128,9 @@ func (p *peer) send(flags header.TCPFlags, data []byte) bool {
 	optLen := 0
 	if flags&header.TCPFlagSyn != 0 {
 		optLen = 8
+		if p.sack {
+			optLen = 12
+		}
 	}
 	ipLen := ip4HdrLen + tcpHdrLen + optLen + len(data)
 	b = b[:ethHdrLen+ipLen]
@@ -136,6 +145,10 @@ func (p *peer) send(flags header.TCPFlags, data []byte) bool {
 		header.EncodeMSSOption(1460, tcp[tcpHdrLen:])
 		tcp[tcpHdrLen+4] = header.TCPOptionNOP
 		header.EncodeWSOption(7, tcp[tcpHdrLen+5:])
+		if p.sack {
+			tcp[tcpHdrLen+8], tcp[tcpHdrLen+9] = header.TCPOptionNOP, header.TCPOptionNOP
+			header.EncodeSACKPermittedOption(tcp[tcpHdrLen+10:])
+		}
 	}
 	copy(tcp[tcpHdrLen+optLen:], data)
 	sum := pseudoSum(false, peerIP[:], farIP[:], len(tcp))
@@ -172,6 +185,8 @@ func (p *peer) recv() {
 		}
 		p.segFlags, p.segSeq, p.segAck, p.segWindow = s.flags, s.seq, s.ack, s.wnd
 		p.payload = append(p.payload[:0], s.payload...)
+		th := header.TCP(f.b[ethHdrLen+ip4HdrLen : f.n])
+		p.segSACK = append(p.segSACK[:0], header.ParseTCPOptions(th.Options()).SACKBlocks...)
 	case <-p.timer.C:
 		p.t.Fatal("no segment from the engine within 5 s")
 	}
@@ -390,26 +405,45 @@ func BenchmarkFlowEngineConnection(b *testing.B) {
 func TestFlowEngineHoldsWhatCameAfterAHole(t *testing.T) {
 	divert, w, _ := engineRig(t)
 	port := echoServer(t, false)
-	p := &peer{t: t, divert: divert, w: w, sport: 40003, dport: port}
+	p := &peer{t: t, divert: divert, w: w, sport: 40003, dport: port, sack: true}
 	p.open()
+	synAck := header.TCP(p.frame.b[ethHdrLen+ip4HdrLen : p.frame.n])
+	if !header.ParseSynOptions(synAck.Options(), true).SACKPermitted {
+		t.Fatal("the SYN-ACK does not permit SACK, which the SYN offered")
+	}
 	start := p.seq
+	p.seq = start + 9
+	p.send(header.TCPFlagPsh|header.TCPFlagAck, []byte("jkl"))
+	p.recv()
 	p.seq = start + 3
 	p.send(header.TCPFlagPsh|header.TCPFlagAck, []byte("def"))
 	p.recv()
 	if p.segAck != start || len(p.payload) != 0 {
 		t.Fatalf("after a hole: ack %d with %d bytes, want a duplicate ACK of %d", p.segAck, len(p.payload), start)
 	}
+	// The namespace permitted SACK: the duplicate ACK names what is
+	// held beyond each hole.
+	want := []header.SACKBlock{{Start: seqnum.Value(start + 3), End: seqnum.Value(start + 6)}, {Start: seqnum.Value(start + 9), End: seqnum.Value(start + 12)}}
+	if !slices.Equal(p.segSACK, want) {
+		t.Fatalf("SACK blocks %v, want %v", p.segSACK, want)
+	}
+	p.seq = start + 6
+	p.send(header.TCPFlagPsh|header.TCPFlagAck, []byte("ghi"))
+	p.recv()
+	if p.segAck != start || len(p.segSACK) != 1 || p.segSACK[0] != (header.SACKBlock{Start: seqnum.Value(start + 3), End: seqnum.Value(start + 12)}) {
+		t.Fatalf("ack %d with SACK blocks %v, want %d with one block from %d to %d", p.segAck, p.segSACK, start, start+3, start+12)
+	}
 	p.seq = start
 	p.send(header.TCPFlagPsh|header.TCPFlagAck, []byte("abc"))
 	var got []byte
-	for len(got) < 6 {
+	for len(got) < 12 {
 		p.recv()
-		if p.segAck == start+6 {
+		if p.segAck == start+12 {
 			got = append(got, p.payload...)
 		}
 	}
-	if string(got) != "abcdef" {
-		t.Fatalf("the host echoed %q, want %q", got, "abcdef")
+	if string(got) != "abcdefghijkl" {
+		t.Fatalf("the host echoed %q, want %q", got, "abcdefghijkl")
 	}
 }
 

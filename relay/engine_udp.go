@@ -67,7 +67,7 @@ func (e *engine) openUDP(s *segment, key flowKey) bool {
 	now := e.tick()
 	*f = tcpFlow{
 		src: s.src, dst: s.dst, sport: s.sport, dport: s.dport, v6: s.v6,
-		state: stUDP, nsMAC: s.srcMAC, fd: int32(fd), gen: f.gen + 1,
+		state: stUDP, nsMAC: s.srcMAC, fd: int32(fd), gen: f.gen + 1, idx: idx,
 		start: time.Now().UnixNano(), lastAt: now,
 	}
 	e.index[key] = idx

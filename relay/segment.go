@@ -22,6 +22,7 @@ type segment struct {
 	wnd      uint16
 	mss      uint16 // from a SYN's options
 	wscale   int8   // from a SYN's options (-1: none)
+	sackOK   bool   // from a SYN's options: SACK permitted
 	srcMAC   [6]byte
 	payload  []byte
 }
@@ -34,7 +35,11 @@ const (
 	udpHdrLen  = header.UDPMinimumSize
 	fragHdrLen = header.IPv6FragmentHeaderSize
 	synOptsLen = 8 // MSS (4) + NOP + window scale (3)
-	maxHdrLen  = ethHdrLen + ip6HdrLen + tcpHdrLen + synOptsLen
+	// maxSACKBlocks: the SACK blocks an ACK of ours carries at most
+	// (with 2 NOPs, 4 + 8 each: 28 bytes of options).
+	maxSACKBlocks = 3
+	maxOptsLen    = 4 + 8*maxSACKBlocks
+	maxHdrLen     = ethHdrLen + ip6HdrLen + tcpHdrLen + maxOptsLen
 )
 
 // parseSegment parses an Ethernet frame holding a TCP segment or a UDP
@@ -107,11 +112,12 @@ func parseSegment(frame []byte, verify bool, s *segment) bool {
 	s.flags = header.TCPFlags(tcp[13])
 	s.wnd = binary.BigEndian.Uint16(tcp[14:])
 	s.payload = tcp[off:]
-	s.mss, s.wscale = 0, -1
+	s.mss, s.wscale, s.sackOK = 0, -1, false
 	if s.flags&header.TCPFlagSyn != 0 {
 		opts := header.ParseSynOptions(tcp[tcpHdrLen:off], s.flags&header.TCPFlagAck != 0)
 		s.mss = opts.MSS // 536 where the SYN names none (RFC 1122)
 		s.wscale = int8(opts.WS)
+		s.sackOK = opts.SACKPermitted
 	}
 	return true
 }
@@ -174,6 +180,10 @@ type tcpOut struct {
 	wnd      uint16
 	mss      uint16 // SYN: the MSS option (0: none)
 	wscale   int8   // SYN: the window scale option (-1: none)
+	sackOK   bool   // SYN: the SACK-permitted option
+	// sack are SACK blocks (of the namespace's sequence numbers) for a
+	// segment without payload: what the engine holds beyond a hole.
+	sack [][2]uint32
 }
 
 // buildHeaders writes the Ethernet, IP and TCP headers of a segment from
@@ -186,6 +196,11 @@ func (f *tcpFlow) buildHeaders(b []byte, ourMAC [6]byte, o tcpOut, payload []byt
 		if o.wscale >= 0 {
 			optLen = synOptsLen
 		}
+		if o.sackOK {
+			optLen += 4 // NOP, NOP, SACK permitted
+		}
+	} else if len(o.sack) > 0 {
+		optLen = 4 + 8*len(o.sack)
 	}
 	tcpLen := tcpHdrLen + optLen
 	ipLen := ip4HdrLen
@@ -231,10 +246,25 @@ func (f *tcpFlow) buildHeaders(b []byte, ourMAC [6]byte, o tcpOut, payload []byt
 	})
 	if optLen > 0 {
 		opts := tcp[tcpHdrLen:tcpLen]
-		header.EncodeMSSOption(uint32(o.mss), opts)
-		if o.wscale >= 0 {
-			opts[4] = header.TCPOptionNOP
-			header.EncodeWSOption(int(o.wscale), opts[5:])
+		if o.flags&header.TCPFlagSyn != 0 {
+			n := 4
+			header.EncodeMSSOption(uint32(o.mss), opts)
+			if o.wscale >= 0 {
+				opts[4] = header.TCPOptionNOP
+				header.EncodeWSOption(int(o.wscale), opts[5:])
+				n = synOptsLen
+			}
+			if o.sackOK {
+				opts[n], opts[n+1] = header.TCPOptionNOP, header.TCPOptionNOP
+				header.EncodeSACKPermittedOption(opts[n+2:])
+			}
+		} else {
+			opts[0], opts[1] = header.TCPOptionNOP, header.TCPOptionNOP
+			opts[2], opts[3] = header.TCPOptionSACK, byte(2+8*len(o.sack))
+			for i, b := range o.sack {
+				binary.BigEndian.PutUint32(opts[4+8*i:], b[0])
+				binary.BigEndian.PutUint32(opts[8+8*i:], b[1])
+			}
 		}
 	}
 	var sum uint16
