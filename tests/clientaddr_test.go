@@ -26,6 +26,7 @@ func clientNS(t *testing.T, o *outer) string {
 		}
 	}
 	run("netns", "add", ns)
+	noteNetns(ns)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
 	run("-n", o.name, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
 	run("-n", o.name, "addr", "add", "10.89.0.1/24", "dev", veth)

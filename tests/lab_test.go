@@ -340,6 +340,7 @@ func newLabOutside(t *testing.T) *labOutside {
 	base := netip.AddrFrom4([4]byte{198, 18 + r[0]&1, r[1], byte(4 * (1 + int(r[0]>>1)%62))})
 	mine := base.Next()
 	theirs := mine.Next()
+	noteNetns(ns)
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, out)
 	}

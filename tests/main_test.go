@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 )
@@ -32,9 +36,54 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	_ = os.Chmod(dir, 0o755)
+	// Stopped (Ctrl-C, a kill), the tests leave nothing behind: the
+	// namespaces they made go with what runs in them. (Their daemons
+	// and servers get SIGTERM from dieWithTest.)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		s := <-sig
+		removeNoted()
+		os.RemoveAll(dir)
+		os.Exit(128 + int(s.(syscall.Signal)))
+	}()
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// noted are the namespaces the tests made (noteNetns), for the signal
+// handler of TestMain.
+var noted struct {
+	sync.Mutex
+	names []string
+}
+
+// noteNetns records a namespace a test is about to make: if the tests
+// are stopped before its cleanup, TestMain removes it.
+func noteNetns(ns string) {
+	noted.Lock()
+	defer noted.Unlock()
+	noted.names = append(noted.names, ns)
+}
+
+// removeNoted ends what runs in the noted namespaces that still exist
+// and removes them.
+func removeNoted() {
+	noted.Lock()
+	defer noted.Unlock()
+	for _, ns := range noted.names {
+		out, err := exec.Command("ip", "netns", "pids", ns).Output()
+		if err != nil {
+			continue // gone already
+		}
+		for _, f := range strings.Fields(string(out)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				syscall.Kill(pid, syscall.SIGTERM)
+			}
+		}
+		exec.Command("ip", "netns", "del", ns).Run()
+	}
 }
 
 // dieWithTest makes a long-lived process the test starts (a daemon, a

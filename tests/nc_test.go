@@ -19,6 +19,7 @@ func ncNamespace(t *testing.T) string {
 	t.Helper()
 	nstest.Require(t)
 	ns := nshost.UniqueName("tsnc-")
+	noteNetns(ns)
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, out)
 	}

@@ -42,6 +42,7 @@ func newOuter(t *testing.T) *outer {
 	nstest.Require(t)
 	o := &outer{t: t, name: nshost.UniqueName("tsout-"), dir: t.TempDir()}
 	os.Chmod(o.dir, 0o755)
+	noteNetns(o.name)
 	if out, err := exec.Command("ip", "netns", "add", o.name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, out)
 	}

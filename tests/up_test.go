@@ -152,6 +152,7 @@ func TestUpServesAndCleansUp(t *testing.T) {
 func TestUpKeepsANamespaceItDidNotCreate(t *testing.T) {
 	nstest.Require(t)
 	ns := nshost.UniqueName("tsown-")
+	noteNetns(ns)
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, out)
 	}
