@@ -5,9 +5,9 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"syscall"
-	"slices"
 	"testing"
 	"time"
 
