@@ -204,7 +204,8 @@ type engine struct {
 	// queued holds what the namespace sent that a full host socket did
 	// not take yet, per flow (block); queuedBytes counts it all.
 	// Protected by mu.
-	queued      map[uint32][]byte
+	queued      map[uint32]flowQueue
+	qFree       [][]byte // spare queue buffers (engineWindow bytes); protected by mu
 	queuedBytes int // with what held holds
 	// held holds the namespace's segments that came after a hole, per
 	// flow, in sequence order (hold). Protected by mu.
@@ -269,7 +270,7 @@ func (g *Gateway) StartEngine(wire Wire, mac [6]byte, mtu int, verify bool) (fun
 		flows:   make([]tcpFlow, 0, g.cfg.MaxFlows),
 		index:   make(map[flowKey]uint32, g.cfg.MaxFlows),
 		dialing: map[uint32]*dialSlot{},
-		queued:  map[uint32][]byte{},
+		queued:  map[uint32]flowQueue{},
 		held:    map[uint32][]heldSeg{},
 		copies:  map[uint32][]byte{},
 		buf:     make([]byte, peekBufSize),
@@ -544,6 +545,7 @@ func (e *engine) release(f *tcpFlow, idx uint32) {
 	e.free = append(e.free, idx)
 	if e.live--; e.live == 0 {
 		e.idleAt = e.tick()
+		e.qFree = nil // an idle engine keeps no spare memory
 	}
 }
 
@@ -1440,13 +1442,38 @@ func (e *engine) finInput(f *tcpFlow, idx uint32) {
 	}
 }
 
+// A flowQueue is what waits for a full host socket: q, a window of buf
+// (engineWindow bytes, which the flow's window bounds it to), taken
+// from the front and added to at the back, moved to buf's start only
+// when the back has no room.
+type flowQueue struct {
+	buf, q []byte
+}
+
+// maxSpareQueues bounds the queue buffers kept for reuse while flows
+// live (none once the engine is idle).
+const maxSpareQueues = 2
+
 // queue keeps p for flow idx until its host socket has room; false if
 // the engine holds maxQueued bytes already.
 func (e *engine) queue(idx uint32, p []byte) bool {
 	if e.queuedBytes+len(p) > maxQueued {
 		return false
 	}
-	e.queued[idx] = append(e.queued[idx], p...)
+	fq, ok := e.queued[idx]
+	if !ok {
+		if n := len(e.qFree); n > 0 {
+			fq.buf, e.qFree = e.qFree[n-1], e.qFree[:n-1]
+		} else {
+			fq.buf = make([]byte, engineWindow)
+		}
+		fq.q = fq.buf[:0]
+	}
+	if cap(fq.q)-len(fq.q) < len(p) && cap(fq.q) < len(fq.buf) {
+		fq.q = fq.buf[:copy(fq.buf, fq.q)] // to the start
+	}
+	fq.q = append(fq.q, p...) // grows past buf only if the window did
+	e.queued[idx] = fq
 	e.queuedBytes += len(p)
 	return true
 }
@@ -1464,8 +1491,8 @@ func (e *engine) block(f *tcpFlow, _ uint32) {
 // unblock moves what waits in f's queue into its host socket, as far as
 // it goes; once the queue is empty the window opens again in full.
 func (e *engine) unblock(f *tcpFlow, idx uint32) {
-	q := e.queued[idx]
-	if len(q) > 0 {
+	fq := e.queued[idx]
+	if q := fq.q; len(q) > 0 {
 		n, err := sendNonblock(int(f.fd), q)
 		if err != nil && err != unix.EAGAIN {
 			e.reset(f, idx, true)
@@ -1474,7 +1501,8 @@ func (e *engine) unblock(f *tcpFlow, idx uint32) {
 		n = max(n, 0)
 		e.queuedBytes -= n
 		if n < len(q) {
-			e.queued[idx] = q[:copy(q, q[n:])]
+			fq.q = q[n:]
+			e.queued[idx] = fq
 			return // EPOLLOUT again once it has room
 		}
 	}
@@ -1490,9 +1518,12 @@ func (e *engine) unblock(f *tcpFlow, idx uint32) {
 
 // dropQueue forgets flow idx's queue.
 func (e *engine) dropQueue(idx uint32) {
-	if q, ok := e.queued[idx]; ok {
-		e.queuedBytes -= len(q)
+	if fq, ok := e.queued[idx]; ok {
+		e.queuedBytes -= len(fq.q)
 		delete(e.queued, idx)
+		if len(e.qFree) < maxSpareQueues && cap(fq.buf) == engineWindow {
+			e.qFree = append(e.qFree, fq.buf)
+		}
 	}
 }
 

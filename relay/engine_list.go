@@ -94,7 +94,7 @@ func (e *engine) describe(f *tcpFlow, idx uint32) string {
 	if f.copied > 0 {
 		fmt.Fprintf(&b, " copied:%d", f.copied)
 	}
-	if q := len(e.queued[idx]); q > 0 {
+	if q := len(e.queued[idx].q); q > 0 {
 		fmt.Fprintf(&b, " queued:%d", q)
 	}
 	if hs := e.held[idx]; len(hs) > 0 {
