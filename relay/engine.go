@@ -1442,17 +1442,21 @@ func (e *engine) finInput(f *tcpFlow, idx uint32) {
 	}
 }
 
-// A flowQueue is what waits for a full host socket: q, a window of buf
-// (engineWindow bytes, which the flow's window bounds it to), taken
-// from the front and added to at the back, moved to buf's start only
-// when the back has no room.
+// A flowQueue is what waits for a full host socket: q, a window of buf,
+// taken from the front and added to at the back, moved to buf's start
+// only when the back has no room. buf starts at minQueueBuf and doubles
+// as needed, up to what the flow's window bounds the queue to
+// (engineWindow): a flow holds what it queues, not a whole window.
 type flowQueue struct {
 	buf, q []byte
 }
 
 // maxSpareQueues bounds the queue buffers kept for reuse while flows
 // live (none once the engine is idle).
-const maxSpareQueues = 2
+const (
+	maxSpareQueues = 2
+	minQueueBuf    = 64 << 10
+)
 
 // queue keeps p for flow idx until its host socket has room; false if
 // the engine holds maxQueued bytes already.
@@ -1465,14 +1469,16 @@ func (e *engine) queue(idx uint32, p []byte) bool {
 		if n := len(e.qFree); n > 0 {
 			fq.buf, e.qFree = e.qFree[n-1], e.qFree[:n-1]
 		} else {
-			fq.buf = make([]byte, engineWindow)
+			fq.buf = make([]byte, minQueueBuf)
 		}
 		fq.q = fq.buf[:0]
 	}
 	if cap(fq.q)-len(fq.q) < len(p) && cap(fq.q) < len(fq.buf) {
 		fq.q = fq.buf[:copy(fq.buf, fq.q)] // to the start
 	}
-	fq.q = append(fq.q, p...) // grows past buf only if the window did
+	if fq.q = append(fq.q, p...); cap(fq.q) > len(fq.buf) {
+		fq.buf = fq.q[:cap(fq.q)] // grown: a new array, q at its start
+	}
 	e.queued[idx] = fq
 	e.queuedBytes += len(p)
 	return true
@@ -1521,7 +1527,7 @@ func (e *engine) dropQueue(idx uint32) {
 	if fq, ok := e.queued[idx]; ok {
 		e.queuedBytes -= len(fq.q)
 		delete(e.queued, idx)
-		if len(e.qFree) < maxSpareQueues && cap(fq.buf) == engineWindow {
+		if len(e.qFree) < maxSpareQueues && len(fq.buf) <= 2*engineWindow {
 			e.qFree = append(e.qFree, fq.buf)
 		}
 	}

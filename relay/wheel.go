@@ -16,6 +16,7 @@ type wheel struct {
 	used  [wheelSlots / 64]uint64 // bit i: slots[i] is not empty
 	now   int64                   // the current tick: slots before it have fired
 	count int                     // entries in the wheel
+	ready bool                    // the slots have their first room
 }
 
 // A wheelEntry names a flow by index and generation, and the tick it was
@@ -29,12 +30,23 @@ const (
 	wheelSlots = 1024 // a power of two
 	// wheelTick is the wheel's resolution, in nanoseconds.
 	wheelTick = int64(1_000_000)
+	// wheelSlotRoom is the room each slot starts with.
+	wheelSlotRoom = 4
 )
 
 // add files flow idx (generation gen) under tick at. A tick before w.now
 // fires at the next advance (with at); one beyond the wheel's span waits
 // in its last slot and is filed again from there.
 func (w *wheel) add(at int64, idx, gen uint32) {
+	if !w.ready {
+		// Every slot starts with room of its own in one array, so that
+		// a slot used for the first time allocates nothing.
+		backing := make([]wheelEntry, wheelSlots*wheelSlotRoom)
+		for i := range w.slots {
+			w.slots[i] = backing[i*wheelSlotRoom : i*wheelSlotRoom : (i+1)*wheelSlotRoom]
+		}
+		w.ready = true
+	}
 	slot := min(max(at, w.now), w.now+wheelSlots-1)
 	i := slot & (wheelSlots - 1)
 	w.slots[i] = append(w.slots[i], wheelEntry{idx, gen, at})
