@@ -205,8 +205,8 @@ type engine struct {
 	// not take yet, per flow (block); queuedBytes counts it all.
 	// Protected by mu.
 	queued      map[uint32]flowQueue
-	qFree       [][]byte // spare queue buffers (engineWindow bytes); protected by mu
-	queuedBytes int // with what held holds
+	qFree       [][]byte // spare queue buffers (at most 2 × engineWindow bytes); protected by mu
+	queuedBytes int      // with what held holds
 	// held holds the namespace's segments that came after a hole, per
 	// flow, in sequence order (hold). Protected by mu.
 	held map[uint32][]heldSeg
