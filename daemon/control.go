@@ -140,7 +140,10 @@ func (d *Daemon) Status() control.StatusReport {
 		Uptime: time.Since(d.started).Round(time.Millisecond), Flows: d.gw.FlowCount(), Forwards: len(d.gw.Forwards()),
 		BytesUp: up, BytesDown: down, RxFrames: ls.RxFrames, TxFrames: ls.TxFrames,
 		SocketsInUse: tab.InUse, SocketLimit: tab.Limit, Drops: d.refusals(),
-		RSSKiB: rssKiB(), Goroutines: runtime.NumGoroutine(),
+		RSSKiB: rssKiB(), Goroutines: runtime.NumGoroutine(), TAPReader: "link's goroutines",
+	}
+	if ls.Polled {
+		r.TAPReader = "flow engine's loop"
 	}
 	r.Captures = daemonControl{d: d}.Captures()
 	r.Drops["stack_dropped_packets"] = h.Stack.Stats().Protocols.DroppedPackets

@@ -354,6 +354,14 @@ func (d *Daemon) start(ctx context.Context) error {
 			return err
 		}
 		h.Link.SetDivert(divert)
+		// The engine's loop reads the TAP itself where it can (not
+		// while inbound frames are impaired).
+		if reads, err := h.Link.Poll(); err != nil {
+			d.log.Debug("the TAP is read by the link's goroutines", "why", err)
+		} else if err := d.gw.ReadLink(reads); err != nil {
+			reads.Release()
+			return err
+		}
 	}
 	if len(cfg.Services) > 0 {
 		if d.srv, err = services.Start(h.Stack, cfg.Services...); err != nil {

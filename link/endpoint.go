@@ -87,6 +87,7 @@ type Stats struct {
 	RxDropped         uint64 // frames read while no stack was attached
 	RxFiltered        uint64 // frames Options.Filter dropped
 	RxDiverted        uint64 // frames the divert function took (SetDivert)
+	Polled            bool   // a poll loop reads the devices (Poll)
 }
 
 // Endpoint is a gVisor stack.LinkEndpoint with Ethernet framing over one or
@@ -226,6 +227,13 @@ type rawEndpoint struct {
 
 	// divert, if set, takes frames before the stack (SetDivert).
 	divert atomic.Pointer[func(frame []byte) bool]
+
+	// readers are the reader goroutines running (startReaders); nil
+	// until the first Attach. Protected by mu.
+	readers *sync.WaitGroup
+	// polled is the poll loop's reads, while one has them (Poll).
+	polled atomic.Pointer[Reads]
+	pollMu sync.Mutex // serializes poll and unpoll
 }
 
 var (
@@ -280,10 +288,7 @@ func (e *rawEndpoint) Attach(d stack.NetworkDispatcher) {
 		return
 	}
 	e.started = true
-	for i, dev := range e.devices {
-		e.wg.Add(1)
-		go e.routineReadFromDevice(i, dev)
-	}
+	e.startReaders()
 }
 
 func (e *rawEndpoint) IsAttached() bool {
@@ -343,9 +348,22 @@ func (e *rawEndpoint) Close() {
 	})
 }
 
-// routineReadFromDevice is the one reader of device dev.
-func (e *rawEndpoint) routineReadFromDevice(i int, dev Device) {
+// startReaders starts one reader goroutine per device; e.mu is held.
+func (e *rawEndpoint) startReaders() {
+	set := new(sync.WaitGroup)
+	e.readers = set
+	for i, dev := range e.devices {
+		e.wg.Add(1)
+		set.Add(1)
+		go e.routineReadFromDevice(i, dev, set)
+	}
+}
+
+// routineReadFromDevice is the one reader of device dev, until the
+// endpoint closes or a poll loop takes the reads (Poll).
+func (e *rawEndpoint) routineReadFromDevice(i int, dev Device, set *sync.WaitGroup) {
 	defer e.wg.Done()
+	defer set.Done()
 	var backoff time.Duration
 	logged := map[string]struct{}{}
 	// One scratch buffer per reader; each frame is copied into a view of
@@ -354,15 +372,18 @@ func (e *rawEndpoint) routineReadFromDevice(i int, dev Device) {
 	// and a quarter of the connection rate, on an offloading TAP).
 	var scratch []byte
 	for {
-		size := int(e.mtu.Load())
-		if e.vnet {
-			size = vnetHdrSize + header.EthernetMinimumSize + GSOMaxSize
+		if e.polled.Load() != nil {
+			return
 		}
+		size := e.frameSize()
 		if len(scratch) != size {
 			scratch = make([]byte, size)
 		}
 		n, err := dev.ReadFrame(scratch)
 		if err != nil {
+			if e.polled.Load() != nil {
+				return
+			}
 			if errors.Is(err, net.ErrClosed) || e.isClosed() {
 				return
 			}
@@ -388,47 +409,56 @@ func (e *rawEndpoint) routineReadFromDevice(i int, dev Device) {
 			continue
 		}
 		backoff = 0
-		frame := scratch[:n]
-		if e.vnet {
-			if n < vnetHdrSize {
-				e.rxErrors.Add(1)
-				continue
-			}
-			frame = frame[vnetHdrSize:]
-			n -= vnetHdrSize
-		}
-		if n < header.EthernetMinimumSize {
-			e.rxErrors.Add(1)
-			continue
-		}
-		if e.filter != nil && !e.filter(frame) {
-			e.rxFiltered.Add(1)
-			continue
-		}
-		e.rxFrames.Add(1)
-		e.rxBytes.Add(uint64(n))
-		if obs := e.observers.list(); obs != nil {
-			for _, o := range *obs {
-				o.ObserveFrame(Inbound, frame)
-			}
-		}
-		if dv := e.divert.Load(); dv != nil && (*dv)(frame) {
-			e.rxDiverted.Add(1)
-			continue
-		}
-		v := buffer.NewViewWithData(frame)
-		e.mu.RLock()
-		d := e.dispatcher
-		e.mu.RUnlock()
-		if d == nil {
-			v.Release()
-			e.rxDropped.Add(1)
-			continue
-		}
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
-		d.DeliverNetworkPacket(0, pkt)
-		pkt.DecRef()
+		e.handleFrame(scratch[:n])
 	}
+}
+
+// handleFrame takes one frame as read from a device (with its
+// virtio_net_hdr, if the devices have one) to the filter, the
+// observers, the divert function and the stack; true if it went to the
+// stack. It does not keep frame.
+func (e *rawEndpoint) handleFrame(frame []byte) bool {
+	n := len(frame)
+	if e.vnet {
+		if n < vnetHdrSize {
+			e.rxErrors.Add(1)
+			return false
+		}
+		frame = frame[vnetHdrSize:]
+		n -= vnetHdrSize
+	}
+	if n < header.EthernetMinimumSize {
+		e.rxErrors.Add(1)
+		return false
+	}
+	if e.filter != nil && !e.filter(frame) {
+		e.rxFiltered.Add(1)
+		return false
+	}
+	e.rxFrames.Add(1)
+	e.rxBytes.Add(uint64(n))
+	if obs := e.observers.list(); obs != nil {
+		for _, o := range *obs {
+			o.ObserveFrame(Inbound, frame)
+		}
+	}
+	if dv := e.divert.Load(); dv != nil && (*dv)(frame) {
+		e.rxDiverted.Add(1)
+		return false
+	}
+	v := buffer.NewViewWithData(frame)
+	e.mu.RLock()
+	d := e.dispatcher
+	e.mu.RUnlock()
+	if d == nil {
+		v.Release()
+		e.rxDropped.Add(1)
+		return false
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
+	d.DeliverNetworkPacket(0, pkt)
+	pkt.DecRef()
+	return true
 }
 
 // txScratch is what a write needs besides the packet: the vnet header and
@@ -518,6 +548,7 @@ func (e *rawEndpoint) stats() Stats {
 		RxDropped:  e.rxDropped.Load(),
 		RxFiltered: e.rxFiltered.Load(),
 		RxDiverted: e.rxDiverted.Load(),
+		Polled:     e.polled.Load() != nil,
 	}
 }
 

@@ -170,7 +170,9 @@ func (t *TAP) Offload() bool { return t.offload }
 func (t *TAP) Fds() []int {
 	var fds []int
 	for _, q := range t.queues {
-		_ = q.rc.Control(func(fd uintptr) { fds = append(fds, int(fd)) })
+		if fd, err := q.fd(q.cur.Load()); err == nil {
+			fds = append(fds, fd)
+		}
 	}
 	return fds
 }
@@ -202,12 +204,15 @@ func (t *TAP) Close() error {
 	return first
 }
 
-// tapQueue is one queue of a TAP. It uses the *os.File that water made
-// (non-blocking, on Go's poller) through SyscallConn only, never Fd(),
-// so Close unblocks a pending read.
+// tapQueue is one queue of a TAP. It uses the descriptor through an
+// *os.File and its RawConn only, never Fd(), so that Close unblocks a
+// pending read and no call uses a descriptor number after Close. The
+// file is the one water made, in Go's poller, until a poll loop takes
+// the reads (detach): then a file of the same open file description
+// outside Go's poller, whose readiness wakes no thread but the loop's.
 type tapQueue struct {
-	f      *os.File
-	rc     syscall.RawConn
+	cur    atomic.Pointer[tapFile]
+	mu     sync.Mutex  // serializes detach, attach and Close
 	closed atomic.Bool // set by Close
 
 	// ReadFrame's state: it has one caller at a time, and its callback
@@ -217,15 +222,38 @@ type tapQueue struct {
 	rn     int
 	rerr   error
 	readFn func(uintptr) bool
+
+	// readNow's state (Poll), the same way.
+	prd    nbio.Reader
+	pbuf   []byte
+	pn     int
+	perr   error
+	pollFn func(uintptr)
 }
 
-func newTapQueue(f *os.File) (*tapQueue, error) {
+// tapFile is a queue's descriptor as a file: in Go's poller (polled
+// false) or not.
+type tapFile struct {
+	f      *os.File
+	rc     syscall.RawConn
+	polled bool // outside Go's poller, read by a poll loop
+}
+
+func newTapFile(f *os.File, polled bool) (*tapFile, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
+	return &tapFile{f: f, rc: rc, polled: polled}, nil
+}
+
+func newTapQueue(f *os.File) (*tapQueue, error) {
+	tf, err := newTapFile(f, false)
+	if err != nil {
+		return nil, err
+	}
 	var cerr error
-	if err := rc.Control(func(fd uintptr) {
+	if err := tf.rc.Control(func(fd uintptr) {
 		unix.CloseOnExec(int(fd))
 		cerr = unix.SetNonblock(int(fd), true)
 	}); err != nil {
@@ -234,8 +262,10 @@ func newTapQueue(f *os.File) (*tapQueue, error) {
 	if cerr != nil {
 		return nil, cerr
 	}
-	q := &tapQueue{f: f, rc: rc}
+	q := &tapQueue{}
+	q.cur.Store(tf)
 	q.readFn = q.readOnce
+	q.pollFn = q.readPolled
 	return q, nil
 }
 
@@ -243,7 +273,7 @@ func newTapQueue(f *os.File) (*tapQueue, error) {
 // nbio: see there why.
 func (q *tapQueue) ReadFrame(b []byte) (int, error) {
 	q.rbuf = b
-	err := q.rc.Read(q.readFn)
+	err := q.cur.Load().rc.Read(q.readFn)
 	n, rerr := q.rn, q.rerr
 	q.rbuf, q.rerr = nil, nil
 	switch {
@@ -267,7 +297,17 @@ func (q *tapQueue) readOnce(fd uintptr) bool {
 func (q *tapQueue) WriteFrame(bufs [][]byte) error {
 	w := writeCalls.Get().(*writeCall)
 	w.bufs = bufs
-	err := q.rc.Write(w.fn)
+	var err error
+	for {
+		tf := q.cur.Load()
+		w.polled = tf.polled
+		err = tf.rc.Write(w.fn)
+		// A file replaced meanwhile (detach, attach) was closed: the
+		// frame goes to the new one.
+		if err == nil || q.closed.Load() || q.cur.Load() == tf {
+			break
+		}
+	}
 	werr := w.err
 	w.bufs, w.err = nil, nil
 	writeCalls.Put(w)
@@ -284,9 +324,10 @@ func (q *tapQueue) WriteFrame(bufs [][]byte) error {
 // writeCalls (writers may be concurrent): a closure per call cost an
 // allocation per frame.
 type writeCall struct {
-	bufs [][]byte
-	err  error
-	fn   func(uintptr) bool
+	bufs   [][]byte
+	err    error
+	polled bool // the file is outside Go's poller: wait with poll(2)
+	fn     func(uintptr) bool
 }
 
 var writeCalls = sync.Pool{New: func() any {
@@ -295,10 +336,23 @@ var writeCalls = sync.Pool{New: func() any {
 	return w
 }}
 
-// write is the callback: false asks the poller to wait for room.
+// write is the callback: false asks the poller to wait for room. A file
+// outside the poller waits for room in poll(2) (a TAP rarely lacks it).
 func (w *writeCall) write(fd uintptr) bool {
-	_, w.err = nbio.Writev(int(fd), w.bufs)
-	return w.err != unix.EAGAIN
+	for {
+		_, w.err = nbio.Writev(int(fd), w.bufs)
+		if w.err != unix.EAGAIN {
+			return true
+		}
+		if !w.polled {
+			return false
+		}
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		if _, err := unix.Poll(pfd, 1000); err != nil && err != unix.EINTR {
+			w.err = err
+			return true
+		}
+	}
 }
 
 // gone says whether err, from the RawConn, comes from Close (a pending
@@ -310,10 +364,75 @@ func (q *tapQueue) gone(err error) bool {
 
 // Close implements Device.
 func (q *tapQueue) Close() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	q.closed.Store(true)
-	err := q.f.Close()
+	err := q.cur.Load().f.Close()
 	if errors.Is(err, os.ErrClosed) {
 		return nil
 	}
 	return err
+}
+
+// reopen replaces the queue's file with one of the same open file
+// description, in Go's poller or not (polled), and returns its
+// descriptor. Closing the old file takes it out of Go's poller (the
+// file description stays open through the new one); calls on it that
+// are under way finish first.
+func (q *tapQueue) reopen(polled bool) (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed.Load() {
+		return -1, errClosed
+	}
+	old := q.cur.Load()
+	if old.polled == polled {
+		return q.fd(old)
+	}
+	nfd := -1
+	var derr error
+	if err := old.rc.Control(func(fd uintptr) {
+		syscall.ForkLock.RLock()
+		defer syscall.ForkLock.RUnlock()
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("dup: %w", derr)
+	}
+	// os.NewFile puts a descriptor in Go's poller if it is non-blocking
+	// then. O_NONBLOCK belongs to the file description, which the old
+	// file shares: it is off only for this instant, and the old file's
+	// reads are stopped and its writes do not block on a TAP.
+	if polled {
+		if err := unix.SetNonblock(nfd, false); err != nil {
+			unix.Close(nfd)
+			return -1, err
+		}
+	}
+	f := os.NewFile(uintptr(nfd), old.f.Name())
+	if polled {
+		if err := unix.SetNonblock(nfd, true); err != nil {
+			f.Close()
+			return -1, err
+		}
+	}
+	tf, err := newTapFile(f, polled)
+	if err != nil {
+		f.Close()
+		return -1, err
+	}
+	q.cur.Store(tf)
+	_ = old.f.Close()
+	return nfd, nil
+}
+
+// fd is tf's descriptor.
+func (q *tapQueue) fd(tf *tapFile) (int, error) {
+	fd := -1
+	if err := tf.rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
 }

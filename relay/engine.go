@@ -43,6 +43,7 @@ import (
 	mrand "math/rand/v2"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"syscall"
@@ -171,7 +172,7 @@ type engine struct {
 	mtu    int
 	base   time.Time
 	epfd   int
-	epf    *os.File // epfd in Go's poller (loop); it owns epfd
+	epf    *os.File // owns epfd (blocking: not in Go's poller)
 	evfd   int      // wakes the loop for Close
 
 	mu      sync.Mutex
@@ -193,6 +194,11 @@ type engine struct {
 	closed  bool                     // protected by mu
 	live    int                      // flows not free; protected by mu
 	events  [maxEvents]unix.EpollEvent
+
+	newReads LinkReads // what ReadLink gave, for the loop; protected by mu
+	reads    LinkReads // the link the loop reads; the loop's own
+	linkRead uint64    // bit i: queue i was readable at the last wake-up; the loop's own
+	yield    bool      // the loop yields before it waits; the loop's own
 
 	isn     *mrand.ChaCha8 // initial sequence numbers; protected by mu
 	logging bool           // flow logs at debug level are on (Config.Log)
@@ -252,11 +258,6 @@ func (g *Gateway) StartEngine(wire Wire, mac [6]byte, mtu int, verify bool) (fun
 		unix.Close(evfd)
 		return nil, fmt.Errorf("relay: epoll_ctl: %w", err)
 	}
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(epfd)
-		unix.Close(evfd)
-		return nil, fmt.Errorf("relay: epoll: %w", err)
-	}
 	var seed [32]byte
 	_, _ = rand.Read(seed[:])
 	e := &engine{
@@ -290,9 +291,30 @@ func (g *Gateway) StartEngine(wire Wire, mac [6]byte, mtu int, verify bool) (fun
 			break
 		}
 	}
+	addProc()
 	e.wg.Add(1)
 	go e.loop()
 	return e.divert, nil
+}
+
+// procMu serializes the engines' changes of GOMAXPROCS.
+var procMu sync.Mutex
+
+// addProc gives an engine's loop a processor of its own: the loop
+// waits without handing its processor over (loop).
+func addProc() {
+	procMu.Lock()
+	defer procMu.Unlock()
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
+}
+
+// releaseProc takes back what addProc gave.
+func releaseProc() {
+	procMu.Lock()
+	defer procMu.Unlock()
+	if n := runtime.GOMAXPROCS(0); n > 1 {
+		runtime.GOMAXPROCS(n - 1)
+	}
 }
 
 // DefaultEngine is the engine a daemon relays with when none is named:
@@ -345,8 +367,13 @@ func (e *engine) close() {
 		}
 	}
 	e.mu.Unlock()
+	e.dropReads() // the loop is done
+	if nr := e.newReads; nr != nil {
+		nr.Release()
+	}
 	e.epf.Close()
 	unix.Close(e.evfd)
+	releaseProc()
 }
 
 // divert takes the namespace's TCP segments of relayed connections: a
@@ -599,71 +626,89 @@ func (e *engine) retime(f *tcpFlow, idx uint32) {
 	}
 }
 
-// loop is the engine's goroutine: host socket events and timers.
+// LinkReads is a link whose frames the engine's loop reads itself
+// (link.Reads): Watch adds its descriptors to the loop's set (and names
+// what removes them, should the link take its reads back); Read(i, max)
+// reads and hands on up to max frames of queue i (through the divert
+// function to the engine, or to the stack: stacked counts those), and
+// returns an error once the reads went back to the link's own
+// goroutines.
+type LinkReads interface {
+	Watch(add func(fds []int) error, remove func(fds []int)) error
+	Read(i, max int) (read, stacked int, err error)
+	Release()
+}
+
+// ReadLink makes the flow engine's loop read the link's frames (r),
+// saving the wake-up of a reader goroutine and a system call per frame.
+// The engine releases r when it closes.
+func (g *Gateway) ReadLink(r LinkReads) error {
+	g.mu.Lock()
+	e := g.eng
+	g.mu.Unlock()
+	if e == nil {
+		return errors.New("relay: ReadLink before StartEngine")
+	}
+	e.mu.Lock()
+	if e.closed || e.newReads != nil {
+		e.mu.Unlock()
+		return errors.New("relay: ReadLink: the engine is closed or reads a link already")
+	}
+	e.newReads = r
+	e.mu.Unlock()
+	e.wake()
+	return nil
+}
+
+// loop is the engine's goroutine: the link's frames (ReadLink), host
+// socket events and timers. It waits in epoll_wait on a thread of its
+// own (runtime.GOMAXPROCS has one more processor for it while the
+// engine runs), without telling the scheduler: a wait the runtime
+// knows of hands its processor over (a thread woken per wait), and a
+// wait in Go's poller costs a second epoll_wait per wake-up and a
+// goroutine switch per frame. It yields before it waits only when its
+// work may have made goroutines ready (frames to the stack, or a wire
+// whose reader is a goroutine): a yield wakes another thread, and what
+// it leaves ready waits until another processor takes it.
 func (e *engine) loop() {
 	defer e.wg.Done()
-	// The epoll set waits in Go's own poller: the loop is an ordinary
-	// goroutine, woken by the scheduler, which also runs the link's
-	// reader. A locked thread blocked in epoll_wait cost a thread
-	// switch per wake-up whenever the daemon ran on one processor (its
-	// default on two CPUs): 2.5 × the request/response time. Timers are
-	// the file's read deadline.
-	rc, err := e.epf.SyscallConn()
-	if err != nil {
-		e.g.logf("relay: flow engine: %v", err)
-		return
-	}
-	// serve runs inside one long read of the set: Go's poller forgets a
-	// readiness that came before a read began, not one that comes
-	// while its function runs, so only the first call of each read
-	// must ask before it waits, and each wake-up costs one epoll_pwait.
-	stop := false
-	serve := func(fd uintptr) bool {
-		for {
-			n, werr := epollWaitNow(int(fd), e.events[:])
-			if werr != nil && werr != unix.EINTR {
-				e.g.logf("relay: flow engine: epoll_wait: %v", werr)
-				stop = true
-				return true
-			}
-			if !e.handle(n) {
-				stop = true
-				return true
-			}
-			if n < len(e.events) {
-				break
-			}
+	timeout := -1
+	for {
+		if e.yield {
+			runtime.Gosched()
 		}
-		timeout := e.nextTimeout()
-		if timeout >= 0 {
-			_ = e.epf.SetReadDeadline(time.Now().Add(time.Duration(timeout) * time.Millisecond))
-		} else {
-			_ = e.epf.SetReadDeadline(time.Time{})
+		n, err := epollWait(e.epfd, e.events[:], timeout)
+		if err != nil && err != unix.EINTR {
+			e.g.logf("relay: flow engine: epoll_wait: %v", err)
+			return
 		}
-		return false
-	}
-	for !stop {
-		err := rc.Read(serve)
-		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			return // closed
+		if !e.handle(n) {
+			return
 		}
-		// A deadline passed: a read would fail at once until it is
-		// lifted; serve sets the next one.
-		_ = e.epf.SetReadDeadline(time.Time{})
+		timeout = e.nextTimeout()
 	}
 }
 
 // handle takes n events of the set and the timers due; false once the
-// engine is closed.
+// engine is closed. The link's frames are read without e.mu, which the
+// divert function takes.
 func (e *engine) handle(n int) bool {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if e.closed {
+		e.mu.Unlock()
 		return false
 	}
+	// Without a link to read, the frames come from another goroutine,
+	// which what the engine writes may make ready: yield to it.
+	e.yield = e.reads == nil && n > 0
+	var link uint64 // bit i: queue i of the link is readable
 	for i := 0; i < n; i++ {
 		ev := &e.events[i]
 		if ev.Fd < 0 {
+			if ev.Fd <= linkEvent {
+				link |= 1 << uint(linkEvent-ev.Fd)
+				continue
+			}
 			var b [8]byte
 			_, _ = unix.Read(e.evfd, b[:])
 			continue
@@ -684,7 +729,84 @@ func (e *engine) handle(n int) bool {
 			e.release(&e.flows[idx], idx) // the namespace retries its SYN
 		}
 	}
+	nr := e.newReads
+	e.newReads = nil
+	e.mu.Unlock()
+	if nr != nil {
+		e.takeReads(nr)
+	}
+	// A queue readable twice in a row is read in batches (a read that
+	// finds nothing ends one); else one frame, as a request is.
+	was := e.linkRead
+	e.linkRead = link
+	for i := 0; link != 0; i++ {
+		if link&(1<<uint(i)) == 0 {
+			continue
+		}
+		link &^= 1 << uint(i)
+		if e.reads == nil {
+			break
+		}
+		max := 1
+		if was&(1<<uint(i)) != 0 {
+			max = linkBatch
+		}
+		_, stacked, err := e.reads.Read(i, max)
+		if stacked > 0 {
+			e.yield = true
+		}
+		if err != nil {
+			e.dropReads()
+			break
+		}
+	}
 	return true
+}
+
+// linkEvent marks the link's queues in the epoll set: queue i is
+// linkEvent-i (the eventfd is -1, host sockets their flow's index).
+const linkEvent = -2
+
+// linkBatch is the most frames the loop reads from a queue at once.
+const linkBatch = 16
+
+// takeReads adds r's descriptors to the set (the loop's goroutine).
+func (e *engine) takeReads(r LinkReads) {
+	add := func(fds []int) error {
+		if len(fds) > 64 {
+			return fmt.Errorf("%d link queues: the engine reads at most 64", len(fds))
+		}
+		for i, fd := range fds {
+			ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(linkEvent - i), Pad: -1}
+			if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+				for _, fd := range fds[:i] {
+					_ = unix.EpollCtl(e.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+				}
+				return fmt.Errorf("epoll_ctl: %w", err)
+			}
+		}
+		return nil
+	}
+	remove := func(fds []int) {
+		for _, fd := range fds {
+			_ = unix.EpollCtl(e.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+		}
+	}
+	if err := r.Watch(add, remove); err != nil {
+		e.g.logf("relay: flow engine: the link's goroutines read it: %v", err)
+		r.Release()
+		return
+	}
+	e.reads = r
+}
+
+// dropReads gives the link's reads back (the loop's goroutine, or close
+// once the loop is done); the link removes them from the set first.
+func (e *engine) dropReads() {
+	if e.reads != nil {
+		e.reads.Release()
+		e.reads = nil
+	}
 }
 
 // nextTimeout is how long the loop may wait, in ms (-1: no limit).
@@ -1628,9 +1750,9 @@ func recvPeek(fd int, b []byte) (int, error) {
 	return int(n), nil
 }
 
-// epollWaitNow takes the events ready in an epoll set without waiting.
-func epollWaitNow(epfd int, events []unix.EpollEvent) (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+// epollWait is epoll_wait without telling the scheduler (see loop).
+func epollWait(epfd int, events []unix.EpollEvent, ms int) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(ms), 0, 0)
 	if e != 0 {
 		return 0, e
 	}

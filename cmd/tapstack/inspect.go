@@ -246,7 +246,7 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		caps = strings.Join(r.Captures, ", ")
 	}
 	fmt.Fprintf(stdout, "namespace   %s (daemon pid %d, up %s)\n", r.Namespace, r.PID, r.Uptime.Round(time.Second))
-	fmt.Fprintf(stdout, "tap         %s, MTU %d, offload %s\n", r.TAP, r.MTU, offload)
+	fmt.Fprintf(stdout, "tap         %s, MTU %d, offload %s, read by the %s\n", r.TAP, r.MTU, offload, r.TAPReader)
 	fmt.Fprintf(stdout, "stack       %s\n", strings.Join(r.StackAddrs, " "))
 	fmt.Fprintf(stdout, "namespace   %s\n", strings.Join(r.NSAddrs, " "))
 	fmt.Fprintf(stdout, "flows       %d relayed now (%s engine), %d port forwards\n", r.Flows, r.Engine, r.Forwards)

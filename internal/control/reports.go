@@ -28,6 +28,7 @@ type StatusReport struct {
 	NSAddrs      []string          `json:"ns_addrs"`
 	MTU          int               `json:"mtu"`
 	Offload      bool              `json:"offload"`
+	TAPReader    string            `json:"tap_reader"` // "flow engine's loop" or "link's goroutines"
 	Engine       string            `json:"relay_engine"`
 	Uptime       time.Duration     `json:"uptime_ns"`
 	Flows        int               `json:"flows"`

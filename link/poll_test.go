@@ -1,0 +1,320 @@
+package link_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/tapstack/tapstack/link"
+)
+
+// testEtherType marks the test's frames (IEEE local experimental).
+const testEtherType = 0x88b5
+
+// recordingDispatcher keeps the counters of the test's frames it gets.
+type recordingDispatcher struct {
+	mu  sync.Mutex
+	got []uint32
+}
+
+func (d *recordingDispatcher) DeliverNetworkPacket(p tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	if p != testEtherType {
+		return
+	}
+	b := pkt.Data().AsRange().ToSlice()
+	if len(b) < 4 {
+		return
+	}
+	d.mu.Lock()
+	d.got = append(d.got, binary.BigEndian.Uint32(b))
+	d.mu.Unlock()
+}
+
+func (*recordingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+
+func (d *recordingDispatcher) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.got)
+}
+
+// packetSocket is an AF_PACKET socket on the TAP's kernel side: what it
+// sends, the endpoint reads; what the endpoint writes, it receives.
+type packetSocket struct {
+	fd, ifindex int
+	mac         net.HardwareAddr
+}
+
+func openPacketSocket(t *testing.T, ifindex int, mac net.HardwareAddr) *packetSocket {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(testEtherType)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(testEtherType), Ifindex: ifindex}); err != nil {
+		t.Fatal(err)
+	}
+	tv := unix.Timeval{Sec: 2}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	return &packetSocket{fd: fd, ifindex: ifindex, mac: mac}
+}
+
+
+// send sends frames numbered from..to-1 to dst.
+func (p *packetSocket) send(t *testing.T, dst net.HardwareAddr, from, to uint32) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		frame := make([]byte, 14+46)
+		copy(frame, dst)
+		copy(frame[6:], p.mac)
+		binary.BigEndian.PutUint16(frame[12:], testEtherType)
+		binary.BigEndian.PutUint32(frame[14:], i)
+		sa := &unix.SockaddrLinklayer{Ifindex: p.ifindex, Halen: 6, Protocol: htons(testEtherType)}
+		copy(sa.Addr[:], dst)
+		if err := unix.Sendto(p.fd, frame, 0, sa); err != nil {
+			t.Fatalf("send frame %d: %v", i, err)
+		}
+	}
+}
+
+// recv receives one of the test's frames and returns its counter.
+func (p *packetSocket) recv(t *testing.T) uint32 {
+	t.Helper()
+	b := make([]byte, 2048)
+	for {
+		n, _, err := unix.Recvfrom(p.fd, b, 0)
+		if err != nil {
+			t.Fatalf("receive: %v", err)
+		}
+		if n >= 18 && binary.BigEndian.Uint16(b[12:]) == testEtherType {
+			return binary.BigEndian.Uint32(b[14:])
+		}
+	}
+}
+
+// waitFor polls cond for up to 2 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 2 s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// pollLoop is a poll loop of the test's own: an epoll set that waits
+// on what Watch adds.
+type pollLoop struct {
+	epfd    int
+	removed chan []int
+}
+
+func newPollLoop(t *testing.T, r *link.Reads) *pollLoop {
+	t.Helper()
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(epfd) })
+	l := &pollLoop{epfd: epfd, removed: make(chan []int, 1)}
+	err = r.Watch(func(fds []int) error {
+		for i, fd := range fds {
+			if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(i)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, func(fds []int) {
+		for _, fd := range fds {
+			_ = unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, fd, nil)
+		}
+		l.removed <- fds
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// run reads until n frames went to the stack, or an error.
+func (l *pollLoop) run(t *testing.T, r *link.Reads, n int) error {
+	t.Helper()
+	var events [4]unix.EpollEvent
+	stacked := 0
+	deadline := time.Now().Add(2 * time.Second)
+	for stacked < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the loop read %d of %d frames in 2 s", stacked, n)
+		}
+		k, err := unix.EpollWait(l.epfd, events[:], 100)
+		if err != nil && err != unix.EINTR {
+			t.Fatal(err)
+		}
+		for _, ev := range events[:k] {
+			_, s, err := r.Read(int(ev.Fd), 4)
+			stacked += s
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// TestPollHandsTheReadsToALoopAndBack: a TAP's frames reach the stack
+// through the reader goroutines, then through a poll loop that took the
+// reads (no reader goroutine left, writes still going out), then
+// through the goroutines again once the reads are given back; the loop
+// is told to stop waiting first. A close while the loop reads ends its
+// reads.
+func TestPollHandsTheReadsToALoopAndBack(t *testing.T) {
+	requireTUN(t)
+	name := fmt.Sprintf("tspoll%d", time.Now().UnixNano()%100000)
+	tap, err := link.OpenTAP(link.TAPConfig{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := link.New(link.Options{Devices: tap.Devices()})
+	if err != nil {
+		tap.Close()
+		t.Fatal(err)
+	}
+	defer func() { ep.Close(); ep.Wait() }()
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		t.Fatal(err)
+	}
+	ps := openPacketSocket(t, l.Attrs().Index, l.Attrs().HardwareAddr)
+	mac := net.HardwareAddr(ep.LinkAddress())
+
+	if _, err := ep.Poll(); err == nil {
+		t.Fatal("Poll before Attach succeeded")
+	}
+	d := &recordingDispatcher{}
+	ep.Attach(d)
+	ps.send(t, mac, 0, 5)
+	waitFor(t, "5 frames through the reader goroutine", func() bool { return d.count() == 5 })
+
+	before := runtime.NumGoroutine()
+	r, err := ep.Poll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ep.Poll(); err == nil {
+		t.Fatal("a second Poll succeeded")
+	}
+	if !ep.Stats().Polled {
+		t.Error("Stats().Polled is false while a loop reads")
+	}
+	if n := runtime.NumGoroutine(); n != before-1 {
+		t.Errorf("%d goroutines while polled, want %d (the reader gone)", n, before-1)
+	}
+	loop := newPollLoop(t, r)
+	ps.send(t, mac, 5, 25)
+	if err := loop.run(t, r, 20); err != nil {
+		t.Fatalf("the loop's reads: %v", err)
+	}
+	if err := ep.WriteFrame(0, [][]byte{
+		append(append(append([]byte{}, l.Attrs().HardwareAddr...), mac...), 0x88, 0xb5, 0, 0, 0, 99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+	}); err != nil {
+		t.Fatalf("a write while polled: %v", err)
+	}
+	if got := ps.recv(t); got != 99 {
+		t.Fatalf("the kernel received frame %d, want 99", got)
+	}
+
+	ep.Unpoll()
+	select {
+	case fds := <-loop.removed:
+		if len(fds) != 1 {
+			t.Errorf("removed %v, want one descriptor", fds)
+		}
+	default:
+		t.Fatal("Unpoll did not tell the loop to stop waiting")
+	}
+	if _, _, err := r.Read(0, 1); !errors.Is(err, link.ErrReleased) {
+		t.Fatalf("Read after Unpoll: %v, want ErrReleased", err)
+	}
+	if ep.Stats().Polled {
+		t.Error("Stats().Polled is true after Unpoll")
+	}
+	ps.send(t, mac, 25, 30)
+	waitFor(t, "5 more frames through the reader goroutine", func() bool { return d.count() == 30 })
+	d.mu.Lock()
+	for i, v := range d.got {
+		if v != uint32(i) {
+			t.Errorf("frame %d was %d: lost or out of order", i, v)
+			break
+		}
+	}
+	d.mu.Unlock()
+
+	r2, err := ep.Poll()
+	if err != nil {
+		t.Fatalf("Poll after Unpoll: %v", err)
+	}
+	loop2 := newPollLoop(t, r2)
+	ep.Close()
+	if _, _, err := r2.Read(0, 1); !errors.Is(err, link.ErrReleased) {
+		t.Fatalf("Read after Close: %v, want ErrReleased", err)
+	}
+	r2.Release()
+	select {
+	case <-loop2.removed:
+	default:
+		t.Fatal("Close did not tell the loop to stop waiting")
+	}
+}
+
+// TestPollRefusesAnImpairedInbound: frames impaired on their way in go
+// through the impairment's goroutines, which a poll loop cannot be.
+func TestPollRefusesAnImpairedInbound(t *testing.T) {
+	requireTUN(t)
+	name := fmt.Sprintf("tspolli%d", time.Now().UnixNano()%100000)
+	tap, err := link.OpenTAP(link.TAPConfig{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := link.ParseImpairSpec("in:loss=1%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	imp := link.NewImpair(tap.Devices()[0], spec, link.ImpairOptions{Seed: 1})
+	ep, err := link.New(link.Options{Devices: []link.Device{imp}})
+	if err != nil {
+		imp.Close()
+		t.Fatal(err)
+	}
+	defer func() { ep.Close(); ep.Wait() }()
+	ep.Attach(&recordingDispatcher{})
+	if _, err := ep.Poll(); err == nil || !strings.Contains(err.Error(), "cannot be polled") {
+		t.Fatalf("Poll of an impaired inbound: %v, want an error", err)
+	}
+	imp.Set(link.ImpairSpec{})
+	r, err := ep.Poll()
+	if err != nil {
+		t.Fatalf("Poll once the impairment is gone: %v", err)
+	}
+	r.Release()
+	if ep.Stats().Polled {
+		t.Fatal("Stats().Polled after Release")
+	}
+}
