@@ -724,9 +724,11 @@ func (e *engine) handle(n int) bool {
 		e.hostEvent(f, idx, ev.Events)
 	}
 	e.wheel.advance(e.tick(), e.timer)
-	for idx, slot := range e.dialing {
-		if slot.evicted.Load() { // for another dial
-			e.release(&e.flows[idx], idx) // the namespace retries its SYN
+	if len(e.dialing) > 0 {
+		for idx, slot := range e.dialing {
+			if slot.evicted.Load() { // for another dial
+				e.release(&e.flows[idx], idx) // the namespace retries its SYN
+			}
 		}
 	}
 	nr := e.newReads
