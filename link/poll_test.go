@@ -73,7 +73,6 @@ func openPacketSocket(t *testing.T, ifindex int, mac net.HardwareAddr) *packetSo
 	return &packetSocket{fd: fd, ifindex: ifindex, mac: mac}
 }
 
-
 // send sends frames numbered from..to-1 to dst.
 func (p *packetSocket) send(t *testing.T, dst net.HardwareAddr, from, to uint32) {
 	t.Helper()
