@@ -341,6 +341,13 @@ func (e *rawEndpoint) Close() {
 	if f != nil {
 		f()
 	}
+	// A poll loop that reads the devices stops waiting on them before
+	// they close (their numbers may then name other files).
+	e.pollMu.Lock()
+	if r := e.polled.Swap(nil); r != nil && r.unwatch != nil {
+		r.unwatch(r.fds)
+	}
+	e.pollMu.Unlock()
 	e.closeOnce.Do(func() {
 		for _, d := range e.devices {
 			_ = d.Close()

@@ -272,14 +272,17 @@ func TestPollHandsTheReadsToALoopAndBack(t *testing.T) {
 	}
 	loop2 := newPollLoop(t, r2)
 	ep.Close()
+	select {
+	case <-loop2.removed:
+	default:
+		t.Fatal("Close did not tell the loop to stop waiting before it closed the descriptors")
+	}
 	if _, _, err := r2.Read(0, 1); !errors.Is(err, link.ErrReleased) {
 		t.Fatalf("Read after Close: %v, want ErrReleased", err)
 	}
 	r2.Release()
-	select {
-	case <-loop2.removed:
-	default:
-		t.Fatal("Close did not tell the loop to stop waiting")
+	if len(loop2.removed) != 0 {
+		t.Fatal("Release after Close told the loop again")
 	}
 }
 

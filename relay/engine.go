@@ -366,9 +366,11 @@ func (e *engine) close() {
 			e.reset(f, uint32(i), f.flags&flFinRecv == 0 || f.flags&flFinQueued != 0)
 		}
 	}
+	nr := e.newReads
+	e.newReads = nil
 	e.mu.Unlock()
 	e.dropReads() // the loop is done
-	if nr := e.newReads; nr != nil {
+	if nr != nil {
 		nr.Release()
 	}
 	e.epf.Close()
@@ -672,6 +674,7 @@ func (g *Gateway) ReadLink(r LinkReads) error {
 // it leaves ready waits until another processor takes it.
 func (e *engine) loop() {
 	defer e.wg.Done()
+	defer e.dropReads() // whyever the loop ends, the link's goroutines read it
 	timeout := -1
 	for {
 		if e.yield {

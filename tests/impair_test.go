@@ -1,6 +1,9 @@
 package tests
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os/exec"
 	"regexp"
@@ -10,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tapstack/tapstack/internal/cienv"
+	"github.com/tapstack/tapstack/relay"
 )
 
 // pingStats runs ping in ns and returns its loss in percent and its
@@ -95,5 +99,52 @@ func TestImpairmentMeasured(t *testing.T) {
 	}
 	if out, err := exec.Command(tapstackBin, "impair", "--control", d.ctl, "loss=200%").CombinedOutput(); err == nil {
 		t.Errorf("impair loss=200%% accepted: %s", out)
+	}
+}
+
+// TestImpairingTheInboundTakesTheTAPFromTheEngine: the flow engine's
+// loop reads the TAP itself; an inbound impairment set while the daemon
+// runs hands the reads back to the link's goroutines, through the
+// impairment, and relayed downloads deliver every byte before, during
+// and after it.
+func TestImpairingTheInboundTakesTheTAPFromTheEngine(t *testing.T) {
+	if relay.DefaultEngine() != relay.EngineFlow {
+		cienv.Skip(t, "tests: skipped: the flow engine needs SO_PEEK_OFF on TCP (Linux 6.9+)")
+	}
+	o := newOuter(t)
+	body := make([]byte, 4<<20)
+	rand.Read(body)
+	sum := sha256.Sum256(body)
+	want := hex.EncodeToString(sum[:])
+	o.httpServer(8000, string(body))
+	ns := ncNamespace(t)
+	d := o.startDaemon(ns, "--relay-engine", "flow")
+	download := func(when string) {
+		t.Helper()
+		out, err := inNS(ns, 60*time.Second, nil, "sh", "-c", "curl -sS --max-time 30 http://"+outerV4+":8000/ | sha256sum")
+		if err != nil || !strings.HasPrefix(out, want) {
+			t.Fatalf("download %s: %v, sha256 %q, want %s", when, err, out, want)
+		}
+	}
+	reader := func(when, want string) {
+		t.Helper()
+		if st := tapstackCtl(t, d.ctl, "status"); !strings.Contains(st, "read by the "+want) {
+			t.Fatalf("status %s: want the TAP read by the %s:\n%s", when, want, st)
+		}
+	}
+	reader("at the start", "flow engine's loop")
+	download("with the engine reading the TAP")
+
+	tapstackCtl(t, d.ctl, "impair", "in:delay=10ms")
+	reader("with the inbound impaired", "link's goroutines")
+	if loss, avg := pingStats(t, ns, "-c", "10", "-i", "0.05", "10.0.2.2"); loss != 0 || avg < 10*time.Millisecond {
+		t.Errorf("in:delay=10ms: ping average %v, loss %.0f %%; want at least 10 ms, no loss", avg, loss)
+	}
+	download("with the inbound impaired")
+
+	tapstackCtl(t, d.ctl, "impair", "off")
+	download("after the impairment")
+	if loss, avg := pingStats(t, ns, "-c", "20", "-i", "0.01", "10.0.2.2"); loss != 0 || avg > 5*time.Millisecond {
+		t.Errorf("after off: ping average %v, loss %.0f %%", avg, loss)
 	}
 }
