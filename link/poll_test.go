@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -182,25 +181,7 @@ func (l *pollLoop) run(t *testing.T, r *link.Reads, n int) error {
 // is told to stop waiting first. A close while the loop reads ends its
 // reads.
 func TestPollHandsTheReadsToALoopAndBack(t *testing.T) {
-	requireTUN(t)
-	name := fmt.Sprintf("tspoll%d", time.Now().UnixNano()%100000)
-	tap, err := link.OpenTAP(link.TAPConfig{Name: name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep, err := link.New(link.Options{Devices: tap.Devices()})
-	if err != nil {
-		tap.Close()
-		t.Fatal(err)
-	}
-	defer func() { ep.Close(); ep.Wait() }()
-	l, err := netlink.LinkByName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netlink.LinkSetUp(l); err != nil {
-		t.Fatal(err)
-	}
+	ep, l := tapEndpoint(t, "tspoll")
 	ps := openPacketSocket(t, l.Attrs().Index, l.Attrs().HardwareAddr)
 	mac := net.HardwareAddr(ep.LinkAddress())
 

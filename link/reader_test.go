@@ -104,25 +104,8 @@ func TestReaderBacksOffOnRepeatedErrors(t *testing.T) {
 // TestDeletedTAPFailsTheLink: deleting the TAP interface under a running
 // endpoint closes Failed (it once made the reader spin on EBADFD).
 func TestDeletedTAPFailsTheLink(t *testing.T) {
-	requireTUN(t)
-	name := fmt.Sprintf("tsdel%d", time.Now().UnixNano()%100000)
-	tap, err := link.OpenTAP(link.TAPConfig{Name: name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep, err := link.New(link.Options{Devices: tap.Devices()})
-	if err != nil {
-		tap.Close()
-		t.Fatal(err)
-	}
-	defer func() { ep.Close(); ep.Wait() }()
-	l, err := netlink.LinkByName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netlink.LinkSetUp(l); err != nil {
-		t.Fatal(err)
-	}
+	ep, l := tapEndpoint(t, "tsdel")
+	name := l.Attrs().Name
 	ep.Attach(nopDispatcher{})
 	time.Sleep(50 * time.Millisecond)
 	if err := netlink.LinkDel(l); err != nil {
@@ -134,4 +117,30 @@ func TestDeletedTAPFailsTheLink(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatalf("deleting %s did not fail the link within a second (stats %+v)", name, ep.Stats())
 	}
+}
+
+// tapEndpoint opens a TAP named prefix and a number, up, and an endpoint
+// on it, closed when the test ends.
+func tapEndpoint(t *testing.T, prefix string) (*link.Endpoint, netlink.Link) {
+	t.Helper()
+	requireTUN(t)
+	name := fmt.Sprintf("%s%d", prefix, time.Now().UnixNano()%100000)
+	tap, err := link.OpenTAP(link.TAPConfig{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := link.New(link.Options{Devices: tap.Devices()})
+	if err != nil {
+		tap.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ep.Close(); ep.Wait() })
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		t.Fatal(err)
+	}
+	return ep, l
 }
