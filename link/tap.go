@@ -170,7 +170,7 @@ func (t *TAP) Offload() bool { return t.offload }
 func (t *TAP) Fds() []int {
 	var fds []int
 	for _, q := range t.queues {
-		if fd, err := q.fd(q.cur.Load()); err == nil {
+		if fd, err := q.cur.Load().fd(); err == nil {
 			fds = append(fds, fd)
 		}
 	}
@@ -387,7 +387,7 @@ func (q *tapQueue) reopen(polled bool) (int, error) {
 	}
 	old := q.cur.Load()
 	if old.polled == polled {
-		return q.fd(old)
+		return old.fd()
 	}
 	nfd := -1
 	var derr error
@@ -429,7 +429,7 @@ func (q *tapQueue) reopen(polled bool) (int, error) {
 }
 
 // fd is tf's descriptor.
-func (q *tapQueue) fd(tf *tapFile) (int, error) {
+func (tf *tapFile) fd() (int, error) {
 	fd := -1
 	if err := tf.rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
 		return -1, err

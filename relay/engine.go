@@ -777,6 +777,11 @@ const linkBatch = 16
 
 // takeReads adds r's descriptors to the set (the loop's goroutine).
 func (e *engine) takeReads(r LinkReads) {
+	remove := func(fds []int) {
+		for _, fd := range fds {
+			_ = unix.EpollCtl(e.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+		}
+	}
 	add := func(fds []int) error {
 		if len(fds) > 64 {
 			return fmt.Errorf("%d link queues: the engine reads at most 64", len(fds))
@@ -784,18 +789,11 @@ func (e *engine) takeReads(r LinkReads) {
 		for i, fd := range fds {
 			ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(linkEvent - i), Pad: -1}
 			if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-				for _, fd := range fds[:i] {
-					_ = unix.EpollCtl(e.epfd, unix.EPOLL_CTL_DEL, fd, nil)
-				}
+				remove(fds[:i])
 				return fmt.Errorf("epoll_ctl: %w", err)
 			}
 		}
 		return nil
-	}
-	remove := func(fds []int) {
-		for _, fd := range fds {
-			_ = unix.EpollCtl(e.epfd, unix.EPOLL_CTL_DEL, fd, nil)
-		}
 	}
 	if err := r.Watch(add, remove); err != nil {
 		e.g.logf("relay: flow engine: the link's goroutines read it: %v", err)
