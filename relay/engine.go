@@ -192,8 +192,12 @@ type engine struct {
 	sa4     unix.SockaddrInet4       // dial scratch; protected by mu
 	sa6     unix.SockaddrInet6       // dial scratch; protected by mu
 	closed  bool                     // protected by mu
-	live    int                      // flows not free; protected by mu
-	events  [maxEvents]unix.EpollEvent
+	ub      udpBatch                 // datagrams for one host socket; protected by mu
+	// batching: the loop is reading a batch of frames, so datagrams
+	// wait in ub until it ends. Protected by mu.
+	batching bool
+	live     int // flows not free; protected by mu
+	events   [maxEvents]unix.EpollEvent
 
 	newReads LinkReads // what ReadLink gave, for the loop; protected by mu
 	reads    LinkReads // the link the loop reads; the loop's own
@@ -548,6 +552,9 @@ func (e *engine) alloc() uint32 {
 // release closes flow idx's host socket and frees the flow.
 func (e *engine) release(f *tcpFlow, idx uint32) {
 	g := e.g
+	if e.ub.n > 0 && e.ub.idx == idx {
+		e.flushUDP()
+	}
 	delete(e.index, flowKey{src: f.src, dst: f.dst, sport: f.sport, dport: f.dport, udp: f.state == stUDP})
 	if slot, ok := e.dialing[idx]; ok {
 		delete(e.dialing, idx)
@@ -575,6 +582,7 @@ func (e *engine) release(f *tcpFlow, idx uint32) {
 	if e.live--; e.live == 0 {
 		e.idleAt = e.tick()
 		e.qFree = nil // an idle engine keeps no spare memory
+		e.ub.data = [linkBatch][]byte{}
 	}
 }
 
@@ -744,6 +752,12 @@ func (e *engine) handle(n int) bool {
 	// finds nothing ends one); else one frame, as a request is.
 	was := e.linkRead
 	e.linkRead = link
+	if link != 0 && e.reads != nil {
+		e.mu.Lock()
+		e.batching = true
+		e.mu.Unlock()
+		defer e.endBatch()
+	}
 	for i := 0; link != 0; i++ {
 		if link&(1<<uint(i)) == 0 {
 			continue
@@ -766,6 +780,16 @@ func (e *engine) handle(n int) bool {
 		}
 	}
 	return true
+}
+
+// endBatch sends the datagrams the frames of a batch held back.
+func (e *engine) endBatch() {
+	e.mu.Lock()
+	e.batching = false
+	if e.ub.n > 0 {
+		e.flushUDP()
+	}
+	e.mu.Unlock()
 }
 
 // linkEvent marks the link's queues in the epoll set: queue i is

@@ -181,6 +181,9 @@ func (e *engine) dialUDP(dst netip.AddrPort) (int, error) {
 // udpInput sends a datagram of the namespace's to the host.
 func (e *engine) udpInput(f *tcpFlow, idx uint32, s *segment) {
 	f.lastAt = e.tick()
+	if e.batchUDP(f, idx, s.payload) {
+		return
+	}
 	n, err := sendUDP(int(f.fd), s.payload)
 	switch {
 	case err == nil:

@@ -10,10 +10,19 @@
 # the first exchange to just after the last. Nothing leaves the outer
 # namespace. Prints a Markdown table.
 #
+# MODE=udp counts a stream of UDP datagrams instead: iperf3 in the
+# namespace sends LEN-byte datagrams at RATE for SECS seconds to an
+# iperf3 server in the outer namespace, and the daemon's counts are given
+# per datagram it relayed into the outer namespace (counted by that
+# namespace's kernel), beside the share of the sent datagrams relayed and
+# what the server received.
+#
 #   sudo scripts/perf-exchange.sh /path/to/tapstack
 #   sudo N=50000 MTU=1500 scripts/perf-exchange.sh /path/to/tapstack
+#   sudo MODE=udp RATE=1G scripts/perf-exchange.sh /path/to/tapstack
 #
-# Needs ip, python3 and perf (with the raw_syscalls tracepoints);
+# Needs ip, python3 and perf (with the raw_syscalls tracepoints), and
+# iperf3 for MODE=udp;
 # slirp4netns and pasta are measured when installed.
 set -euo pipefail
 
@@ -21,11 +30,21 @@ BIN=${1:?usage: perf-exchange.sh TAPSTACK-BINARY}
 N=${N:-20000}
 MTU=${MTU:-65520}
 WARMUP=${WARMUP:-500}
+MODE=${MODE:-rr}
+RATE=${RATE:-1G}
+LEN=${LEN:-1400}
+SECS=${SECS:-5}
+IPERF_PORT=5201
 SRV=198.51.100.1
 PORT=7
 
 case $BIN in /*) ;; *) BIN=$PWD/$BIN ;; esac
 [ -x "$BIN" ] || { echo "perf-exchange.sh: $BIN is not executable" >&2; exit 1; }
+case $MODE in
+rr) ;;
+udp) command -v iperf3 >/dev/null || { echo "perf-exchange.sh: MODE=udp needs iperf3 on PATH" >&2; exit 1; } ;;
+*) echo "perf-exchange.sh: MODE is rr or udp, not $MODE" >&2; exit 1 ;;
+esac
 for tool in ip python3 perf; do
 	command -v "$tool" >/dev/null || { echo "perf-exchange.sh: needs $tool on PATH" >&2; exit 1; }
 done
@@ -151,9 +170,72 @@ wait_for "the echo server" ip netns exec "$OUTER" python3 -c \
 
 ROWS=()
 
+if [ "$MODE" = udp ]; then
+	ip netns exec "$OUTER" iperf3 -s -B "$SRV" -p "$IPERF_PORT" >/dev/null 2>&1 &
+	track $!
+	wait_for "the iperf3 server" ip netns exec "$OUTER" python3 -c \
+		'import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()' "$SRV" "$IPERF_PORT"
+fi
+
+# perf_row NAME PERF-CSV COUNT EXTRA...: one table row of the counts in
+# PERF-CSV divided by COUNT, then the EXTRA columns.
+perf_row() {
+	local name=$1 perfout=$2 count=$3 sys cs clock
+	shift 3
+	# perf -x, lines: value,unit,event,...; task-clock is in ms.
+	sys=$(awk -F, '$3 ~ /^raw_syscalls:sys_enter/ {print $1}' "$perfout")
+	cs=$(awk -F, '$3 ~ /^context-switches/ {print $1}' "$perfout")
+	clock=$(awk -F, '$3 ~ /^task-clock/ {print $1}' "$perfout")
+	ROWS+=("$(awk -v name="$name" -v n="$count" -v sys="$sys" -v cs="$cs" -v clock="$clock" -v extra="$*" \
+		'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %s |", name, sys / n, cs / n, clock * 1000 / n, extra }')")
+	echo "measured $name: ${ROWS[-1]}" >&2
+}
+
+# udp_in: the datagrams the outer namespace's kernel took in so far
+# (delivered to a socket, or dropped there for a full receive buffer).
+udp_in() {
+	ip netns exec "$OUTER" awk '$1 == "Udp:" && $2 ~ /^[0-9]+$/ {print $2 + $6}' /proc/net/snmp
+}
+
+# measure_udp NAME NS DAEMON-PID: iperf3 sends datagrams from NS; counts
+# DAEMON-PID per datagram it relayed into the outer namespace.
+measure_udp() {
+	local name=$1 ns=$2 pid=$3 perfout=$TMP/perf-$1.csv json=$TMP/iperf-$1.json got in0 in1
+	in0=$(udp_in)
+	perf stat -x, -o "$perfout" -e raw_syscalls:sys_enter,context-switches,task-clock -p "$pid" &
+	PERF_PID=$!
+	sleep 0.5 # perf opens its counters
+	if ! ip netns exec "$ns" iperf3 -c "$SRV" -p "$IPERF_PORT" -u -b "$RATE" -l "$LEN" -t "$SECS" -J >"$json" 2>&1; then
+		echo "perf-exchange.sh: $name: iperf3 failed: $(head -c 300 "$json")" >&2
+		ROWS+=("| $name | failed | | | | | |")
+		kill -INT "$PERF_PID" 2>/dev/null || true
+		wait "$PERF_PID" || true
+		PERF_PID=
+		return
+	fi
+	kill -INT "$PERF_PID" 2>/dev/null || true
+	wait "$PERF_PID" || true
+	PERF_PID=
+	in1=$(udp_in)
+	# relayed, then the share of the sent datagrams relayed, the rate
+	# the server received and its loss.
+	got=$(python3 -c '
+import json, sys
+s = json.load(open(sys.argv[1]))["end"]["sum"]
+relayed = int(sys.argv[2])
+recv = s["packets"] - s["lost_packets"]
+print(relayed, "%.1f | %.2f | %.1f" % (100 * relayed / s["packets"], recv * int(sys.argv[3]) * 8 / s["seconds"] / 1e9, s["lost_percent"]))
+' "$json" "$((in1 - in0))" "$LEN")
+	perf_row "$name" "$perfout" "${got%% *}" "${got#* }"
+}
+
 # measure NAME NS DAEMON-PID: runs the client in NS and counts DAEMON-PID.
 measure() {
-	local name=$1 ns=$2 pid=$3 line rtt sys cs clock perfout=$TMP/perf-$1.csv
+	if [ "$MODE" = udp ]; then
+		measure_udp "$@"
+		return
+	fi
+	local name=$1 ns=$2 pid=$3 line rtt perfout=$TMP/perf-$1.csv
 	coproc CLIENT { exec ip netns exec "$ns" python3 -c "$PY_CLIENT" "$SRV" "$PORT" "$N" "$WARMUP" 2>&1; }
 	if ! read -r -t 60 line <&"${CLIENT[0]}" || [ "$line" != ready ]; then
 		echo "perf-exchange.sh: $name: client did not start: ${line:-}" >&2
@@ -183,13 +265,7 @@ measure() {
 		return
 		;;
 	esac
-	# perf -x, lines: value,unit,event,...; task-clock is in ms.
-	sys=$(awk -F, '$3 ~ /^raw_syscalls:sys_enter/ {print $1}' "$perfout")
-	cs=$(awk -F, '$3 ~ /^context-switches/ {print $1}' "$perfout")
-	clock=$(awk -F, '$3 ~ /^task-clock/ {print $1}' "$perfout")
-	ROWS+=("$(awk -v name="$name" -v n="$N" -v sys="$sys" -v cs="$cs" -v clock="$clock" -v rtt="$rtt" \
-		'BEGIN { printf "| %s | %.2f | %.2f | %.1f | %.1f |", name, sys / n, cs / n, clock * 1000 / n, rtt }')")
-	echo "measured $name: ${ROWS[-1]}" >&2
+	perf_row "$name" "$perfout" "$N" "$rtt"
 }
 
 # tapstack's relay: the daemon runs in the outer namespace and serves NS.
@@ -252,8 +328,15 @@ else
 	echo "perf-exchange.sh: pasta not installed, skipped" >&2
 fi
 
-echo "$N exchanges of 1 byte each way over one TCP connection, MTU $MTU; the daemon's counts (perf stat -p) per exchange:"
-echo
-echo "| path | syscalls/exchange | context switches/exchange | CPU µs/exchange | avg RTT µs |"
-echo "|---|---|---|---|---|"
+if [ "$MODE" = udp ]; then
+	echo "UDP datagrams of $LEN bytes at $RATE for $SECS s from the namespace, MTU $MTU; the daemon's counts (perf stat -p) per datagram it relayed into the outer namespace:"
+	echo
+	echo "| path | syscalls/datagram | context switches/datagram | CPU µs/datagram | relayed % of sent | server received Gbit/s | server loss % |"
+	echo "|---|---|---|---|---|---|---|"
+else
+	echo "$N exchanges of 1 byte each way over one TCP connection, MTU $MTU; the daemon's counts (perf stat -p) per exchange:"
+	echo
+	echo "| path | syscalls/exchange | context switches/exchange | CPU µs/exchange | avg RTT µs |"
+	echo "|---|---|---|---|---|"
+fi
 printf '%s\n' "${ROWS[@]}"
