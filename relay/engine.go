@@ -752,7 +752,7 @@ func (e *engine) handle(n int) bool {
 	// finds nothing ends one); else one frame, as a request is.
 	was := e.linkRead
 	e.linkRead = link
-	if link != 0 && e.reads != nil {
+	if link&was != 0 && e.reads != nil { // a batch of frames: their datagrams wait for its end
 		e.mu.Lock()
 		e.batching = true
 		e.mu.Unlock()
