@@ -332,3 +332,57 @@ func TestFlowEngineBatchesDatagramsInOrder(t *testing.T) {
 		t.Fatalf("flows counted %d bytes up, want %d", counted, up)
 	}
 }
+
+// TestFlowEngineTakesBurstsFromTheHost: datagrams the host sends in
+// bursts, several to each readiness of its socket, all reach the
+// namespace in order and whole (empty ones and ones larger than the
+// link's MTU too), and are counted.
+func TestFlowEngineTakesBurstsFromTheHost(t *testing.T) {
+	divert, w, g := engineRig(t)
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	port := uint16(c.LocalAddr().(*net.UDPAddr).Port)
+	if !divert(udpFrame(41300, port, []byte("hello"))) {
+		t.Fatal("the engine left a relayed datagram to the stack")
+	}
+	buf := make([]byte, 64)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, from, err := c.ReadFromUDP(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := func(k int) []byte {
+		size := k * 53 % 1200
+		if k%17 == 5 {
+			size = 3000 + k // fragments on the link
+		}
+		b := make([]byte, size)
+		for i := range b {
+			b[i] = byte(k*31 + i)
+		}
+		return b
+	}
+	const bursts, per = 8, 13
+	var down uint64
+	for b := 0; b < bursts; b++ {
+		for k := b * per; k < (b+1)*per; k++ {
+			m := msg(k)
+			down += uint64(len(m))
+			if _, err := c.WriteToUDP(m, from); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for k := b * per; k < (b+1)*per; k++ {
+			got, _ := recvDatagram(t, w, 41300, port)
+			if want := msg(k); !bytes.Equal(got, want) {
+				t.Fatalf("datagram %d: %d bytes, want %d (or not the same)", k, len(got), len(want))
+			}
+		}
+	}
+	if fl := g.FlowList(); len(fl) != 1 || fl[0].Down != down {
+		t.Fatalf("flows %+v, want one with %d bytes down", fl, down)
+	}
+}
