@@ -111,7 +111,7 @@ type tcpFlow struct {
 	flags        uint16
 	mss          uint16 // of our segments to the namespace
 	dupAcks      uint8
-	retries      uint8
+	retries      uint8  // TCP; UDP: the low byte of the wake-up at which the host socket was last readable
 	copied       uint16 // bytes from sndUna on held in the engine's copy, not in the host socket
 
 	rcvNxt  uint32 // next sequence number from the namespace
@@ -192,6 +192,7 @@ type engine struct {
 	sa4     unix.SockaddrInet4       // dial scratch; protected by mu
 	sa6     unix.SockaddrInet6       // dial scratch; protected by mu
 	closed  bool                     // protected by mu
+	wakeups uint32                   // the loop's wake-ups; protected by mu
 	ub      udpBatch                 // datagrams for one host socket; protected by mu
 	// batching: the loop is reading a batch of frames, so datagrams
 	// wait in ub until it ends. Protected by mu.
@@ -709,6 +710,7 @@ func (e *engine) handle(n int) bool {
 		e.mu.Unlock()
 		return false
 	}
+	e.wakeups++
 	// Without a link to read, the frames come from another goroutine,
 	// which what the engine writes may make ready: yield to it.
 	e.yield = e.reads == nil && n > 0

@@ -32,8 +32,8 @@ import (
 )
 
 // maxDatagramsPerEvent bounds what one readiness of a host socket sends
-// the namespace before the loop serves the others; the socket is then
-// armed again, so that the rest comes as a new event.
+// the namespace before the loop serves the others; the set (level-
+// triggered for UDP) reports the rest at the next wake-up.
 const maxDatagramsPerEvent = 256
 
 // openUDP starts a flow for a datagram of a new four-tuple, or leaves it
@@ -72,7 +72,7 @@ func (e *engine) openUDP(s *segment, key flowKey) bool {
 	}
 	e.index[key] = idx
 	e.live++
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(idx), Pad: int32(f.gen)}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(idx), Pad: int32(f.gen)} // level-triggered (udpEvent)
 	if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		e.release(f, idx)
 		return true
@@ -205,13 +205,16 @@ func (e *engine) udpEvent(f *tcpFlow, idx uint32, events uint32) {
 			e.udpError(f, idx, unix.Errno(soerr))
 		}
 	}
-	for i := 0; ; i++ {
-		if i == maxDatagramsPerEvent {
-			// Armed again while readable: the set reports it anew.
-			ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(idx), Pad: int32(f.gen)}
-			_ = unix.EpollCtl(e.epfd, unix.EPOLL_CTL_MOD, int(f.fd), &ev)
-			return
-		}
+	// The set reports the socket while datagrams wait (level-triggered):
+	// one read per wake-up, as an answer is, so that it costs no read
+	// that finds nothing; a socket readable at two wake-ups in a row is
+	// drained, up to maxDatagramsPerEvent.
+	limit := 1
+	if f.retries == uint8(e.wakeups-1) {
+		limit = maxDatagramsPerEvent
+	}
+	f.retries = uint8(e.wakeups)
+	for i := 0; i < limit; i++ {
 		n, err := recvNonblock(int(f.fd), e.buf)
 		if err == unix.EAGAIN {
 			return
