@@ -203,6 +203,10 @@ func (e *engine) udpEvent(f *tcpFlow, idx uint32, events uint32) {
 	if events&unix.EPOLLERR != 0 {
 		if soerr, err := unix.GetsockoptInt(int(f.fd), unix.SOL_SOCKET, unix.SO_ERROR); err == nil && soerr != 0 {
 			e.udpError(f, idx, unix.Errno(soerr))
+		} else {
+			// The set reports EPOLLERR while the error queue holds
+			// anything (level-triggered): empty it.
+			drainErrors(int(f.fd))
 		}
 	}
 	// The set reports the socket while datagrams wait (level-triggered):

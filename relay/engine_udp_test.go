@@ -386,3 +386,46 @@ func TestFlowEngineTakesBurstsFromTheHost(t *testing.T) {
 		t.Fatalf("flows %+v, want one with %d bytes down", fl, down)
 	}
 }
+
+// TestFlowEngineRestsAfterManyPortErrors: many datagrams to a closed
+// host port fill the host socket's error queue; the engine empties it,
+// so that its level-triggered set does not report the socket again and
+// again: once the errors are answered, the loop sleeps.
+func TestFlowEngineRestsAfterManyPortErrors(t *testing.T) {
+	divert, w, g := engineRig(t)
+	c, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	port := uint16(c.LocalAddr().(*net.UDPAddr).Port)
+	c.Close()
+	done := make(chan struct{})
+	go func() { // the engine's ICMP errors: taken, not counted
+		for {
+			select {
+			case <-w.frames:
+			case <-done:
+				return
+			}
+		}
+	}()
+	defer close(done)
+	frame := udpFrame(41400, port, []byte("anyone?"))
+	for i := 0; i < 500; i++ {
+		divert(frame)
+	}
+	e := g.eng
+	wakeups := func() uint32 {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.wakeups
+	}
+	time.Sleep(300 * time.Millisecond) // the last errors arrive and are handled
+	before := wakeups()
+	time.Sleep(300 * time.Millisecond)
+	// The wheel's tick wakes an engine with flows now and then; a set
+	// that reports a socket over and over wakes it thousands of times.
+	if n := wakeups() - before; n > 100 {
+		t.Fatalf("the engine woke %d times in 300 ms with nothing to do", n)
+	}
+	if g.Stats().UDPErrors == 0 {
+		t.Fatal("no ICMP error came back")
+	}
+}
