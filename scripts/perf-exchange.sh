@@ -221,11 +221,10 @@ measure_udp() {
 	# the server received and its loss.
 	got=$(python3 -c '
 import json, sys
-s = json.load(open(sys.argv[1]))["end"]["sum"]
-relayed = int(sys.argv[2])
-recv = s["packets"] - s["lost_packets"]
-print(relayed, "%.1f | %.2f | %.1f" % (100 * relayed / s["packets"], recv * int(sys.argv[3]) * 8 / s["seconds"] / 1e9, s["lost_percent"]))
-' "$json" "$((in1 - in0))" "$LEN")
+end = json.load(open(sys.argv[1]))["end"]
+s, relayed = end["sum"], int(sys.argv[2])
+print(relayed, "%.1f | %.2f | %.1f" % (100 * relayed / s["packets"], end["sum_received"]["bits_per_second"] / 1e9, s["lost_percent"]))
+' "$json" "$((in1 - in0))")
 	perf_row "$name" "$perfout" "${got%% *}" "${got#* }"
 }
 

@@ -523,8 +523,8 @@ type iperfOut struct {
 }
 
 // udpReceived is the rate a UDP test's server received, in bit/s: "sum"
-// is the sender's rate, "sum_received" the server's (iperf3 3.9 and
-// later); from the sender's rate and the loss where it is missing.
+// is the sender's rate, "sum_received" the server's; from the sender's
+// rate and the loss where an iperf3 does not report "sum_received".
 func (o *iperfOut) udpReceived() float64 {
 	if o.End.SumReceived.Bytes > 0 {
 		return o.End.SumReceived.BitsPerSecond
