@@ -295,10 +295,14 @@ func TestCloseLeavesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := n.Connect(a, b, lab.LinkOptions{}); err != nil {
+	veth, err := n.Connect(a, b, lab.LinkOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	ping(t, a, "b")
+	// and across the veth, so that each capture has a frame to show
+	// (by name, b is reached through the router).
+	ping(t, a, veth.Addrs(b)[0].Addr().String())
 	if len(leftovers(t, n.Name())) == 0 {
 		t.Fatal("the network is not visible")
 	}
