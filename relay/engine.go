@@ -681,15 +681,28 @@ func (g *Gateway) ReadLink(r LinkReads) error {
 // work may have made goroutines ready (frames to the stack, or a wire
 // whose reader is a goroutine): a yield wakes another thread, and what
 // it leaves ready waits until another processor takes it.
+//
+// The scheduler takes a goroutine it has not seen yield for 10 ms to be
+// running all along, and preempts it with a signal: the wait ends with
+// EINTR and the goroutine often resumes on another thread. So the loop
+// yields at least every schedEvery ms, and a wait longer than maxSleep
+// (no flow for a while) is one the scheduler knows of.
 func (e *engine) loop() {
 	defer e.wg.Done()
 	defer e.dropReads() // whyever the loop ends, the link's goroutines read it
-	timeout := -1
+	timeout, now, yieldAt := -1, int64(0), int64(0)
 	for {
-		if e.yield {
+		if e.yield || now-yieldAt >= schedEvery {
 			runtime.Gosched()
+			yieldAt = now
 		}
-		n, err := epollWait(e.epfd, e.events[:], timeout)
+		var n int
+		var err error
+		if timeout >= 0 && timeout <= maxSleep {
+			n, err = epollWait(e.epfd, e.events[:], timeout)
+		} else {
+			n, err = unix.EpollWait(e.epfd, e.events[:], timeout)
+		}
 		if err != nil && err != unix.EINTR {
 			e.g.logf("relay: flow engine: epoll_wait: %v", err)
 			return
@@ -697,9 +710,13 @@ func (e *engine) loop() {
 		if !e.handle(n) {
 			return
 		}
-		timeout = e.nextTimeout()
+		timeout, now = e.nextTimeout()
 	}
 }
+
+// schedEvery is the longest the loop goes without yielding, in ms (see
+// loop): well under the scheduler's 10 ms, with a wait of maxSleep.
+const schedEvery = 4
 
 // handle takes n events of the set and the timers due; false once the
 // engine is closed. The link's frames are read without e.mu, which the
@@ -838,23 +855,24 @@ func (e *engine) dropReads() {
 	}
 }
 
-// nextTimeout is how long the loop may wait, in ms (-1: no limit).
-func (e *engine) nextTimeout() int {
+// nextTimeout is how long the loop may wait, in ms (-1: no limit), and
+// the tick it was computed at.
+func (e *engine) nextTimeout() (int, int64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	timeout := -1
+	timeout, now := -1, e.tick()
 	if next := e.wheel.next(); next >= 0 {
-		timeout = int(max(0, next-e.tick()))
+		timeout = int(max(0, next-now))
 	}
 	// Timers armed by the link's goroutine (a delayed ACK, a
 	// retransmission) do not wake the loop: while flows live it sleeps
 	// no longer than maxSleep, so that arming a timer costs no system
 	// call. Dials in progress are checked for eviction as often.
-	if (e.live > 0 || e.tick()-e.idleAt < idleCadence) && (timeout < 0 || timeout > maxSleep) {
+	if (e.live > 0 || now-e.idleAt < idleCadence) && (timeout < 0 || timeout > maxSleep) {
 		timeout = maxSleep
 	}
 	e.sleepsLong = timeout < 0 || timeout > maxSleep
-	return timeout
+	return timeout, now
 }
 
 // timer handles a wheel entry.

@@ -588,3 +588,36 @@ func TestDefaultEngineFollowsTheKernel(t *testing.T) {
 		t.Fatalf("DefaultEngine() = %q, want %q", got, want)
 	}
 }
+
+// TestFlowEngineSleepsWhenIdle: with no flow for a while the loop waits
+// without waking, and the scheduler does not interrupt the wait (it
+// preempts a goroutine it has not seen yield for 10 ms, with a signal
+// that ends the wait); a new connection still wakes it.
+func TestFlowEngineSleepsWhenIdle(t *testing.T) {
+	divert, w, g := engineRig(t)
+	e := g.eng
+	e.mu.Lock()
+	e.idleAt = e.tick() - idleCadence // the last flow ended long ago
+	e.mu.Unlock()
+	e.wake()
+	wakeups := func() uint32 {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.wakeups
+	}
+	time.Sleep(100 * time.Millisecond) // the loop takes the wake-up and sleeps
+	before := wakeups()
+	time.Sleep(time.Second)
+	if n := wakeups() - before; n > 2 {
+		t.Fatalf("the idle engine woke %d times in a second", n)
+	}
+	port := echoServer(t, false)
+	p := &peer{t: t, divert: divert, w: w, sport: 40001, dport: port}
+	p.open()
+	p.send(header.TCPFlagPsh|header.TCPFlagAck, []byte("awake"))
+	p.seq += 5
+	p.recvData()
+	if string(p.payload) != "awake" {
+		t.Fatalf("got %q from the echo server, want %q", p.payload, "awake")
+	}
+}
