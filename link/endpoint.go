@@ -225,6 +225,9 @@ type rawEndpoint struct {
 	rxErrors, txErrors, rxDropped        atomic.Uint64
 	rxFiltered, rxDiverted               atomic.Uint64
 
+	tx   txScratch  // writeFrame's scratch, while txMu is held (getScratch)
+	txMu sync.Mutex
+
 	// divert, if set, takes frames before the stack (SetDivert).
 	divert atomic.Pointer[func(frame []byte) bool]
 
@@ -477,6 +480,26 @@ type txScratch struct {
 
 var txScratchPool = sync.Pool{New: func() any { return &txScratch{bufs: make([][]byte, 0, 8)} }}
 
+// getScratch is a txScratch for one write: the endpoint's own, when no
+// other write holds it (one writer after another, as the flow engine's
+// frames are, touches the same memory each time), else one of the pool.
+func (e *rawEndpoint) getScratch() *txScratch {
+	if e.txMu.TryLock() {
+		return &e.tx
+	}
+	return txScratchPool.Get().(*txScratch)
+}
+
+// putScratch gives back what getScratch gave.
+func (e *rawEndpoint) putScratch(s *txScratch) {
+	clear(s.bufs[:cap(s.bufs)]) // drop every reference to the frames
+	if s == &e.tx {
+		e.txMu.Unlock()
+		return
+	}
+	txScratchPool.Put(s)
+}
+
 // appendSlices appends the packet's bytes, headers first, as slices of
 // its views (pkt.AsSlices without the allocation).
 func appendSlices(bufs [][]byte, pkt *stack.PacketBuffer) [][]byte {
@@ -616,11 +639,8 @@ func (e *rawEndpoint) writeFrame(hash uint32, frame [][]byte) error {
 	if len(e.devices) > 1 {
 		dev = e.devices[hash%uint32(len(e.devices))]
 	}
-	scratch := txScratchPool.Get().(*txScratch)
-	defer func() {
-		clear(scratch.bufs[:cap(scratch.bufs)])
-		txScratchPool.Put(scratch)
-	}()
+	scratch := e.getScratch()
+	defer e.putScratch(scratch)
 	bufs := scratch.bufs[:0]
 	if e.vnet {
 		clear(scratch.hdr[:])

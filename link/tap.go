@@ -229,6 +229,12 @@ type tapQueue struct {
 	pn     int
 	perr   error
 	pollFn func(uintptr)
+
+	// WriteFrame's callback and state when no other write holds wmu (one
+	// writer after another touches the same memory each time), else one
+	// of writeCalls.
+	w   writeCall
+	wmu sync.Mutex
 }
 
 // tapFile is a queue's descriptor as a file: in Go's poller (polled
@@ -266,6 +272,7 @@ func newTapQueue(f *os.File) (*tapQueue, error) {
 	q.cur.Store(tf)
 	q.readFn = q.readOnce
 	q.pollFn = q.readPolled
+	q.w.fn = q.w.write
 	return q, nil
 }
 
@@ -295,7 +302,10 @@ func (q *tapQueue) readOnce(fd uintptr) bool {
 
 // WriteFrame implements Device with one writev per frame.
 func (q *tapQueue) WriteFrame(bufs [][]byte) error {
-	w := writeCalls.Get().(*writeCall)
+	w := &q.w
+	if !q.wmu.TryLock() {
+		w = writeCalls.Get().(*writeCall)
+	}
 	w.bufs = bufs
 	var err error
 	for {
@@ -310,7 +320,11 @@ func (q *tapQueue) WriteFrame(bufs [][]byte) error {
 	}
 	werr := w.err
 	w.bufs, w.err = nil, nil
-	writeCalls.Put(w)
+	if w == &q.w {
+		q.wmu.Unlock()
+	} else {
+		writeCalls.Put(w)
+	}
 	if q.gone(err) {
 		return errClosed
 	}

@@ -113,6 +113,7 @@ type tcpFlow struct {
 	dupAcks      uint8
 	retries      uint8  // TCP; UDP: the low byte of the wake-up at which the host socket was last readable
 	copied       uint16 // bytes from sndUna on held in the engine's copy, not in the host socket
+	copySlot     uint32 // 1 + the index of that copy in engine.copies (0: none)
 
 	rcvNxt  uint32 // next sequence number from the namespace
 	room    uint32 // the window we advertise: less what waits in the queue while the host socket is full
@@ -193,6 +194,9 @@ type engine struct {
 	sa6     unix.SockaddrInet6       // dial scratch; protected by mu
 	closed  bool                     // protected by mu
 	wakeups uint32                   // the loop's wake-ups; protected by mu
+	last    uint32                   // the flow lookup found last; protected by mu
+	now     int64                    // the time the work at hand began (clock); protected by mu
+	fresh   bool                     // now is that of the work at hand; protected by mu
 	ub      udpBatch                 // datagrams for one host socket; protected by mu
 	// batching: the loop is reading a batch of frames, so datagrams
 	// wait in ub until it ends. Protected by mu.
@@ -221,10 +225,11 @@ type engine struct {
 	// held holds the namespace's segments that came after a hole, per
 	// flow, in sequence order (hold). Protected by mu.
 	held map[uint32][]heldSeg
-	// copies are the flows' copies (tcpFlow.copied), copyFree the
-	// spare ones, each of smallCopy bytes. Protected by mu.
-	copies   map[uint32][]byte
-	copyFree [][]byte
+	// copies are the flows' copies (tcpFlow.copied, copySlot), each of
+	// smallCopy bytes; copyFree the indexes of the spare ones. Protected
+	// by mu.
+	copies   [][]byte
+	copyFree []uint32
 
 	wg sync.WaitGroup
 }
@@ -278,7 +283,6 @@ func (g *Gateway) StartEngine(wire Wire, mac [6]byte, mtu int, verify bool) (fun
 		dialing: map[uint32]*dialSlot{},
 		queued:  map[uint32]flowQueue{},
 		held:    map[uint32][]heldSeg{},
-		copies:  map[uint32][]byte{},
 		buf:     make([]byte, peekBufSize),
 	}
 	g.mu.Lock()
@@ -345,8 +349,24 @@ func probePeekOff() error {
 	return nil
 }
 
-// tick is the wheel tick of now.
-func (e *engine) tick() int64 { return int64(time.Since(e.base)) / wheelTick }
+// tick is the wheel tick of now (clock).
+func (e *engine) tick() int64 { return e.clock() / wheelTick }
+
+// clock is now, in ns since the engine's base: during a wake-up of the
+// loop, or a frame a link's goroutine diverts, the time it began (stamp),
+// so that its timers and RTT samples read the clock once. Callers hold mu.
+func (e *engine) clock() int64 {
+	if e.fresh {
+		return e.now
+	}
+	return int64(time.Since(e.base))
+}
+
+// stamp reads the clock for the work that begins (see clock).
+func (e *engine) stamp() {
+	e.now = int64(time.Since(e.base))
+	e.fresh = true
+}
 
 // close stops the loop, resets every flow and releases the engine's
 // descriptors. Gateway.Close calls it. A flow whose namespace end had
@@ -389,13 +409,17 @@ func (e *engine) close() {
 func (e *engine) divert(frame []byte) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if !e.fresh { // not in the loop's wake-up: a frame of its own
+		e.stamp()
+		defer func() { e.fresh = false }()
+	}
 	s := &e.seg
 	if e.closed || !parseSegment(frame, e.verify, s) {
 		return false
 	}
 	defer func() { s.payload = nil }() // frame is the link's
 	key := flowKey{src: s.src, dst: s.dst, sport: s.sport, dport: s.dport, udp: s.udp}
-	if idx, ok := e.index[key]; ok {
+	if idx, ok := e.lookup(&key); ok {
 		if s.udp {
 			e.udpInput(&e.flows[idx], idx, s)
 		} else {
@@ -410,6 +434,24 @@ func (e *engine) divert(frame []byte) bool {
 		return false // the stack's: a forward's connection, or none (it resets)
 	}
 	return e.open(s, key)
+}
+
+// lookup finds the flow of key: the one the last lookup found, when it
+// is that one still (the next segment of an exchange or a stream), else
+// through the index. Callers hold mu.
+func (e *engine) lookup(key *flowKey) (uint32, bool) {
+	if i := e.last; int(i) < len(e.flows) {
+		f := &e.flows[i]
+		if f.state != stFree && f.sport == key.sport && f.dport == key.dport &&
+			(f.state == stUDP) == key.udp && f.src == key.src && f.dst == key.dst {
+			return i, true
+		}
+	}
+	idx, ok := e.index[*key]
+	if ok {
+		e.last = idx
+	}
+	return idx, ok
 }
 
 // addrOf is a flow address as a netip.Addr.
@@ -574,7 +616,7 @@ func (e *engine) release(f *tcpFlow, idx uint32) {
 	e.dropQueue(idx)
 	e.dropHeld(idx)
 	if f.copied > 0 {
-		e.dropCopied(f, idx, uint32(f.copied))
+		e.dropCopied(f, uint32(f.copied))
 	}
 	release(g.flows)
 	gen := f.gen
@@ -728,6 +770,7 @@ func (e *engine) handle(n int) bool {
 		return false
 	}
 	e.wakeups++
+	e.stamp()
 	// Without a link to read, the frames come from another goroutine,
 	// which what the engine writes may make ready: yield to it.
 	e.yield = e.reads == nil && n > 0
@@ -860,6 +903,7 @@ func (e *engine) dropReads() {
 func (e *engine) nextTimeout() (int, int64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.fresh = false // the wake-up ends
 	timeout, now := -1, e.tick()
 	if next := e.wheel.next(); next >= 0 {
 		timeout = int(max(0, next-now))
@@ -1132,7 +1176,7 @@ func (e *engine) ackInput(f *tcpFlow, idx uint32, s *segment) bool {
 		if n > 0 {
 			c := min(n, uint32(f.copied))
 			if c > 0 {
-				e.dropCopied(f, idx, c)
+				e.dropCopied(f, c)
 			}
 			if n > c {
 				if _, err := recvDiscard(int(f.fd), int(n-c)); err != nil {
@@ -1196,7 +1240,7 @@ func (e *engine) ackInput(f *tcpFlow, idx uint32, s *segment) bool {
 
 // rttSample updates the RTO from the sample that just ended (RFC 6298).
 func (e *engine) rttSample(f *tcpFlow) {
-	r := uint32(max(1, (int64(time.Since(e.base))-f.rttStart)/1000)) // µs
+	r := uint32(max(1, (e.clock()-f.rttStart)/1000)) // µs
 	if f.srtt == 0 {
 		f.srtt, f.rttvar = r, r/2
 	} else {
@@ -1344,8 +1388,11 @@ func (e *engine) hold(f *tcpFlow, idx uint32, seq uint32, p []byte, fin bool) {
 // sackBlocks are the SACK blocks of what f holds beyond a hole (at
 // most maxSACKBlocks, in sequence order), in e's scratch.
 func (e *engine) sackBlocks(f *tcpFlow) [][2]uint32 {
-	hs := e.held[f.idx]
 	out := e.sack[:0]
+	if len(e.held) == 0 {
+		return out
+	}
+	hs := e.held[f.idx]
 	for _, h := range hs {
 		start, end := h.seq, h.seq+uint32(len(h.data))
 		if h.fin {
@@ -1371,6 +1418,9 @@ func (e *engine) sackBlocks(f *tcpFlow) [][2]uint32 {
 // unhold returns what is held from rcvNxt on, if anything, and forgets
 // what the flow has taken already.
 func (e *engine) unhold(idx uint32, rcvNxt uint32) ([]byte, bool, bool) {
+	if len(e.held) == 0 { // no flow holds anything: no lookup per segment
+		return nil, false, false
+	}
 	hs := e.held[idx]
 	for len(hs) > 0 {
 		h := hs[0]
@@ -1425,7 +1475,7 @@ func (e *engine) pull(f *tcpFlow, idx uint32) {
 			// Sent again: what the engine holds comes first.
 			off := f.sndNxt - f.sndUna
 			m := min(int(held-off), int(avail))
-			e.sendSegments(f, e.copies[idx][off:int(off)+m])
+			e.sendSegments(f, e.copies[f.copySlot-1][off:int(off)+m])
 			if f.rtoAt == 0 {
 				e.arm(f, idx, &f.rtoAt, e.tick()+int64(f.rto))
 			}
@@ -1460,12 +1510,12 @@ func (e *engine) pull(f *tcpFlow, idx uint32) {
 			return
 		}
 		if consume {
-			e.keepCopy(f, idx, e.buf[:n])
+			e.keepCopy(f, e.buf[:n])
 		}
 		if f.flags&flTiming == 0 {
 			f.flags |= flTiming
 			f.rttSeq = f.sndNxt + uint32(n)
-			f.rttStart = int64(time.Since(e.base))
+			f.rttStart = e.clock()
 		}
 		e.sendSegments(f, e.buf[:n])
 		if f.rtoAt == 0 {
@@ -1498,29 +1548,33 @@ func (e *engine) sendSegments(f *tcpFlow, p []byte) {
 
 // keepCopy keeps p, just read from f's host socket at sndUna, in a copy
 // of the engine's until the namespace acknowledges it.
-func (e *engine) keepCopy(f *tcpFlow, idx uint32, p []byte) {
-	var c []byte
+func (e *engine) keepCopy(f *tcpFlow, p []byte) {
+	var slot uint32
 	if n := len(e.copyFree); n > 0 {
-		c, e.copyFree = e.copyFree[n-1], e.copyFree[:n-1]
+		slot, e.copyFree = e.copyFree[n-1], e.copyFree[:n-1]
 	} else {
-		c = make([]byte, smallCopy)
+		slot = uint32(len(e.copies))
+		e.copies = append(e.copies, make([]byte, smallCopy))
 	}
-	e.copies[idx] = c[:copy(c, p)]
+	c := e.copies[slot]
+	e.copies[slot] = c[:copy(c[:cap(c)], p)]
+	f.copySlot = slot + 1
 	f.copied = uint16(len(p))
 }
 
 // dropCopied forgets the first n bytes of f's copy (acknowledged, or
 // the flow ended).
-func (e *engine) dropCopied(f *tcpFlow, idx uint32, n uint32) {
-	c := e.copies[idx]
+func (e *engine) dropCopied(f *tcpFlow, n uint32) {
+	slot := f.copySlot - 1
+	c := e.copies[slot]
 	if int(n) < len(c) {
-		e.copies[idx] = c[:copy(c, c[n:])]
+		e.copies[slot] = c[:copy(c, c[n:])]
 		f.copied = uint16(len(c) - int(n))
 		return
 	}
-	delete(e.copies, idx)
-	e.copyFree = append(e.copyFree, c[:cap(c)])
-	f.copied = 0
+	e.copies[slot] = c[:0]
+	e.copyFree = append(e.copyFree, slot)
+	f.copySlot, f.copied = 0, 0
 }
 
 // segSize is the largest segment to send the namespace: its MSS, but no

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -620,4 +621,45 @@ func TestFlowEngineSleepsWhenIdle(t *testing.T) {
 	if string(p.payload) != "awake" {
 		t.Fatalf("got %q from the echo server, want %q", p.payload, "awake")
 	}
+}
+
+// TestFlowEngineFindsEachFlowOfItsTuple: segments of two connections,
+// interleaved, each reach their own host socket; once one has ended,
+// its four-tuple finds no flow, even after another connection took its
+// place in the table.
+func TestFlowEngineFindsEachFlowOfItsTuple(t *testing.T) {
+	divert, w, g := engineRig(t)
+	port := echoServer(t, false)
+	a := &peer{t: t, divert: divert, w: w, sport: 40010, dport: port}
+	b := &peer{t: t, divert: divert, w: w, sport: 40011, dport: port}
+	a.skipOthers, b.skipOthers = true, true // the other's ACKs may come late
+	a.open()
+	b.open()
+	exchange := func(p *peer, msg string) {
+		t.Helper()
+		p.send(header.TCPFlagPsh|header.TCPFlagAck, []byte(msg))
+		p.seq += uint32(len(msg))
+		p.recvData()
+		if string(p.payload) != msg {
+			t.Fatalf("port %d: got %q, want %q", p.sport, p.payload, msg)
+		}
+		p.ack += uint32(len(p.payload))
+	}
+	for i := 0; i < 4; i++ {
+		exchange(a, "a"+strconv.Itoa(i))
+		exchange(b, "b"+strconv.Itoa(i))
+	}
+	// a resets: its flow is gone, and its slot is free for c.
+	a.send(header.TCPFlagRst|header.TCPFlagAck, nil)
+	if n := g.FlowCount(); n != 1 {
+		t.Fatalf("FlowCount %d after a's reset, want 1", n)
+	}
+	c := &peer{t: t, divert: divert, w: w, sport: 40012, dport: port, skipOthers: true}
+	c.open()
+	exchange(c, "c0")
+	if a.send(header.TCPFlagPsh|header.TCPFlagAck, []byte("late")) {
+		t.Fatal("a segment of the ended connection was taken by the engine")
+	}
+	exchange(b, "b4")
+	exchange(c, "c1")
 }

@@ -129,7 +129,7 @@ func (e *engine) reassembled(r *udpRequest) bool {
 		return false
 	}
 	key := flowKey{src: s.src, dst: s.dst, sport: s.sport, dport: s.dport, udp: true}
-	if idx, ok := e.index[key]; ok {
+	if idx, ok := e.lookup(&key); ok {
 		e.udpInput(&e.flows[idx], idx, &s)
 		return true
 	}
