@@ -225,7 +225,7 @@ type rawEndpoint struct {
 	rxErrors, txErrors, rxDropped        atomic.Uint64
 	rxFiltered, rxDiverted               atomic.Uint64
 
-	tx   txScratch  // writeFrame's scratch, while txMu is held (getScratch)
+	tx   txScratch // writeFrame's scratch, while txMu is held (getScratch)
 	txMu sync.Mutex
 
 	// divert, if set, takes frames before the stack (SetDivert).
