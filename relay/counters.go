@@ -112,6 +112,7 @@ func (g *Gateway) Counters() []Counter {
 		Refusal("syns_dropped", stat(func(s Stats) uint64 { return s.SYNsDropped })),
 		Refusal("socket_table_full", load(g.stats.tableFull.Load)),
 		Refusal("udp_errors", load(g.stats.udpErrors.Load)),
+		{Name: "engine_wakeups", Metric: "relay_engine_wakeups_total", Help: "Times the flow engine's loop woke (0 on the stack engine).", Value: g.engineWakeups},
 		{Name: "dhcp_leases", Metric: "relay_dhcp_leases", Gauge: true, Help: "Addresses the DHCP server has leased to the namespace.", Value: func() uint64 {
 			if g.dhcp == nil {
 				return 0

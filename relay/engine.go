@@ -40,6 +40,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	mrand "math/rand/v2"
 	"net/netip"
 	"os"
@@ -193,7 +194,7 @@ type engine struct {
 	sa4     unix.SockaddrInet4       // dial scratch; protected by mu
 	sa6     unix.SockaddrInet6       // dial scratch; protected by mu
 	closed  bool                     // protected by mu
-	wakeups uint32                   // the loop's wake-ups; protected by mu
+	wakeups uint64                   // the loop's wake-ups; protected by mu
 	last    uint32                   // the flow lookup found last; protected by mu
 	now     int64                    // the time the work at hand began (clock); protected by mu
 	fresh   bool                     // now is that of the work at hand; protected by mu
@@ -212,9 +213,10 @@ type engine struct {
 	isn     *mrand.ChaCha8 // initial sequence numbers; protected by mu
 	logging bool           // flow logs at debug level are on (Config.Log)
 	idleAt  int64          // tick when the last flow ended; protected by mu
-	// sleepsLong: the loop waits longer than maxSleep (no flow for
-	// idleCadence); the next flow wakes it. Protected by mu.
-	sleepsLong bool
+	// sleepUntil: the tick the loop's wait ends at the latest
+	// (math.MaxInt64: none; 0 while it is awake). A timer filed for
+	// more than maxSleep earlier wakes it (retime). Protected by mu.
+	sleepUntil int64
 
 	// queued holds what the namespace sent that a full host socket did
 	// not take yet, per flow (block); queuedBytes counts it all.
@@ -347,6 +349,17 @@ func probePeekOff() error {
 		return fmt.Errorf("%w: %w", errNoPeekOff, err)
 	}
 	return nil
+}
+
+// engineWakeups is how often the flow engine's loop woke so far.
+func (g *Gateway) engineWakeups() uint64 {
+	e := g.engine()
+	if e == nil {
+		return 0
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.wakeups
 }
 
 // tick is the wheel tick of now (clock).
@@ -530,11 +543,9 @@ func (e *engine) open(s *segment, key flowKey) bool {
 		e.dialFailed(f, idx, err)
 		return true
 	}
-	e.arm(f, idx, &f.rtoAt, e.tick()+int64(g.cfg.ConnectTimeout/time.Millisecond))
-	if e.sleepsLong {
-		e.sleepsLong = false
-		e.wake() // the loop sleeps no longer than maxSleep from now on
-	}
+	now := e.tick()
+	e.arm(f, idx, &f.rtoAt, now+int64(g.cfg.ConnectTimeout/time.Millisecond))
+	e.wakeBy(now) // dials are checked for eviction every maxSleep
 	return true
 }
 
@@ -676,6 +687,17 @@ func (e *engine) retime(f *tcpFlow, idx uint32) {
 	if t != 0 && (f.queued == 0 || t < f.queued) {
 		e.wheel.add(t, idx, f.gen)
 		f.queued = t
+		e.wakeBy(t)
+	}
+}
+
+// wakeBy makes sure that the loop wakes by tick at, or no more than
+// maxSleep later: a loop that sleeps longer is woken, to compute its
+// wait anew.
+func (e *engine) wakeBy(at int64) {
+	if at+maxSleep < e.sleepUntil {
+		e.sleepUntil = 0
+		e.wake()
 	}
 }
 
@@ -770,6 +792,7 @@ func (e *engine) handle(n int) bool {
 		return false
 	}
 	e.wakeups++
+	e.sleepUntil = 0
 	e.stamp()
 	// Without a link to read, the frames come from another goroutine,
 	// which what the engine writes may make ready: yield to it.
@@ -796,7 +819,7 @@ func (e *engine) handle(n int) bool {
 		}
 		e.hostEvent(f, idx, ev.Events)
 	}
-	e.wheel.advance(e.tick(), e.timer)
+	e.wheel.advance(e.tick(), e.timer, e.keepTimer)
 	if len(e.dialing) > 0 {
 		for idx, slot := range e.dialing {
 			if slot.evicted.Load() { // for another dial
@@ -908,15 +931,38 @@ func (e *engine) nextTimeout() (int, int64) {
 	if next := e.wheel.next(); next >= 0 {
 		timeout = int(max(0, next-now))
 	}
-	// Timers armed by the link's goroutine (a delayed ACK, a
-	// retransmission) do not wake the loop: while flows live it sleeps
-	// no longer than maxSleep, so that arming a timer costs no system
-	// call. Dials in progress are checked for eviction as often.
-	if (e.live > 0 || now-e.idleAt < idleCadence) && (timeout < 0 || timeout > maxSleep) {
+	// Timers armed by the link's goroutines (a delayed ACK, a
+	// retransmission) wake the loop only when it sleeps more than
+	// maxSleep past them (retime): while flows live and the link's
+	// goroutines hand frames on, the loop sleeps no longer than
+	// maxSleep, so that arming a timer costs no system call. A loop that
+	// reads the link itself arms its own timers, and sleeps until the
+	// next one. Dials in progress are checked for eviction every
+	// maxSleep.
+	capped := len(e.dialing) > 0 || e.reads == nil && (e.live > 0 || now-e.idleAt < idleCadence)
+	if capped && (timeout < 0 || timeout > maxSleep) {
 		timeout = maxSleep
 	}
-	e.sleepsLong = timeout < 0 || timeout > maxSleep
+	e.sleepUntil = math.MaxInt64
+	if timeout >= 0 {
+		e.sleepUntil = now + int64(timeout)
+	}
 	return timeout, now
+}
+
+// keepTimer says whether a wheel entry beyond the wheel's span is still
+// the one that runs its flow's timers (see timer): not once the flow
+// ended, its timers stopped, or an earlier entry took over.
+func (e *engine) keepTimer(w wheelEntry) bool {
+	f := &e.flows[w.idx]
+	if f.gen != w.gen || f.state == stFree || f.queued != w.at {
+		return false
+	}
+	if f.timerAt == 0 {
+		f.queued = 0
+		return false
+	}
+	return true
 }
 
 // timer handles a wheel entry.

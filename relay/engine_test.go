@@ -601,7 +601,7 @@ func TestFlowEngineSleepsWhenIdle(t *testing.T) {
 	e.idleAt = e.tick() - idleCadence // the last flow ended long ago
 	e.mu.Unlock()
 	e.wake()
-	wakeups := func() uint32 {
+	wakeups := func() uint64 {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		return e.wakeups

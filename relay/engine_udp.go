@@ -83,10 +83,6 @@ func (e *engine) openUDP(s *segment, key flowKey) bool {
 		g.logFlow("flow start", e.logRecord(f))
 	}
 	e.arm(f, idx, &f.rtoAt, now+e.udpIdle())
-	if e.sleepsLong {
-		e.sleepsLong = false
-		e.wake()
-	}
 	e.udpInput(f, idx, s)
 	return true
 }

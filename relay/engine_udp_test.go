@@ -412,7 +412,7 @@ func TestFlowEngineRestsAfterManyPortErrors(t *testing.T) {
 		divert(frame)
 	}
 	e := g.eng
-	wakeups := func() uint32 {
+	wakeups := func() uint64 {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		return e.wakeups

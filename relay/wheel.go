@@ -81,9 +81,11 @@ func (w *wheel) next() int64 {
 
 // advance moves the wheel to tick now, calling fire for every entry of
 // the slots passed whose tick has come, with that tick (fire may add
-// entries); an entry filed beyond the span is filed again. It visits at
+// entries); an entry filed beyond the span is filed again if keep says
+// it is still wanted (a timer that was stopped or moved earlier is not:
+// it would wake the loop once per turn until its tick). It visits at
 // most one turn.
-func (w *wheel) advance(now int64, fire func(e wheelEntry, tick int64)) {
+func (w *wheel) advance(now int64, fire func(e wheelEntry, tick int64), keep func(e wheelEntry) bool) {
 	for w.count > 0 && w.now <= now {
 		t := w.next()
 		if t < 0 || t > now {
@@ -97,7 +99,9 @@ func (w *wheel) advance(now int64, fire func(e wheelEntry, tick int64)) {
 		w.now = t + 1
 		for _, e := range es {
 			if e.at > t { // beyond the span when filed
-				w.add(e.at, e.idx, e.gen)
+				if keep(e) {
+					w.add(e.at, e.idx, e.gen)
+				}
 				continue
 			}
 			fire(e, e.at)

@@ -11,7 +11,8 @@ import "testing"
 // span, and flows with a lost retransmission stalled for ever.
 func TestWheelFiresEachEntryAtItsOwnTick(t *testing.T) {
 	var w wheel
-	w.advance(100, func(wheelEntry, int64) { t.Fatal("an empty wheel fired") })
+	keep := func(wheelEntry) bool { return true }
+	w.advance(100, func(wheelEntry, int64) { t.Fatal("an empty wheel fired") }, keep)
 	type fired struct {
 		idx        uint32
 		tick, when int64
@@ -22,7 +23,7 @@ func TestWheelFiresEachEntryAtItsOwnTick(t *testing.T) {
 	}
 	w.add(50, 50, 1) // in the past
 	for now := int64(100); now <= 80000; now += 7 {
-		w.advance(now, func(e wheelEntry, tick int64) { got = append(got, fired{e.idx, tick, now}) })
+		w.advance(now, func(e wheelEntry, tick int64) { got = append(got, fired{e.idx, tick, now}) }, keep)
 	}
 	if len(got) != 6 {
 		t.Fatalf("fired %+v, want six entries once each", got)
@@ -35,5 +36,33 @@ func TestWheelFiresEachEntryAtItsOwnTick(t *testing.T) {
 	}
 	if w.count != 0 || w.next() != -1 {
 		t.Fatalf("%d entries left, next %d", w.count, w.next())
+	}
+}
+
+// TestWheelDropsFarEntriesNoLongerWanted: an entry beyond the span that
+// keep no longer wants (its timer stopped) is not filed again, so the
+// wheel empties and its next tick is none; one still wanted fires at its
+// own tick.
+func TestWheelDropsFarEntriesNoLongerWanted(t *testing.T) {
+	var w wheel
+	w.add(30000, 1, 1) // a connect timeout, stopped once the dial ended
+	w.add(5000, 2, 1)  // a timer still running
+	asked := 0
+	keep := func(e wheelEntry) bool { asked++; return e.idx == 2 }
+	var fired []uint32
+	for now := int64(0); now <= 40000; now += 10 {
+		w.advance(now, func(e wheelEntry, tick int64) { fired = append(fired, e.idx) }, keep)
+		if now == 2*wheelSlots && w.count != 1 {
+			t.Fatalf("%d entries after two turns, want only the one still wanted", w.count)
+		}
+	}
+	if len(fired) != 1 || fired[0] != 2 {
+		t.Fatalf("fired %v, want entry 2 once", fired)
+	}
+	if w.count != 0 || w.next() != -1 {
+		t.Fatalf("%d entries left, next %d", w.count, w.next())
+	}
+	if asked > 10 {
+		t.Fatalf("keep asked %d times: the stopped entry went round the wheel", asked)
 	}
 }

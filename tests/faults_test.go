@@ -2,6 +2,7 @@ package tests
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tapstack/tapstack/internal/cienv"
+	"github.com/tapstack/tapstack/relay"
 )
 
 // pyHoldServer accepts connections on argv[1]:argv[2] and, for each,
@@ -203,4 +205,53 @@ func (o *outer) dnsmasq(addr string) *exec.Cmd {
 	}
 	o.t.Cleanup(func() { c.Process.Kill(); c.Wait() })
 	return c
+}
+
+// TestFlowEngineSleepsBesideIdleFlows: the flow engine's loop, reading
+// the TAP itself, sleeps while 100 relayed connections are open and
+// quiet (no timer runs for them), rather than waking on a cadence; the
+// connections still carry data afterwards.
+func TestFlowEngineSleepsBesideIdleFlows(t *testing.T) {
+	if relay.DefaultEngine() != relay.EngineFlow {
+		cienv.Skip(t, "tests: skipped: the flow engine needs SO_PEEK_OFF on TCP (Linux 6.9+)")
+	}
+	o := newOuter(t)
+	ended := filepath.Join(o.dir, "ended")
+	o.bg("python3", "-c", pyHoldServer, outerV4, "9400", ended)
+	o.waitTCP(outerV4, 9400)
+	ns := ncNamespace(t)
+	d := o.startDaemon(ns, "--relay-engine", "flow")
+	hold := exec.Command("ip", "netns", "exec", ns, "python3", "-c", `
+import socket, sys, time
+socks = [socket.create_connection((sys.argv[1], 9400), timeout=10) for i in range(100)]
+print("open", flush=True)
+time.sleep(60)
+`, outerV4)
+	out, _ := hold.StdoutPipe()
+	if err := hold.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hold.Process.Kill(); hold.Wait() })
+	if b := make([]byte, 4); func() bool { _, err := io.ReadFull(out, b); return err != nil }() || string(b) != "open" {
+		t.Fatal("the 100 connections did not open")
+	}
+	time.Sleep(1500 * time.Millisecond) // the handshakes' timers run out (initial RTO: 1 s)
+	before := d.stats()["engine_wakeups"]
+	time.Sleep(2 * time.Second)
+	st := d.stats()
+	if st["active_flows"] < 100 {
+		t.Fatalf("%d active flows, want the 100 held", st["active_flows"])
+	}
+	// A loop on a 5 ms cadence wakes 400 times in 2 s.
+	n := st["engine_wakeups"] - before
+	if n > 20 {
+		t.Fatalf("the engine woke %d times in 2 s beside 100 idle flows", n)
+	}
+	t.Logf("the engine woke %d times in 2 s beside 100 idle flows", n)
+	body := strings.Repeat("awake ", 1000)
+	o.httpServer(8001, body)
+	got, err := inNS(ns, 30*time.Second, nil, "curl", "-sS", "--max-time", "10", "http://"+outerV4+":8001/")
+	if err != nil || got != body {
+		t.Fatalf("a download beside the idle flows: %v, %d bytes, want %d", err, len(got), len(body))
+	}
 }
