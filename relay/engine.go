@@ -749,23 +749,33 @@ func (g *Gateway) ReadLink(r LinkReads) error {
 // The scheduler takes a goroutine it has not seen yield for 10 ms to be
 // running all along, and preempts it with a signal: the wait ends with
 // EINTR and the goroutine often resumes on another thread. So the loop
-// yields at least every schedEvery ms, and a wait longer than maxSleep
-// (no flow for a while) is one the scheduler knows of.
+// yields at least every schedEvery ms, and its waits end by then. Once
+// nothing happened for restAfter, it waits as long as its timers allow
+// in a wait the scheduler knows of: an idle daemon does not wake. (The
+// scheduler takes the processor of a wait it knows of after 10 ms, and
+// its monitor then polls at a short interval for a while: a cost once
+// per quiet spell, not once per pause between requests.)
 func (e *engine) loop() {
 	defer e.wg.Done()
 	defer e.dropReads() // whyever the loop ends, the link's goroutines read it
-	timeout, now, yieldAt := -1, int64(0), int64(0)
+	timeout, now, yieldAt, busyAt := -1, int64(0), int64(0), int64(0)
 	for {
-		if e.yield || now-yieldAt >= schedEvery {
+		quiet := now-busyAt >= restAfter && (timeout < 0 || timeout > schedEvery)
+		if e.yield || !quiet && now-yieldAt >= schedEvery {
 			runtime.Gosched()
 			yieldAt = now
 		}
 		var n int
 		var err error
-		if timeout >= 0 && timeout <= maxSleep {
-			n, err = epollWait(e.epfd, e.events[:], timeout)
-		} else {
+		if quiet {
 			n, err = unix.EpollWait(e.epfd, e.events[:], timeout)
+			yieldAt = math.MinInt64 / 2 // yield before the next wait the scheduler does not see
+		} else {
+			t := schedEvery - (now - yieldAt)
+			if timeout >= 0 && int64(timeout) < t {
+				t = int64(timeout)
+			}
+			n, err = epollWait(e.epfd, e.events[:], int(t))
 		}
 		if err != nil && err != unix.EINTR {
 			e.g.logf("relay: flow engine: epoll_wait: %v", err)
@@ -775,12 +785,20 @@ func (e *engine) loop() {
 			return
 		}
 		timeout, now = e.nextTimeout()
+		if n > 0 {
+			busyAt = now
+		}
 	}
 }
 
-// schedEvery is the longest the loop goes without yielding, in ms (see
-// loop): well under the scheduler's 10 ms, with a wait of maxSleep.
-const schedEvery = 4
+// The loop's cadence, in ms (see loop): it yields at least every
+// schedEvery (under the scheduler's 10, with the time a wake-up takes),
+// and waits in a way the scheduler knows of once nothing happened for
+// restAfter.
+const (
+	schedEvery = 8
+	restAfter  = 1000
+)
 
 // handle takes n events of the set and the timers due; false once the
 // engine is closed. The link's frames are read without e.mu, which the

@@ -606,7 +606,9 @@ func TestFlowEngineSleepsWhenIdle(t *testing.T) {
 		defer e.mu.Unlock()
 		return e.wakeups
 	}
-	time.Sleep(100 * time.Millisecond) // the loop takes the wake-up and sleeps
+	// The loop takes the wake-up, and once nothing happened for
+	// restAfter it sleeps.
+	time.Sleep(restAfter*time.Millisecond + 200*time.Millisecond)
 	before := wakeups()
 	time.Sleep(time.Second)
 	if n := wakeups() - before; n > 2 {
