@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# Request/response through several paths at once, interleaved: one client
+# process holds a TCP connection and a connected UDP socket through each
+# path and makes K 1-byte exchanges on one path after another, in a new
+# random order every round. Every path sees the same machine at the same
+# moments, so the ratios between paths hold on a noisy machine where
+# paths measured one after another do not (a run of the bench's RR cases
+# moves by up to a third from one run to the next).
+#
+# Paths: each tapstack binary given (the flow engine, or ENGINE), then
+# slirp4netns and pasta when installed. The echo server runs in an outer
+# namespace of the script's own (the "host"); nothing leaves it. For each
+# path and protocol the script prints the average round trip and the
+# daemon's CPU time per exchange (/proc/PID/task/*/schedstat, read around
+# each path's own turns), and each path ÷ the best peer.
+#
+#   sudo scripts/rr-interleaved.sh ./tapstack
+#   sudo ROUNDS=500 K=40 scripts/rr-interleaved.sh ./tapstack /tmp/tapstack-old
+#
+# ROUNDS (300) × K (20) exchanges per path and protocol; MTU (65520);
+# ENGINE (flow); PEERS (1: measure slirp4netns and pasta too). Needs ip
+# and python3.
+set -euo pipefail
+
+[ $# -ge 1 ] || { echo "usage: rr-interleaved.sh TAPSTACK-BINARY [MORE-BINARIES...]" >&2; exit 2; }
+ROUNDS=${ROUNDS:-300}
+K=${K:-20}
+MTU=${MTU:-65520}
+ENGINE=${ENGINE:-flow}
+PEERS=${PEERS:-1}
+SRV=198.51.100.1
+for tool in ip python3; do
+	command -v "$tool" >/dev/null || { echo "rr-interleaved.sh: needs $tool on PATH" >&2; exit 1; }
+done
+case $ROUNDS$K in *[!0-9]*) echo "rr-interleaved.sh: ROUNDS and K are numbers" >&2; exit 2 ;; esac
+
+TMP=$(mktemp -d /tmp/tsrri-XXXXXX)
+OUTER=tsrri-$$
+NAMESPACES=()
+PIDS=()
+cleanup() {
+	local pid i
+	for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+	for pid in "${PIDS[@]}"; do
+		for i in $(seq 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	for i in "${NAMESPACES[@]}"; do ip netns del "$i" 2>/dev/null || true; done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+newns() {
+	ip netns add "$1"
+	NAMESPACES+=("$1")
+	ip -n "$1" link set lo up
+}
+
+# wait_for DESCRIPTION COMMAND...: retries COMMAND for up to 20 s.
+wait_for() {
+	local what=$1 i
+	shift
+	for i in $(seq 200); do
+		if "$@" >/dev/null 2>&1; then return 0; fi
+		sleep 0.1
+	done
+	echo "rr-interleaved.sh: $what not ready in 20 s" >&2
+	return 1
+}
+
+# The "host": TCP and UDP echo on its loopback, and (for pasta, which
+# copies the host's addresses and routes) an interface with a default route.
+newns "$OUTER"
+ip -n "$OUTER" addr add $SRV/32 dev lo
+ip -n "$OUTER" link add tsrri0 mtu "$MTU" type veth peer name tsrri1
+ip -n "$OUTER" addr add 192.0.2.1/24 dev tsrri0
+ip -n "$OUTER" link set tsrri0 up
+ip -n "$OUTER" link set tsrri1 up
+ip -n "$OUTER" route add default via 192.0.2.2 dev tsrri0
+ip netns exec "$OUTER" python3 -c '
+import socket, sys, threading
+def serve(c):
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with c:
+        while True:
+            b = c.recv(65536)
+            if not b:
+                return
+            c.sendall(b)
+def udp():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind((sys.argv[1], 7))
+    while True:
+        b, a = u.recvfrom(65536)
+        u.sendto(b, a)
+threading.Thread(target=udp, daemon=True).start()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 7))
+s.listen(64)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+' "$SRV" &
+PIDS+=($!)
+wait_for "the echo server" ip netns exec "$OUTER" python3 -c \
+	'import socket, sys; socket.create_connection((sys.argv[1], 7), timeout=1).close()' "$SRV"
+
+# PATHS: name, namespace, daemon PID, one per line.
+PATHS=()
+n=0
+for bin in "$@"; do
+	case $bin in /*) ;; *) bin=$PWD/$bin ;; esac
+	[ -x "$bin" ] || { echo "rr-interleaved.sh: $bin is not executable" >&2; exit 1; }
+	n=$((n + 1))
+	ns=tsrri$n-$$
+	newns "$ns"
+	ip netns exec "$OUTER" "$bin" up --netns "$ns" --mtu "$MTU" --control "$TMP/$ns.sock" --serve none \
+		--relay-engine "$ENGINE" --tx-queues 1 >"$TMP/$ns.out" 2>"$TMP/$ns.err" &
+	pid=$!
+	PIDS+=("$pid")
+	wait_for "tapstack ($bin)" grep -q '^ready' "$TMP/$ns.out" || { cat "$TMP/$ns.err" >&2; exit 1; }
+	name="tapstack $ENGINE relay"
+	[ $# -gt 1 ] && name="$name #$n ($(basename "$bin"))"
+	PATHS+=("$name|$ns|$pid")
+done
+if [ "$PEERS" = 1 ] && command -v slirp4netns >/dev/null; then
+	ns=tsrris-$$
+	newns "$ns"
+	mkfifo "$TMP/slirp.ready"
+	ip netns exec "$OUTER" slirp4netns --configure --mtu="$MTU" --disable-host-loopback \
+		--ready-fd=3 --netns-type=path "/run/netns/$ns" tap0 >"$TMP/slirp.out" 2>&1 3>"$TMP/slirp.ready" &
+	pid=$!
+	PIDS+=("$pid")
+	# slirp4netns writes "1" to its ready fd, without a newline.
+	if [ "$(timeout 20 head -c1 "$TMP/slirp.ready")" = 1 ]; then
+		PATHS+=("slirp4netns|$ns|$pid")
+	else
+		cat "$TMP/slirp.out" >&2
+		exit 1
+	fi
+fi
+if [ "$PEERS" = 1 ] && command -v pasta >/dev/null; then
+	ns=tsrrip-$$
+	newns "$ns"
+	ip netns exec "$OUTER" pasta --runas 0:0 --config-net -q -f -m "$MTU" --netns "$ns" >"$TMP/pasta.out" 2>&1 &
+	pid=$!
+	PIDS+=("$pid")
+	wait_for pasta sh -c "ip -n '$ns' route show default | grep -q ." || { cat "$TMP/pasta.out" >&2; exit 1; }
+	PATHS+=("pasta|$ns|$pid")
+fi
+
+python3 - "$SRV" "$ROUNDS" "$K" "$MTU" "${PATHS[@]}" <<'PY'
+import ctypes, os, random, socket, sys, time
+
+srv, rounds, k, mtu = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+paths = [p.split("|") for p in sys.argv[5:]]
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+
+def cpu(pid):
+    """The daemon's CPU time in ns, summed over its threads."""
+    t = 0
+    for tid in os.listdir("/proc/%s/task" % pid):
+        try:
+            t += int(open("/proc/%s/task/%s/schedstat" % (pid, tid)).read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that ended
+    return t
+
+# One TCP connection and one UDP socket through each path, made in its
+# namespace (sockets stay in the namespace they were made in).
+home = os.open("/proc/self/ns/net", os.O_RDONLY)
+socks = {}
+for name, ns, pid in paths:
+    fd = os.open("/run/netns/" + ns, os.O_RDONLY)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        sys.exit("setns %s: %s" % (ns, os.strerror(ctypes.get_errno())))
+    t = socket.create_connection((srv, 7), timeout=10)
+    t.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(2)
+    u.connect((srv, 7))
+    os.close(fd)
+    libc.setns(home, CLONE_NEWNET)
+    socks[name] = {"TCP": t, "UDP": u}
+
+def run(s, n):
+    for _ in range(n):
+        s.send(b"x")
+        if s.recv(64) != b"x":
+            sys.exit("an echo came back wrong")
+
+for name, _, _ in paths:  # warm up
+    for s in socks[name].values():
+        run(s, 200)
+acc = {(name, proto): [0.0, 0, 0] for name, _, _ in paths for proto in ("TCP", "UDP")}
+order = list(paths)
+for r in range(rounds):
+    random.shuffle(order)
+    for proto in ("TCP", "UDP"):
+        for name, ns, pid in order:
+            c0, t0 = cpu(pid), time.perf_counter()
+            run(socks[name][proto], k)
+            t1, c1 = time.perf_counter(), cpu(pid)
+            a = acc[(name, proto)]
+            a[0] += t1 - t0
+            a[1] += c1 - c0
+            a[2] += k
+
+peers = [n for n, _, _ in paths if not n.startswith("tapstack")]
+print("%d exchanges of 1 byte per path and protocol, %d at a time, paths interleaved in a random order each round; MTU %s." % (rounds * k, k, mtu))
+print()
+print("| path | TCP RR µs | TCP CPU µs/exchange | UDP RR µs | UDP CPU µs/exchange | TCP RR ÷ best peer | TCP CPU ÷ best peer | UDP RR ÷ best peer | UDP CPU ÷ best peer |")
+print("|---|---|---|---|---|---|---|---|---|")
+def per(name, proto):
+    t, c, n = acc[(name, proto)]
+    return t / n * 1e6, c / n / 1e3
+for name, _, _ in paths:
+    row = [name]
+    for proto in ("TCP", "UDP"):
+        row += ["%.1f" % v for v in per(name, proto)]
+    for proto in ("TCP", "UDP"):
+        if peers:
+            rr, c = per(name, proto)
+            brr = min(per(p, proto)[0] for p in peers)
+            bc = min(per(p, proto)[1] for p in peers)
+            row += ["%.2f" % (rr / brr), "%.2f" % (c / bc)]
+        else:
+            row += ["-", "-"]
+    print("| " + " | ".join(row) + " |")
+PY
