@@ -752,9 +752,9 @@ func (g *Gateway) ReadLink(r LinkReads) error {
 // yields at least every schedEvery ms, and its waits end by then. Once
 // nothing happened for restAfter, it waits as long as its timers allow
 // in a wait the scheduler knows of: an idle daemon does not wake. (The
-// scheduler takes the processor of a wait it knows of after 10 ms, and
-// its monitor then polls at a short interval for a while: a cost once
-// per quiet spell, not once per pause between requests.)
+// scheduler takes the processor of such a wait after 10 ms, and its
+// monitor then polls at a short interval for a while: a cost per quiet
+// spell, which restAfter spares the short pauses between requests.)
 func (e *engine) loop() {
 	defer e.wg.Done()
 	defer e.dropReads() // whyever the loop ends, the link's goroutines read it
@@ -794,10 +794,11 @@ func (e *engine) loop() {
 // The loop's cadence, in ms (see loop): it yields at least every
 // schedEvery (under the scheduler's 10, with the time a wake-up takes),
 // and waits in a way the scheduler knows of once nothing happened for
-// restAfter.
+// restAfter (a few waits of schedEvery: a lone frame wakes it a few
+// times, not once per schedEvery for long).
 const (
 	schedEvery = 8
-	restAfter  = 1000
+	restAfter  = 50
 )
 
 // handle takes n events of the set and the timers due; false once the

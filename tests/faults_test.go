@@ -242,9 +242,10 @@ time.sleep(60)
 	if st["active_flows"] < 100 {
 		t.Fatalf("%d active flows, want the 100 held", st["active_flows"])
 	}
-	// A loop on a 5 ms cadence wakes 400 times in 2 s.
+	// A loop on a 5 ms cadence wakes 400 times in 2 s; a stray frame
+	// (the namespace's IPv6 chatter) wakes this one a few times.
 	n := st["engine_wakeups"] - before
-	if n > 20 {
+	if n > 40 {
 		t.Fatalf("the engine woke %d times in 2 s beside 100 idle flows", n)
 	}
 	t.Logf("the engine woke %d times in 2 s beside 100 idle flows", n)
