@@ -193,6 +193,19 @@ func (p *peer) recv() {
 	}
 }
 
+// roundTrip sends msg to the echo server and checks that it comes back,
+// acknowledging it.
+func (p *peer) roundTrip(msg string) {
+	p.t.Helper()
+	p.send(header.TCPFlagPsh|header.TCPFlagAck, []byte(msg))
+	p.seq += uint32(len(msg))
+	p.recvData()
+	if string(p.payload) != msg {
+		p.t.Fatalf("port %d: got %q from the echo server, want %q", p.sport, p.payload, msg)
+	}
+	p.ack += uint32(len(p.payload))
+}
+
 // recvData waits for the engine's next segment with data.
 func (p *peer) recvData() {
 	for p.recv(); len(p.payload) == 0; p.recv() {
@@ -617,12 +630,7 @@ func TestFlowEngineSleepsWhenIdle(t *testing.T) {
 	port := echoServer(t, false)
 	p := &peer{t: t, divert: divert, w: w, sport: 40001, dport: port}
 	p.open()
-	p.send(header.TCPFlagPsh|header.TCPFlagAck, []byte("awake"))
-	p.seq += 5
-	p.recvData()
-	if string(p.payload) != "awake" {
-		t.Fatalf("got %q from the echo server, want %q", p.payload, "awake")
-	}
+	p.roundTrip("awake")
 }
 
 // TestFlowEngineFindsEachFlowOfItsTuple: segments of two connections,
@@ -637,19 +645,9 @@ func TestFlowEngineFindsEachFlowOfItsTuple(t *testing.T) {
 	a.skipOthers, b.skipOthers = true, true // the other's ACKs may come late
 	a.open()
 	b.open()
-	exchange := func(p *peer, msg string) {
-		t.Helper()
-		p.send(header.TCPFlagPsh|header.TCPFlagAck, []byte(msg))
-		p.seq += uint32(len(msg))
-		p.recvData()
-		if string(p.payload) != msg {
-			t.Fatalf("port %d: got %q, want %q", p.sport, p.payload, msg)
-		}
-		p.ack += uint32(len(p.payload))
-	}
 	for i := 0; i < 4; i++ {
-		exchange(a, "a"+strconv.Itoa(i))
-		exchange(b, "b"+strconv.Itoa(i))
+		a.roundTrip("a" + strconv.Itoa(i))
+		b.roundTrip("b" + strconv.Itoa(i))
 	}
 	// a resets: its flow is gone, and its slot is free for c.
 	a.send(header.TCPFlagRst|header.TCPFlagAck, nil)
@@ -658,10 +656,10 @@ func TestFlowEngineFindsEachFlowOfItsTuple(t *testing.T) {
 	}
 	c := &peer{t: t, divert: divert, w: w, sport: 40012, dport: port, skipOthers: true}
 	c.open()
-	exchange(c, "c0")
+	c.roundTrip("c0")
 	if a.send(header.TCPFlagPsh|header.TCPFlagAck, []byte("late")) {
 		t.Fatal("a segment of the ended connection was taken by the engine")
 	}
-	exchange(b, "b4")
-	exchange(c, "c1")
+	b.roundTrip("b4")
+	c.roundTrip("c1")
 }

@@ -25,6 +25,8 @@
 # iperf3 for MODE=udp;
 # slirp4netns and pasta are measured when installed.
 set -euo pipefail
+# shellcheck source=scripts/lib-netns.sh
+. "$(dirname "$0")/lib-netns.sh"
 
 BIN=${1:?usage: perf-exchange.sh TAPSTACK-BINARY}
 N=${N:-20000}
@@ -50,29 +52,16 @@ for tool in ip python3 perf; do
 done
 
 OUTER=tspx-$$
-NAMESPACES=("$OUTER")
+NAMESPACES=()
 PIDS=()
 TMP=$(mktemp -d /tmp/tspx-XXXXXX)
 
 cleanup() {
-	local pid i
 	# The client, if a case was cut short.
 	if [ -n "${CLIENT_PID:-}" ]; then kill "$CLIENT_PID" 2>/dev/null || true; fi
 	if [ -n "${PERF_PID:-}" ]; then kill "$PERF_PID" 2>/dev/null || true; fi
-	for pid in "${PIDS[@]}"; do
-		kill -INT "$pid" 2>/dev/null || true
-	done
-	for pid in "${PIDS[@]}"; do
-		for i in $(seq 50); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	for i in "${NAMESPACES[@]}"; do
-		ip netns del "$i" 2>/dev/null || true
-	done
+	stop_pids "${PIDS[@]}"
+	del_namespaces
 	rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -82,52 +71,12 @@ trap 'exit 130' INT TERM HUP
 track() { PIDS+=("$1"); }
 
 # stop PID: stops one daemon now.
-stop() {
-	local i
-	kill -INT "$1" 2>/dev/null || true
-	for i in $(seq 50); do
-		kill -0 "$1" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$1" 2>/dev/null || true
-	wait "$1" 2>/dev/null || true
-}
+stop() { stop_pids "$1"; }
 
-newns() {
-	ip netns add "$1"
-	NAMESPACES+=("$1")
-	ip -n "$1" link set lo up
-}
+# The "host": the echo server on its loopback.
+outer_host "$OUTER" tspx
 
-# The "host": the echo server on its loopback, and (for pasta, which
-# copies the host's addresses and routes) an interface with a default route.
-newns "$OUTER"
-ip -n "$OUTER" addr add $SRV/32 dev lo
-ip -n "$OUTER" link add tspx0 mtu "$MTU" type veth peer name tspx1
-ip -n "$OUTER" addr add 192.0.2.1/24 dev tspx0
-ip -n "$OUTER" link set tspx0 up
-ip -n "$OUTER" link set tspx1 up
-ip -n "$OUTER" route add default via 192.0.2.2 dev tspx0
-
-ECHO='
-import socket, sys, threading
-def serve(c):
-    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    with c:
-        while True:
-            b = c.recv(65536)
-            if not b:
-                return
-            c.sendall(b)
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(64)
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-'
-ip netns exec "$OUTER" python3 -c "$ECHO" "$SRV" "$PORT" &
+ip netns exec "$OUTER" python3 -c "$ECHO_SERVER" "$SRV" "$PORT" &
 track $!
 
 # The client: warms the connection up, says "ready", waits for a line,
@@ -151,18 +100,6 @@ print("done %.2f" % ((time.perf_counter() - t) / n * 1e6), flush=True)
 sys.stdin.readline()
 s.close()
 '
-
-# wait_for DESCRIPTION COMMAND...: retries COMMAND for up to 20 s.
-wait_for() {
-	local what=$1 i
-	shift
-	for i in $(seq 200); do
-		if "$@" >/dev/null 2>&1; then return 0; fi
-		sleep 0.1
-	done
-	echo "perf-exchange.sh: $what not ready in 20 s" >&2
-	return 1
-}
 
 # The echo server answers (from the outer namespace itself).
 wait_for "the echo server" ip netns exec "$OUTER" python3 -c \
@@ -292,19 +229,14 @@ tapstack_case "tapstack relay (flow engine)" flow
 if command -v slirp4netns >/dev/null; then
 	ns=tspxs-$$
 	newns "$ns"
-	mkfifo "$TMP/slirp.ready"
-	ip netns exec "$OUTER" slirp4netns --configure --mtu="$MTU" --disable-host-loopback \
-		--ready-fd=3 --netns-type=path "/run/netns/$ns" tap0 >"$TMP/slirp.out" 2>&1 3>"$TMP/slirp.ready" &
-	pid=$!
-	track "$pid"
-	# slirp4netns writes "1" to its ready fd, without a newline.
-	if [ "$(timeout 20 head -c1 "$TMP/slirp.ready")" = 1 ]; then
-		measure slirp4netns "$ns" "$pid"
+	if start_slirp "$OUTER" "$ns"; then
+		track "$PEER_PID"
+		measure slirp4netns "$ns" "$PEER_PID"
 	else
-		cat "$TMP/slirp.out" >&2
+		track "$PEER_PID"
 		ROWS+=("| slirp4netns | failed | | | |")
 	fi
-	stop "$pid"
+	stop "$PEER_PID"
 else
 	echo "perf-exchange.sh: slirp4netns not installed, skipped" >&2
 fi
@@ -313,16 +245,14 @@ fi
 if command -v pasta >/dev/null; then
 	ns=tspxp-$$
 	newns "$ns"
-	ip netns exec "$OUTER" pasta --runas 0:0 --config-net -q -f -m "$MTU" --netns "$ns" >"$TMP/pasta.out" 2>&1 &
-	pid=$!
-	track "$pid"
-	if wait_for pasta sh -c "ip -n '$ns' route show default | grep -q ." && kill -0 "$pid" 2>/dev/null; then
-		measure pasta "$ns" "$pid"
+	if start_pasta "$OUTER" "$ns"; then
+		track "$PEER_PID"
+		measure pasta "$ns" "$PEER_PID"
 	else
-		cat "$TMP/pasta.out" >&2
+		track "$PEER_PID"
 		ROWS+=("| pasta | failed | | | |")
 	fi
-	stop "$pid"
+	stop "$PEER_PID"
 else
 	echo "perf-exchange.sh: pasta not installed, skipped" >&2
 fi

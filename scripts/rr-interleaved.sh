@@ -21,6 +21,8 @@
 # ENGINE (flow); PEERS (1: measure slirp4netns and pasta too). Needs ip
 # and python3.
 set -euo pipefail
+# shellcheck source=scripts/lib-netns.sh
+. "$(dirname "$0")/lib-netns.sh"
 
 [ $# -ge 1 ] || { echo "usage: rr-interleaved.sh TAPSTACK-BINARY [MORE-BINARIES...]" >&2; exit 2; }
 ROUNDS=${ROUNDS:-300}
@@ -39,74 +41,16 @@ OUTER=tsrri-$$
 NAMESPACES=()
 PIDS=()
 cleanup() {
-	local pid i
-	for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do
-		for i in $(seq 50); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	for i in "${NAMESPACES[@]}"; do ip netns del "$i" 2>/dev/null || true; done
+	stop_pids "${PIDS[@]}"
+	del_namespaces
 	rm -rf "$TMP"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-newns() {
-	ip netns add "$1"
-	NAMESPACES+=("$1")
-	ip -n "$1" link set lo up
-}
-
-# wait_for DESCRIPTION COMMAND...: retries COMMAND for up to 20 s.
-wait_for() {
-	local what=$1 i
-	shift
-	for i in $(seq 200); do
-		if "$@" >/dev/null 2>&1; then return 0; fi
-		sleep 0.1
-	done
-	echo "rr-interleaved.sh: $what not ready in 20 s" >&2
-	return 1
-}
-
-# The "host": TCP and UDP echo on its loopback, and (for pasta, which
-# copies the host's addresses and routes) an interface with a default route.
-newns "$OUTER"
-ip -n "$OUTER" addr add $SRV/32 dev lo
-ip -n "$OUTER" link add tsrri0 mtu "$MTU" type veth peer name tsrri1
-ip -n "$OUTER" addr add 192.0.2.1/24 dev tsrri0
-ip -n "$OUTER" link set tsrri0 up
-ip -n "$OUTER" link set tsrri1 up
-ip -n "$OUTER" route add default via 192.0.2.2 dev tsrri0
-ip netns exec "$OUTER" python3 -c '
-import socket, sys, threading
-def serve(c):
-    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    with c:
-        while True:
-            b = c.recv(65536)
-            if not b:
-                return
-            c.sendall(b)
-def udp():
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    u.bind((sys.argv[1], 7))
-    while True:
-        b, a = u.recvfrom(65536)
-        u.sendto(b, a)
-threading.Thread(target=udp, daemon=True).start()
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], 7))
-s.listen(64)
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-' "$SRV" &
+# The "host": TCP and UDP echo on its loopback.
+outer_host "$OUTER" tsrri
+ip netns exec "$OUTER" python3 -c "$ECHO_SERVER" "$SRV" 7 &
 PIDS+=($!)
 wait_for "the echo server" ip netns exec "$OUTER" python3 -c \
 	'import socket, sys; socket.create_connection((sys.argv[1], 7), timeout=1).close()' "$SRV"
@@ -132,27 +76,16 @@ done
 if [ "$PEERS" = 1 ] && command -v slirp4netns >/dev/null; then
 	ns=tsrris-$$
 	newns "$ns"
-	mkfifo "$TMP/slirp.ready"
-	ip netns exec "$OUTER" slirp4netns --configure --mtu="$MTU" --disable-host-loopback \
-		--ready-fd=3 --netns-type=path "/run/netns/$ns" tap0 >"$TMP/slirp.out" 2>&1 3>"$TMP/slirp.ready" &
-	pid=$!
-	PIDS+=("$pid")
-	# slirp4netns writes "1" to its ready fd, without a newline.
-	if [ "$(timeout 20 head -c1 "$TMP/slirp.ready")" = 1 ]; then
-		PATHS+=("slirp4netns|$ns|$pid")
-	else
-		cat "$TMP/slirp.out" >&2
-		exit 1
-	fi
+	start_slirp "$OUTER" "$ns" || { PIDS+=("$PEER_PID"); exit 1; }
+	PIDS+=("$PEER_PID")
+	PATHS+=("slirp4netns|$ns|$PEER_PID")
 fi
 if [ "$PEERS" = 1 ] && command -v pasta >/dev/null; then
 	ns=tsrrip-$$
 	newns "$ns"
-	ip netns exec "$OUTER" pasta --runas 0:0 --config-net -q -f -m "$MTU" --netns "$ns" >"$TMP/pasta.out" 2>&1 &
-	pid=$!
-	PIDS+=("$pid")
-	wait_for pasta sh -c "ip -n '$ns' route show default | grep -q ." || { cat "$TMP/pasta.out" >&2; exit 1; }
-	PATHS+=("pasta|$ns|$pid")
+	start_pasta "$OUTER" "$ns" || { PIDS+=("$PEER_PID"); exit 1; }
+	PIDS+=("$PEER_PID")
+	PATHS+=("pasta|$ns|$PEER_PID")
 fi
 
 python3 - "$SRV" "$ROUNDS" "$K" "$MTU" "${PATHS[@]}" <<'PY'
