@@ -34,7 +34,10 @@ SRV=198.51.100.1
 for tool in ip python3; do
 	command -v "$tool" >/dev/null || { echo "rr-interleaved.sh: needs $tool on PATH" >&2; exit 1; }
 done
-case $ROUNDS$K in *[!0-9]*) echo "rr-interleaved.sh: ROUNDS and K are numbers" >&2; exit 2 ;; esac
+numbers() { echo "rr-interleaved.sh: ROUNDS and K are whole numbers from 1" >&2; exit 2; }
+case $ROUNDS,$K in *[!0-9,]* | ,* | *,) numbers ;; esac
+ROUNDS=$((10#$ROUNDS)) K=$((10#$K))
+[ "$ROUNDS" -ge 1 ] && [ "$K" -ge 1 ] || numbers
 
 TMP=$(mktemp -d /tmp/tsrri-XXXXXX)
 OUTER=tsrri-$$
@@ -55,7 +58,7 @@ PIDS+=($!)
 wait_for "the echo server" ip netns exec "$OUTER" python3 -c \
 	'import socket, sys; socket.create_connection((sys.argv[1], 7), timeout=1).close()' "$SRV"
 
-# PATHS: name, namespace, daemon PID, one per line.
+# PATHS: "name|namespace|daemon PID" per path.
 PATHS=()
 n=0
 for bin in "$@"; do
