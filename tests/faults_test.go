@@ -2,7 +2,6 @@ package tests
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,14 +41,17 @@ while True:
     threading.Thread(target=serve, args=(c,)).start()
 `
 
-// pyHoldClients opens argv[3] connections to argv[1]:argv[2], sends a
-// byte on each every 100 ms until killed, and prints "open" once all are
-// established.
+// pyHoldClients opens argv[3] connections to argv[1]:argv[2], prints
+// "open" once all are established, and then, until killed, sends a byte
+// on each every 100 ms, or nothing if argv[4] is "quiet".
 const pyHoldClients = `
 import socket, sys, time
 socks = [socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) for i in range(int(sys.argv[3]))]
 print("open", flush=True)
 while True:
+    if sys.argv[4:] == ["quiet"]:
+        time.sleep(3600)
+        continue
     for s in socks:
         try:
             s.send(b"x")
@@ -59,10 +61,15 @@ while True:
 `
 
 // holdFlows starts n flows from namespace ns to the hold server and
-// returns once they are open; they run until the test ends.
-func (o *outer) holdFlows(ns string, n int) {
+// returns once they are open; they run until the test ends, each sending
+// a byte every 100 ms, or nothing if quiet.
+func (o *outer) holdFlows(ns string, n int, quiet bool) {
 	o.t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", ns, "python3", "-c", pyHoldClients, outerV4, "9400", fmt.Sprint(n))
+	args := []string{"ip", "netns", "exec", ns, "python3", "-c", pyHoldClients, outerV4, "9400", fmt.Sprint(n)}
+	if quiet {
+		args = append(args, "quiet")
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	out, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		o.t.Fatal(err)
@@ -88,7 +95,7 @@ func testNamespaceDeletedDuring100Flows(t *testing.T, flags []string) {
 	os.WriteFile(ended, nil, 0o644) // waitTCP's probe
 	ns := ncNamespace(t)
 	_, errb, done := o.upIn(append([]string{"--netns", ns, "--serve", "none", "--control", filepath.Join(o.dir, "ctl")}, flags...)...)
-	o.holdFlows(ns, 100)
+	o.holdFlows(ns, 100, false)
 	exec.Command("ip", "netns", "del", ns).Run()
 	select {
 	case err := <-done:
@@ -117,7 +124,7 @@ func testSIGTERMDuring100Flows(t *testing.T, flags []string) {
 	os.WriteFile(ended, nil, 0o644)
 	ns := ncNamespace(t)
 	cmd, errb, done := o.upIn(append([]string{"--netns", ns, "--serve", "none", "--control", filepath.Join(o.dir, "ctl"), "--drain-timeout", "2s"}, flags...)...)
-	o.holdFlows(ns, 100)
+	o.holdFlows(ns, 100, false)
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -221,20 +228,7 @@ func TestFlowEngineSleepsBesideIdleFlows(t *testing.T) {
 	o.waitTCP(outerV4, 9400)
 	ns := ncNamespace(t)
 	d := o.startDaemon(ns, "--relay-engine", "flow")
-	hold := exec.Command("ip", "netns", "exec", ns, "python3", "-c", `
-import socket, sys, time
-socks = [socket.create_connection((sys.argv[1], 9400), timeout=10) for i in range(100)]
-print("open", flush=True)
-time.sleep(60)
-`, outerV4)
-	out, _ := hold.StdoutPipe()
-	if err := hold.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hold.Process.Kill(); hold.Wait() })
-	if b := make([]byte, 4); func() bool { _, err := io.ReadFull(out, b); return err != nil }() || string(b) != "open" {
-		t.Fatal("the 100 connections did not open")
-	}
+	o.holdFlows(ns, 100, true)
 	time.Sleep(1500 * time.Millisecond) // the handshakes' timers run out (initial RTO: 1 s)
 	before := d.stats()["engine_wakeups"]
 	time.Sleep(2 * time.Second)
