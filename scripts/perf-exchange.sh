@@ -70,9 +70,6 @@ trap 'exit 130' INT TERM HUP
 # track PID: a daemon to stop on exit.
 track() { PIDS+=("$1"); }
 
-# stop PID: stops one daemon now.
-stop() { stop_pids "$1"; }
-
 # The "host": the echo server on its loopback.
 outer_host "$OUTER" tspx
 
@@ -215,11 +212,11 @@ tapstack_case() {
 	if ! wait_for "tapstack up ($engine)" grep -q '^ready' "$TMP/$ns.out"; then
 		cat "$TMP/$ns.err" >&2
 		ROWS+=("| $name | failed | | | |")
-		stop "$pid"
+		stop_pids "$pid"
 		return
 	fi
 	measure "$name" "$ns" "$pid"
-	stop "$pid"
+	stop_pids "$pid"
 }
 
 tapstack_case "tapstack relay (stack engine)" stack
@@ -236,7 +233,7 @@ if command -v slirp4netns >/dev/null; then
 		track "$PEER_PID"
 		ROWS+=("| slirp4netns | failed | | | |")
 	fi
-	stop "$PEER_PID"
+	stop_pids "$PEER_PID"
 else
 	echo "perf-exchange.sh: slirp4netns not installed, skipped" >&2
 fi
@@ -252,7 +249,7 @@ if command -v pasta >/dev/null; then
 		track "$PEER_PID"
 		ROWS+=("| pasta | failed | | | |")
 	fi
-	stop "$PEER_PID"
+	stop_pids "$PEER_PID"
 else
 	echo "perf-exchange.sh: pasta not installed, skipped" >&2
 fi
