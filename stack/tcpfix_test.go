@@ -85,6 +85,16 @@ func newRawPeer(t *testing.T, sack bool, rcvBuf int) *rawPeer {
 // stack scales the windows it advertises.
 func newRawPeerWS(t *testing.T, sack, ws bool, rcvBuf int) *rawPeer {
 	t.Helper()
+	return newRawPeerTS(t, sack, ws, false, rcvBuf, nil)
+}
+
+// newRawPeerTS is newRawPeerWS whose SYN offers timestamps too (ts),
+// with TSval tsPeerSYN: the stack then puts timestamps on every segment
+// and the peer must too (tsOpts). If synAck is not nil, it gets the
+// stack's SYN-ACK before the peer acknowledges it, and returns the one
+// the peer acknowledges (a retransmission, say).
+func newRawPeerTS(t *testing.T, sack, ws, ts bool, rcvBuf int, synAck func(*rawPeer, segment) segment) *rawPeer {
+	t.Helper()
 	ch := channel.New(1024, 1500, "")
 	st, err := stack.New(stack.Config{Links: []stack.LinkConfig{{
 		Name: "raw0", Endpoint: ch, NoLinkLocal: true,
@@ -111,6 +121,9 @@ func newRawPeerWS(t *testing.T, sack, ws bool, rcvBuf int) *rawPeer {
 	}
 	p := &rawPeer{t: t, ch: ch, nxt: 1000}
 	opts := make([]byte, 12)
+	if ts {
+		opts = make([]byte, 24)
+	}
 	header.EncodeMSSOption(fixMSS, opts)
 	n := 4
 	if sack {
@@ -120,17 +133,27 @@ func newRawPeerWS(t *testing.T, sack, ws bool, rcvBuf int) *rawPeer {
 		n += header.EncodeNOP(opts[n:])
 		n += header.EncodeWSOption(0, opts[n:])
 	}
+	if ts {
+		n += header.EncodeTSOption(tsPeerSYN, 0, opts[n:])
+	}
 	for n < len(opts) {
 		n += header.EncodeNOP(opts[n:])
 	}
 	p.send(header.TCPFlagSyn, p.nxt, 0, fixPeerWnd, opts, nil)
 	p.nxt++
-	synAck := p.recv(time.Second)
-	if synAck.tcp == nil || synAck.tcp.Flags() != header.TCPFlagSyn|header.TCPFlagAck {
-		t.Fatalf("no SYN-ACK: %v", synAck)
+	sa := p.recv(time.Second)
+	if sa.tcp == nil || sa.tcp.Flags() != header.TCPFlagSyn|header.TCPFlagAck {
+		t.Fatalf("no SYN-ACK: %v", sa)
 	}
-	p.sndISS = synAck.seq()
-	p.ack(p.sndISS+1, fixPeerWnd)
+	if synAck != nil {
+		sa = synAck(p, sa)
+	}
+	p.sndISS = sa.seq()
+	if ts {
+		p.send(header.TCPFlagAck, p.nxt, p.sndISS+1, fixPeerWnd, tsOpts(tsPeerSYN+950, sa), nil)
+	} else {
+		p.ack(p.sndISS+1, fixPeerWnd)
+	}
 	deadline := time.Now().Add(2 * time.Second)
 	for {
 		ep, epWaiter, err := ln.Accept(nil)
@@ -433,5 +456,133 @@ func TestLoneFINIsResentAfterTheLossProbe(t *testing.T) {
 	}
 	if len(fins) < 2 {
 		t.Fatalf("the FIN was resent %d times in 5 s (after %v) once its data was acknowledged; want the loss probe and a retransmission", len(fins), fins)
+	}
+}
+
+// A stack that closed its side for writing still receives, and SACKs
+// what arrives out of order in FIN-WAIT-1 and FIN-WAIT-2 as it does
+// while established: a sender in SACK recovery (gVisor's, with RACK)
+// learns nothing from duplicate ACKs without blocks, and waits for its
+// retransmission timeout, seconds once its estimate of the round trip
+// has grown under loss.
+func TestHalfClosedStackSACKsWhatArrivesOutOfOrder(t *testing.T) {
+	p := newRawPeer(t, true, 0)
+	if err := p.ep.Shutdown(tcpip.ShutdownWrite); err != nil {
+		t.Fatal(err)
+	}
+	fin := p.await(2*time.Second, func(s segment) bool { return s.tcp.Flags().Contains(header.TCPFlagFin) })
+	if fin.tcp == nil {
+		t.Fatal("the stack sent no FIN")
+	}
+	sacked := func(state string, seq uint32) {
+		t.Helper()
+		// The peer's segment at p.nxt is lost; the next one comes.
+		p.send(header.TCPFlagAck, seq, fin.seq()+1, fixPeerWnd, nil, make([]byte, 100))
+		s := p.await(2*time.Second, func(s segment) bool { return s.tcp.AckNumber() == p.nxt })
+		if s.tcp == nil {
+			t.Fatalf("%s: no duplicate ACK of %d", state, p.nxt)
+		}
+		blocks := header.ParseTCPOptions(s.tcp.Options()).SACKBlocks
+		for _, b := range blocks {
+			if uint32(b.Start) <= seq && seq+100 <= uint32(b.End) {
+				return
+			}
+		}
+		t.Fatalf("%s: the ACK of %d SACKs %v; want a block covering %d–%d", state, p.nxt, blocks, seq, seq+100)
+	}
+	// The FIN is not acknowledged yet: FIN-WAIT-1.
+	sacked("FIN-WAIT-1", p.nxt+100)
+	p.ack(fin.seq()+1, fixPeerWnd) // FIN-WAIT-2
+	sacked("FIN-WAIT-2", p.nxt+300)
+	// The lost segment fills the first hole: the ACK moves up to the
+	// second.
+	p.send(header.TCPFlagAck, p.nxt, fin.seq()+1, fixPeerWnd, nil, make([]byte, 100))
+	p.waitAck(p.nxt + 200)
+}
+
+// tsPeerSYN is the TSval of a timestamping raw peer's SYN.
+const tsPeerSYN = 1000
+
+// tsOpts is a timestamp option with TSval tsVal, echoing the TSval of
+// the stack's segment s.
+func tsOpts(tsVal uint32, s segment) []byte {
+	b := make([]byte, 12)
+	header.EncodeNOP(b)
+	header.EncodeNOP(b[1:])
+	header.EncodeTSOption(tsVal, header.ParseTCPOptions(s.tcp.Options()).TSVal, b[2:])
+	return b
+}
+
+// The ACK of a FIN echoes the FIN's timestamp (RFC 7323 4.3), not the
+// one of the segment before it: gVisor acknowledged a FIN before it took
+// the FIN's timestamp. A FIN resent after a loss was then acknowledged
+// with the timestamp of the data before it, and its sender measured a
+// round trip as long as its retransmission timeout: two gVisor stacks
+// under loss grew their estimates to seconds, and their timeouts to
+// tens of seconds.
+func TestFINIsAcknowledgedWithItsOwnTimestamp(t *testing.T) {
+	p := newRawPeerTS(t, true, false, true, 0, nil)
+	p.write(10) // something of the stack's to echo from now on
+	data := p.await(2*time.Second, func(s segment) bool { return len(s.payload) > 0 })
+	if data.tcp == nil {
+		t.Fatal("the stack sent no data")
+	}
+	p.send(header.TCPFlagAck|header.TCPFlagPsh, p.nxt, data.seq()+10, fixPeerWnd, tsOpts(2000, data), make([]byte, 100))
+	p.nxt += 100
+	if s := p.await(2*time.Second, func(s segment) bool { return s.tcp.AckNumber() == p.nxt }); s.tcp == nil {
+		t.Fatalf("the stack did not acknowledge the data")
+	} else if ecr := header.ParseTCPOptions(s.tcp.Options()).TSEcr; ecr != 2000 {
+		t.Fatalf("the ACK of the data echoes %d, want 2000", ecr)
+	}
+	// The FIN comes a while later (after a loss, its retransmission).
+	p.send(header.TCPFlagAck|header.TCPFlagFin, p.nxt, data.seq()+10, fixPeerWnd, tsOpts(7000, data), nil)
+	s := p.await(2*time.Second, func(s segment) bool { return s.tcp.AckNumber() == p.nxt+1 })
+	if s.tcp == nil {
+		t.Fatal("the stack did not acknowledge the FIN")
+	}
+	if ecr := header.ParseTCPOptions(s.tcp.Options()).TSEcr; ecr != 7000 {
+		t.Fatalf("the ACK of the FIN echoes TSval %d, want the FIN's 7000", ecr)
+	}
+}
+
+// A SYN-ACK resent after a loss carries a timestamp of its own time and
+// echoes the peer's latest SYN, so that each side measures its round
+// trip from what it sent last, not from the first SYN or SYN-ACK: gVisor
+// resent its SYN and SYN-ACK with the first one's timestamps, and a
+// connection whose handshake lost a segment or two started with a round
+// trip of 1–3 s and a retransmission timeout of several seconds (the
+// SYN's timer backs off from 1 s).
+func TestResentSYNACKCarriesAFreshTimestamp(t *testing.T) {
+	const resentSYN = tsPeerSYN + 900
+	var first, resent segment
+	p := newRawPeerTS(t, true, false, true, 0, func(p *rawPeer, sa segment) segment {
+		first = sa
+		// The first SYN-ACK is lost: the peer resends its SYN, with a
+		// later timestamp, and waits for the next SYN-ACK.
+		opts := make([]byte, 16)
+		header.EncodeMSSOption(fixMSS, opts)
+		header.EncodeSACKPermittedOption(opts[4:])
+		header.EncodeTSOption(resentSYN, 0, opts[6:])
+		p.send(header.TCPFlagSyn, p.nxt-1, 0, fixPeerWnd, opts, nil)
+		resent = p.await(3*time.Second, func(s segment) bool { return s.tcp.Flags() == header.TCPFlagSyn|header.TCPFlagAck })
+		if resent.tcp == nil {
+			t.Fatal("the SYN-ACK was not resent")
+		}
+		return resent
+	})
+	v0 := header.ParseTCPOptions(first.tcp.Options()).TSVal
+	o1 := header.ParseTCPOptions(resent.tcp.Options())
+	if int32(o1.TSVal-v0) < 500 { // ms: the timer waits 1 s
+		t.Fatalf("the resent SYN-ACK's TSval is %d, the first's %d: want it about 1 s later", o1.TSVal, v0)
+	}
+	if o1.TSEcr != resentSYN {
+		t.Fatalf("the resent SYN-ACK echoes TSval %d, want the resent SYN's %d", o1.TSEcr, resentSYN)
+	}
+	var info tcpip.TCPInfoOption
+	if err := p.ep.GetSockOpt(&info); err != nil {
+		t.Fatal(err)
+	}
+	if info.RTT > 300*time.Millisecond {
+		t.Fatalf("the connection starts with a round trip of %v, measured from the first SYN-ACK", info.RTT)
 	}
 }

@@ -422,6 +422,14 @@ func (h *handshake) synRcvdState(s *segment) tcpip.Error {
 		h.iss = iss
 	}
 
+	// The peer resent its SYN (our SYN-ACK or its first SYN was lost): the
+	// next SYN-ACK echoes this SYN's timestamp (RFC 7323 4.3, as Linux's
+	// tcp_check_req does), so that the peer measures its round trip from
+	// the SYN it sent last.
+	if s.flags.Contains(header.TCPFlagSyn) && s.sequenceNumber == h.ackNum-1 && h.ep.SendTSOk && s.parsedOptions.TS {
+		h.ep.updateRecentTimestamp(s.parsedOptions.TSVal, h.ackNum, s.sequenceNumber)
+	}
+
 	// RFC 793, Section 3.9, page 69, states that in the SYN-RCVD state, a
 	// sequence number outside of the window causes an ACK with the proper seq
 	// number and "After sending the acknowledgment, drop the unacceptable
@@ -641,6 +649,19 @@ func (h *handshake) retransmitHandlerLocked() tcpip.Error {
 	// the connection with another ACK or data (as ACKs are never
 	// retransmitted on their own).
 	if h.active || !h.acked || h.deferAccept != 0 && e.stack.Clock().NowMonotonic().Sub(h.startTime) > h.deferAccept {
+		// The resent segment carries a timestamp of its own (as on
+		// Linux): the ACK that echoes it measures the round trip from
+		// it, not from the first SYN, seconds earlier after a loss or
+		// two, which would start the connection with a retransmission
+		// timeout of seconds.
+		// A SYN-ACK echoes the newest of the peer's SYNs (see
+		// synRcvdState).
+		if h.sendSYNOpts.TS {
+			h.sendSYNOpts.TSVal = e.tsValNow()
+			if !h.active {
+				h.sendSYNOpts.TSEcr = e.recentTimestamp()
+			}
+		}
 		e.sendSynTCP(e.route, tcpFields{
 			id:        e.TransportEndpointInfo.ID,
 			ttl:       calculateTTL(e.route, e.ipv4TTL, e.ipv6HopLimit),
@@ -1050,7 +1071,13 @@ func (e *Endpoint) sendEmptyRaw(flags header.TCPFlags, seq, ack seqnum.Value, rc
 // +checklocks:e.mu
 func (e *Endpoint) sendRaw(pkt *stack.PacketBuffer, flags header.TCPFlags, seq, ack seqnum.Value, rcvWnd seqnum.Size) tcpip.Error {
 	var sackBlocks []header.SACKBlock
-	if e.EndpointState() == StateEstablished && e.rcv.pendingRcvdSegments.Len() > 0 && (flags&header.TCPFlagAck != 0) {
+	// The peer may still send data in FIN-WAIT-1 and FIN-WAIT-2 (our side
+	// closed for writing), and what arrived out of order is SACKed there
+	// as in ESTABLISHED (Linux does): without the blocks a sender in SACK
+	// recovery learns nothing from the duplicate ACKs and waits for its
+	// retransmission timeout.
+	st := e.EndpointState()
+	if (st == StateEstablished || st == StateFinWait1 || st == StateFinWait2) && e.rcv.pendingRcvdSegments.Len() > 0 && (flags&header.TCPFlagAck != 0) {
 		sackBlocks = e.sack.Blocks[:e.sack.NumBlocks]
 	}
 	options := e.makeOptions(sackBlocks)

@@ -486,6 +486,17 @@ func (r *receiver) handleRcvdSegment(s *segment) (drop bool, err tcpip.Error) {
 		}
 	}
 
+	// Take the segment's timestamp (RFC 7323 4.3) before anything answers
+	// it: consuming a FIN acknowledges it at once, and that ACK must echo
+	// this segment's TSval, not the one before (a FIN resent after a loss
+	// would otherwise be acknowledged with the timestamp of the data
+	// before it, and the sender would measure a round trip as long as its
+	// retransmission timeout). The sender's path makes the same update
+	// later; it changes nothing then.
+	if r.ep.SendTSOk && s.parsedOptions.TS {
+		r.ep.updateRecentTimestamp(s.parsedOptions.TSVal, r.ep.snd.MaxSentAck, segSeq)
+	}
+
 	// Store the time of the last ack. Use the segment's ingress time rather than
 	// the current clock so a segment delayed inside the stack before processing
 	// records when it actually arrived (consumed by the user-timeout check).
