@@ -18,8 +18,11 @@
 #   sudo ROUNDS=500 K=40 scripts/rr-interleaved.sh ./tapstack /tmp/tapstack-old
 #
 # ROUNDS (300) × K (20) exchanges per path and protocol; MTU (65520);
-# ENGINE (flow); PEERS (1: measure slirp4netns and pasta too). Needs ip
-# and python3.
+# ENGINE (flow); PEERS (1: measure slirp4netns and pasta too); FLOOR (0;
+# 1: also the two floor relays of scripts/floor-relay, the least a relay
+# can do in C and in Go, run on the outer namespace's loopback: their
+# ratio is what the language costs an exchange here). Needs ip and
+# python3; FLOOR=1 needs cc and go.
 set -euo pipefail
 # shellcheck source=scripts/lib-netns.sh
 . "$(dirname "$0")/lib-netns.sh"
@@ -30,8 +33,11 @@ K=${K:-20}
 MTU=${MTU:-65520}
 ENGINE=${ENGINE:-flow}
 PEERS=${PEERS:-1}
+FLOOR=${FLOOR:-0}
 SRV=198.51.100.1
-for tool in ip python3; do
+tools="ip python3"
+[ "$FLOOR" = 1 ] && tools="$tools cc go"
+for tool in $tools; do
 	command -v "$tool" >/dev/null || { echo "rr-interleaved.sh: needs $tool on PATH" >&2; exit 1; }
 done
 numbers() { echo "rr-interleaved.sh: ROUNDS and K are whole numbers from 1" >&2; exit 2; }
@@ -58,7 +64,7 @@ PIDS+=($!)
 wait_for "the echo server" ip netns exec "$OUTER" python3 -c \
 	'import socket, sys; socket.create_connection((sys.argv[1], 7), timeout=1).close()' "$SRV"
 
-# PATHS: "name|namespace|daemon PID" per path.
+# PATHS: "name|namespace|daemon PID|address|port" per path.
 PATHS=()
 n=0
 for bin in "$@"; do
@@ -74,28 +80,42 @@ for bin in "$@"; do
 	wait_for "tapstack ($bin)" grep -q '^ready' "$TMP/$ns.out" || { cat "$TMP/$ns.err" >&2; exit 1; }
 	name="tapstack $ENGINE relay"
 	[ $# -gt 1 ] && name="$name #$n ($(basename "$bin"))"
-	PATHS+=("$name|$ns|$pid")
+	PATHS+=("$name|$ns|$pid|$SRV|7")
 done
 if [ "$PEERS" = 1 ] && command -v slirp4netns >/dev/null; then
 	ns=tsrris-$$
 	newns "$ns"
 	start_slirp "$OUTER" "$ns" || { PIDS+=("$PEER_PID"); exit 1; }
 	PIDS+=("$PEER_PID")
-	PATHS+=("slirp4netns|$ns|$PEER_PID")
+	PATHS+=("slirp4netns|$ns|$PEER_PID|$SRV|7")
 fi
 if [ "$PEERS" = 1 ] && command -v pasta >/dev/null; then
 	ns=tsrrip-$$
 	newns "$ns"
 	start_pasta "$OUTER" "$ns" || { PIDS+=("$PEER_PID"); exit 1; }
 	PIDS+=("$PEER_PID")
-	PATHS+=("pasta|$ns|$PEER_PID")
+	PATHS+=("pasta|$ns|$PEER_PID|$SRV|7")
+fi
+if [ "$FLOOR" = 1 ]; then
+	here=$(cd "$(dirname "$0")" && pwd)
+	cc -O2 -o "$TMP/floor-relay-c" "$here/floor-relay/floor-relay.c"
+	(cd "$here/.." && CGO_ENABLED=0 go build -o "$TMP/floor-relay-go" ./scripts/floor-relay/go)
+	port=7000
+	for lang in c go; do
+		port=$((port + 1))
+		ip netns exec "$OUTER" "$TMP/floor-relay-$lang" "$port" "$SRV" 7 >"$TMP/floor-$lang.out" 2>&1 &
+		pid=$!
+		PIDS+=("$pid")
+		wait_for "floor-relay-$lang" grep -q '^ready' "$TMP/floor-$lang.out" || { cat "$TMP/floor-$lang.out" >&2; exit 1; }
+		PATHS+=("floor relay, $lang|$OUTER|$pid|127.0.0.1|$port")
+	done
 fi
 
-python3 - "$SRV" "$ROUNDS" "$K" "$MTU" "${PATHS[@]}" <<'PY'
+python3 - "$ROUNDS" "$K" "$MTU" "${PATHS[@]}" <<'PY'
 import ctypes, os, random, socket, sys, time
 
-srv, rounds, k, mtu = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-paths = [p.split("|") for p in sys.argv[5:]]
+rounds, k, mtu = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+paths = [p.split("|") for p in sys.argv[4:]]
 libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNET = 0x40000000
 
@@ -113,15 +133,15 @@ def cpu(pid):
 # namespace (sockets stay in the namespace they were made in).
 home = os.open("/proc/self/ns/net", os.O_RDONLY)
 socks = {}
-for name, ns, pid in paths:
+for name, ns, pid, host, port in paths:
     fd = os.open("/run/netns/" + ns, os.O_RDONLY)
     if libc.setns(fd, CLONE_NEWNET) != 0:
         sys.exit("setns %s: %s" % (ns, os.strerror(ctypes.get_errno())))
-    t = socket.create_connection((srv, 7), timeout=10)
+    t = socket.create_connection((host, int(port)), timeout=10)
     t.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     u.settimeout(2)
-    u.connect((srv, 7))
+    u.connect((host, int(port)))
     os.close(fd)
     libc.setns(home, CLONE_NEWNET)
     socks[name] = {"TCP": t, "UDP": u}
@@ -132,15 +152,15 @@ def run(s, n):
         if s.recv(64) != b"x":
             sys.exit("an echo came back wrong")
 
-for name, _, _ in paths:  # warm up
+for name, *_ in paths:  # warm up
     for s in socks[name].values():
         run(s, 200)
-acc = {(name, proto): [0.0, 0, 0] for name, _, _ in paths for proto in ("TCP", "UDP")}
+acc = {(name, proto): [0.0, 0, 0] for name, *_ in paths for proto in ("TCP", "UDP")}
 order = list(paths)
 for r in range(rounds):
     random.shuffle(order)
     for proto in ("TCP", "UDP"):
-        for name, ns, pid in order:
+        for name, ns, pid, *_ in order:
             c0, t0 = cpu(pid), time.perf_counter()
             run(socks[name][proto], k)
             t1, c1 = time.perf_counter(), cpu(pid)
@@ -149,7 +169,7 @@ for r in range(rounds):
             a[1] += c1 - c0
             a[2] += k
 
-peers = [n for n, _, _ in paths if not n.startswith("tapstack")]
+peers = [n for n, *_ in paths if n in ("slirp4netns", "pasta")]
 print("%d exchanges of 1 byte per path and protocol, %d at a time, paths interleaved in a random order each round; MTU %s." % (rounds * k, k, mtu))
 print()
 print("| path | TCP RR µs | TCP CPU µs/exchange | UDP RR µs | UDP CPU µs/exchange | TCP RR ÷ best peer | TCP CPU ÷ best peer | UDP RR ÷ best peer | UDP CPU ÷ best peer |")
@@ -157,7 +177,7 @@ print("|---|---|---|---|---|---|---|---|---|")
 def per(name, proto):
     t, c, n = acc[(name, proto)]
     return t / n * 1e6, c / n / 1e3
-for name, _, _ in paths:
+for name, *_ in paths:
     row = [name]
     for proto in ("TCP", "UDP"):
         row += ["%.1f" % v for v in per(name, proto)]
@@ -170,4 +190,10 @@ for name, _, _ in paths:
         else:
             row += ["-", "-"]
     print("| " + " | ".join(row) + " |")
+floors = [n for n, *_ in paths if n.startswith("floor")]
+if len(floors) == 2:
+    print()
+    c, g = floors
+    print("floor relay, Go ÷ C: TCP RR %.2f, CPU %.2f; UDP RR %.2f, CPU %.2f" % tuple(
+        per(g, proto)[i] / per(c, proto)[i] for proto in ("TCP", "UDP") for i in (0, 1)))
 PY
