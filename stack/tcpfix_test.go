@@ -586,3 +586,29 @@ func TestResentSYNACKCarriesAFreshTimestamp(t *testing.T) {
 		t.Fatalf("the connection starts with a round trip of %v, measured from the first SYN-ACK", info.RTT)
 	}
 }
+
+// A FIN that arrives before the data it follows (that data was lost) is
+// SACKed, as Linux does, and taken once the data comes. gVisor's blocks
+// covered only data, so a lost last segment before a FIN drew duplicate
+// ACKs without blocks, and a sender in SACK recovery waited for its loss
+// probe and then its retransmission timeout; and when the data came, a
+// FIN without data that had waited for it was dropped as if already
+// acknowledged (its length, 0, less one wrapped), so the peer had to
+// send it again after another timeout.
+func TestOutOfOrderFINIsSACKedAndTaken(t *testing.T) {
+	p := newRawPeer(t, true, 0)
+	// The peer's last 100 bytes are lost; its FIN comes.
+	fin := p.nxt + 100
+	p.send(header.TCPFlagAck|header.TCPFlagFin, fin, p.sndISS+1, fixPeerWnd, nil, nil)
+	s := p.await(2*time.Second, func(s segment) bool { return s.tcp.AckNumber() == p.nxt })
+	if s.tcp == nil {
+		t.Fatalf("no duplicate ACK of %d", p.nxt)
+	}
+	blocks := header.ParseTCPOptions(s.tcp.Options()).SACKBlocks
+	if len(blocks) != 1 || uint32(blocks[0].Start) != fin || uint32(blocks[0].End) != fin+1 {
+		t.Fatalf("the ACK of %d SACKs %v; want the FIN, %d–%d", p.nxt, blocks, fin, fin+1)
+	}
+	// The lost data comes: the FIN is taken with it.
+	p.send(header.TCPFlagAck, p.nxt, p.sndISS+1, fixPeerWnd, nil, make([]byte, 100))
+	p.waitAck(fin + 1)
+}

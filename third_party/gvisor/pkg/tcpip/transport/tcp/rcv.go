@@ -530,7 +530,12 @@ func (r *receiver) handleRcvdSegment(s *segment) (drop bool, err tcpip.Error) {
 				r.ep.rcvQueueMu.Unlock()
 				s.IncRef()
 				heap.Push(&r.pendingRcvdSegments, s)
-				UpdateSACKBlocks(&r.ep.sack, segSeq, segSeq.Add(segLen), r.RcvNxt)
+				// The block covers the segment's FIN too (as Linux's
+				// does): a FIN that came before the data it follows is
+				// then SACKed, and the sender learns at once that what
+				// it sent before the FIN was lost, where a FIN without a
+				// block leaves it to its loss probe and its timeout.
+				UpdateSACKBlocks(&r.ep.sack, segSeq, segSeq.Add(s.logicalLen()), r.RcvNxt)
 			}
 
 			// Immediately send an ack so that the peer knows it may
@@ -555,7 +560,9 @@ func (r *receiver) handleRcvdSegment(s *segment) (drop bool, err tcpip.Error) {
 		segSeq := s.sequenceNumber
 
 		// Skip segment altogether if it has already been acknowledged.
-		if !segSeq.Add(segLen-1).LessThan(r.RcvNxt) &&
+		// Its FIN counts: a FIN without data (segLen 0) that waited
+		// for the data before it is next, not behind.
+		if !segSeq.Add(seqnum.Size(s.logicalLen())-1).LessThan(r.RcvNxt) &&
 			!r.consumeSegment(s, segSeq, segLen) {
 			break
 		}
