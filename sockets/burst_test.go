@@ -32,33 +32,7 @@ func burst(t *testing.T, clients int, acceptAfter time.Duration) *pair {
 	if err := ln.Listen(128); err != nil {
 		t.Fatal(err)
 	}
-	var servers sync.WaitGroup
-	servers.Add(1)
-	go func() {
-		defer servers.Done()
-		time.Sleep(acceptAfter)
-		for {
-			c, _, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			servers.Add(1)
-			go func() {
-				defer servers.Done()
-				defer c.Close()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := c.RecvInto(buf, 0)
-					if n == 0 || err != nil {
-						return
-					}
-					if _, err := c.SendAll(buf[:n], 0); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	servers := serveEcho(ln, acceptAfter, 0)
 	var failed atomic.Int32
 	var wg sync.WaitGroup
 	for i := 0; i < clients; i++ {
@@ -107,7 +81,7 @@ func burst(t *testing.T, clients int, acceptAfter time.Duration) *pair {
 	}
 	wg.Wait()
 	ln.Close()
-	servers.Wait()
+	servers()
 	if n := failed.Load(); n > 0 {
 		t.Fatalf("%d of %d clients failed", n, clients)
 	}

@@ -56,35 +56,8 @@ func TestEchoUnderLossBetweenTwoStacks(t *testing.T) {
 	if err := ln.Listen(128); err != nil {
 		t.Fatal(err)
 	}
-	var served sync.WaitGroup
-	defer served.Wait()
+	defer serveEcho(ln, 0, time.Minute)()
 	defer ln.Close()
-	served.Add(1)
-	go func() {
-		defer served.Done()
-		for {
-			c, _, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			served.Add(1)
-			go func() {
-				defer served.Done()
-				defer c.Close()
-				c.SetTimeout(time.Minute)
-				buf := make([]byte, 64<<10)
-				for {
-					n, err := c.RecvInto(buf, 0)
-					if err != nil || n == 0 {
-						return
-					}
-					if _, err := c.SendAll(buf[:n], 0); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
 
 	const workers = 16
 	const stall = 20 * time.Second

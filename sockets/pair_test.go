@@ -2,7 +2,9 @@ package sockets_test
 
 import (
 	"net/netip"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/tapstack/tapstack/link"
 	"github.com/tapstack/tapstack/sockets"
@@ -56,4 +58,42 @@ func mustSocket(t testing.TB, st *stack.Stack, f sockets.Family, typ sockets.Typ
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// serveEcho accepts connections on ln, after pause, and echoes each
+// until its end, then closes it; a timeout above 0 is each connection's
+// (sockets.Socket.SetTimeout). The function it returns waits for the
+// connections and the accepting goroutine, once ln is closed.
+func serveEcho(ln *sockets.Socket, pause, timeout time.Duration) (wait func()) {
+	var servers sync.WaitGroup
+	servers.Add(1)
+	go func() {
+		defer servers.Done()
+		time.Sleep(pause)
+		for {
+			c, _, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			servers.Add(1)
+			go func() {
+				defer servers.Done()
+				defer c.Close()
+				if timeout > 0 {
+					c.SetTimeout(timeout)
+				}
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := c.RecvInto(buf, 0)
+					if n == 0 || err != nil {
+						return
+					}
+					if _, err := c.SendAll(buf[:n], 0); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return servers.Wait
 }
