@@ -61,6 +61,9 @@ var mayImport = map[string][]string{
 	"internal/ncat":      {"sockets", "stack", "internal/nbio"},
 	"internal/bench":     {"internal/cienv"},
 	"internal/pollbench": {"internal/nbio"},
+	// A measurement program of scripts/ (rr-interleaved.sh FLOOR=1): it
+	// stands alone, as its C twin does.
+	"scripts/floor-relay/go": nil,
 	"daemon": {"link", "stack", "stack/netns", "stack/nshost", "sockets", "metrics", "relay",
 		"internal/capture", "internal/control", "internal/services", "internal/gopool", "internal/nbio"},
 	"lab": {"daemon", "link", "stack", "stack/netns", "stack/nshost", "sockets", "metrics", "relay",
