@@ -35,6 +35,9 @@ ENGINE=${ENGINE:-flow}
 PEERS=${PEERS:-1}
 FLOOR=${FLOOR:-0}
 SRV=198.51.100.1
+for v in "PEERS=$PEERS" "FLOOR=$FLOOR"; do
+	case ${v#*=} in 0 | 1) ;; *) echo "rr-interleaved.sh: $v: want 0 or 1" >&2; exit 2 ;; esac
+done
 tools="ip python3"
 [ "$FLOOR" = 1 ] && tools="$tools cc go"
 for tool in $tools; do
