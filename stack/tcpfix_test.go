@@ -41,7 +41,8 @@ const (
 
 // rawPeer is the far end of one TCP connection, played by the test:
 // it writes IPv4 segments into a stack's channel link and reads the
-// stack's. Windows are not scaled and there are no timestamps.
+// stack's. Windows are not scaled, and there are no timestamps unless
+// newRawPeerTS asks for them.
 type rawPeer struct {
 	t  *testing.T
 	ch *channel.Endpoint
@@ -474,10 +475,10 @@ func TestHalfClosedStackSACKsWhatArrivesOutOfOrder(t *testing.T) {
 	if fin.tcp == nil {
 		t.Fatal("the stack sent no FIN")
 	}
-	sacked := func(state string, seq uint32) {
+	sacked := func(state string, seq, ack uint32) {
 		t.Helper()
 		// The peer's segment at p.nxt is lost; the next one comes.
-		p.send(header.TCPFlagAck, seq, fin.seq()+1, fixPeerWnd, nil, make([]byte, 100))
+		p.send(header.TCPFlagAck, seq, ack, fixPeerWnd, nil, make([]byte, 100))
 		s := p.await(2*time.Second, func(s segment) bool { return s.tcp.AckNumber() == p.nxt })
 		if s.tcp == nil {
 			t.Fatalf("%s: no duplicate ACK of %d", state, p.nxt)
@@ -491,9 +492,15 @@ func TestHalfClosedStackSACKsWhatArrivesOutOfOrder(t *testing.T) {
 		t.Fatalf("%s: the ACK of %d SACKs %v; want a block covering %d–%d", state, p.nxt, blocks, seq, seq+100)
 	}
 	// The FIN is not acknowledged yet: FIN-WAIT-1.
-	sacked("FIN-WAIT-1", p.nxt+100)
-	p.ack(fin.seq()+1, fixPeerWnd) // FIN-WAIT-2
-	sacked("FIN-WAIT-2", p.nxt+300)
+	sacked("FIN-WAIT-1", p.nxt+100, fin.seq())
+	if st := tcp.EndpointState(p.ep.State()); st != tcp.StateFinWait1 {
+		t.Fatalf("the stack is in %v, want FIN-WAIT-1", st)
+	}
+	p.ack(fin.seq()+1, fixPeerWnd)
+	sacked("FIN-WAIT-2", p.nxt+300, fin.seq()+1)
+	if st := tcp.EndpointState(p.ep.State()); st != tcp.StateFinWait2 {
+		t.Fatalf("the stack is in %v, want FIN-WAIT-2", st)
+	}
 	// The lost segment fills the first hole: the ACK moves up to the
 	// second.
 	p.send(header.TCPFlagAck, p.nxt, fin.seq()+1, fixPeerWnd, nil, make([]byte, 100))
