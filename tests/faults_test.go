@@ -60,6 +60,20 @@ while True:
     time.sleep(0.1)
 `
 
+// holdServer starts pyHoldServer on outerV4:9400 and returns the file
+// where it writes a line per connection that ended, empty. (waitTCP's
+// probe is a connection of its own: its line is awaited before the file
+// is emptied, or it could come after and count as one of the test's.)
+func (o *outer) holdServer() string {
+	o.t.Helper()
+	ended := filepath.Join(o.dir, "ended")
+	o.bg("python3", "-c", pyHoldServer, outerV4, "9400", ended)
+	o.waitTCP(outerV4, 9400)
+	o.waitLines(ended, 1)
+	os.WriteFile(ended, nil, 0o644)
+	return ended
+}
+
 // holdFlows starts n flows from namespace ns to the hold server and
 // returns once they are open; they run until the test ends, each sending
 // a byte every 100 ms, or nothing if quiet.
@@ -89,10 +103,7 @@ func TestNamespaceDeletedDuring100Flows(t *testing.T) { engines(t, testNamespace
 
 func testNamespaceDeletedDuring100Flows(t *testing.T, flags []string) {
 	o := newOuter(t)
-	ended := filepath.Join(o.dir, "ended")
-	o.bg("python3", "-c", pyHoldServer, outerV4, "9400", ended)
-	o.waitTCP(outerV4, 9400)
-	os.WriteFile(ended, nil, 0o644) // waitTCP's probe
+	ended := o.holdServer()
 	ns := ncNamespace(t)
 	_, errb, done := o.upIn(append([]string{"--netns", ns, "--serve", "none", "--control", filepath.Join(o.dir, "ctl")}, flags...)...)
 	o.holdFlows(ns, 100, false)
@@ -118,10 +129,7 @@ func TestSIGTERMDuring100Flows(t *testing.T) { engines(t, testSIGTERMDuring100Fl
 
 func testSIGTERMDuring100Flows(t *testing.T, flags []string) {
 	o := newOuter(t)
-	ended := filepath.Join(o.dir, "ended")
-	o.bg("python3", "-c", pyHoldServer, outerV4, "9400", ended)
-	o.waitTCP(outerV4, 9400)
-	os.WriteFile(ended, nil, 0o644)
+	ended := o.holdServer()
 	ns := ncNamespace(t)
 	cmd, errb, done := o.upIn(append([]string{"--netns", ns, "--serve", "none", "--control", filepath.Join(o.dir, "ctl"), "--drain-timeout", "2s"}, flags...)...)
 	o.holdFlows(ns, 100, false)
@@ -223,9 +231,7 @@ func TestFlowEngineSleepsBesideIdleFlows(t *testing.T) {
 		cienv.Skip(t, "tests: skipped: the flow engine needs SO_PEEK_OFF on TCP (Linux 6.9+)")
 	}
 	o := newOuter(t)
-	ended := filepath.Join(o.dir, "ended")
-	o.bg("python3", "-c", pyHoldServer, outerV4, "9400", ended)
-	o.waitTCP(outerV4, 9400)
+	o.holdServer()
 	ns := ncNamespace(t)
 	d := o.startDaemon(ns, "--relay-engine", "flow")
 	o.holdFlows(ns, 100, true)
