@@ -28,6 +28,13 @@ func newPair(t testing.TB, maxSockets int) *pair {
 func newPairQueued(t testing.TB, maxSockets, txQueues int) *pair {
 	t.Helper()
 	da, db := link.Pipe()
+	return newPairOn(t, maxSockets, txQueues, da, db)
+}
+
+// newPairOn is newPairQueued whose stacks a and b sit on the devices da
+// and db (the two ends of a link.Pipe, one of them wrapped, say).
+func newPairOn(t testing.TB, maxSockets, txQueues int, da, db link.Device) *pair {
+	t.Helper()
 	la, err := link.New(link.Options{Devices: []link.Device{da}})
 	if err != nil {
 		t.Fatal(err)
