@@ -746,33 +746,36 @@ func (g *Gateway) ReadLink(r LinkReads) error {
 // whose reader is a goroutine): a yield wakes another thread, and what
 // it leaves ready waits until another processor takes it.
 //
-// The scheduler takes a goroutine it has not seen yield for 10 ms to be
-// running all along, and preempts it with a signal: the wait ends with
-// EINTR and the goroutine often resumes on another thread. So the loop
-// yields at least every schedEvery ms, and its waits end by then. Once
-// nothing happened for restAfter, it waits as long as its timers allow
-// in a wait the scheduler knows of: an idle daemon does not wake. (The
-// scheduler takes the processor of such a wait after 10 ms, and its
-// monitor then polls at a short interval for a while: a cost per quiet
-// spell, which restAfter spares the short pauses between requests.)
+// Otherwise it does not yield while busy. The scheduler takes a
+// goroutine it has not seen yield for 10 ms to be running all along and
+// preempts it with a signal: the wait ends with EINTR and the loop goes
+// on, often on another thread. That costs less than a yield every few
+// ms, which wakes a spinning thread each time (measured: a loop that
+// yielded every 8 ms spent 1–5 µs more CPU per exchange; see the
+// performance log). Once nothing happened for restAfter, it waits as
+// long as its timers allow in a wait the scheduler knows of: an idle
+// daemon does not wake. (The scheduler takes the processor of such a
+// wait after 10 ms, and its monitor then polls at a short interval for
+// a while: a cost per quiet spell, which restAfter spares the short
+// pauses between requests.)
 func (e *engine) loop() {
 	defer e.wg.Done()
 	defer e.dropReads() // whyever the loop ends, the link's goroutines read it
-	timeout, now, yieldAt, busyAt := -1, int64(0), int64(0), int64(0)
+	timeout, now, busyAt := -1, int64(0), int64(0)
 	for {
-		quiet := now-busyAt >= restAfter && (timeout < 0 || timeout > schedEvery)
-		if e.yield || !quiet && now-yieldAt >= schedEvery {
+		quiet := now-busyAt >= restAfter && (timeout < 0 || timeout > shortWait)
+		if e.yield {
 			runtime.Gosched()
-			yieldAt = now
 		}
 		var n int
 		var err error
 		if quiet {
 			n, err = unix.EpollWait(e.epfd, e.events[:], timeout)
-			yieldAt = math.MinInt64 / 2 // yield before the next wait the scheduler does not see
 		} else {
-			t := schedEvery - (now - yieldAt)
-			if timeout >= 0 && int64(timeout) < t {
+			// Until restAfter or the next timer; past restAfter, a
+			// timer is due within shortWait (else quiet).
+			t := restAfter - (now - busyAt)
+			if t < 1 || timeout >= 0 && int64(timeout) < t {
 				t = int64(timeout)
 			}
 			n, err = epollWait(e.epfd, e.events[:], int(t))
@@ -791,14 +794,13 @@ func (e *engine) loop() {
 	}
 }
 
-// The loop's cadence, in ms (see loop): it yields at least every
-// schedEvery (under the scheduler's 10, with the time a wake-up takes),
-// and waits in a way the scheduler knows of once nothing happened for
-// restAfter (a few waits of schedEvery: a lone frame wakes it a few
-// times, not once per schedEvery for long).
+// The loop's cadence, in ms (see loop): it waits in a way the scheduler
+// knows of once nothing happened for restAfter (a lone frame wakes it
+// once or twice, not for long), and only for a timer more than
+// shortWait away (a wait the scheduler knows of costs a thread's wake-up).
 const (
-	schedEvery = 8
-	restAfter  = 50
+	shortWait = 8
+	restAfter = 50
 )
 
 // handle takes n events of the set and the timers due; false once the
