@@ -6,21 +6,23 @@
 // writes per request/response, and nothing else.
 //
 // Its loop waits as the engine's does: epoll_pwait without telling the
-// scheduler (a raw system call) for at most 8 ms, a runtime.Gosched at
-// least every 8 ms while busy, a wait the scheduler knows of after 50 ms
-// of quiet, and one more GOMAXPROCS for the loop. System calls are raw
+// scheduler (a raw system call), never yielding while busy (the
+// scheduler then preempts the loop with a signal every 10 ms), a wait
+// the scheduler knows of after 50 ms of quiet, and one more GOMAXPROCS
+// for the loop. System calls are raw
 // (no allocation, no scheduler hand-off). Run side by side with the C
 // twin by scripts/rr-interleaved.sh (FLOOR=1), the difference is what
 // the language and its runtime cost a relay's exchange on the machine
 // at hand.
 //
 //	go build -o floor-relay-go ./scripts/floor-relay/go
-//	./floor-relay-go [-wait engine|raw|sched] PORT SERVER SPORT
+//	./floor-relay-go [-wait engine|yield|raw|sched] PORT SERVER SPORT
 //
 // -wait picks how the loop waits: as the engine does (engine, the
-// default); always raw, for as long as it takes, never yielding (raw:
-// the scheduler then preempts the busy loop with a signal every 10 ms);
-// or always in a wait the scheduler knows of (sched).
+// default); as the engine did before ed57998, raw for at most 8 ms with a
+// runtime.Gosched at least every 8 ms while busy (yield); always raw,
+// for as long as it takes, even when quiet (raw); or always in a wait
+// the scheduler knows of (sched).
 //
 // It serves one TCP connection at a time and answers UDP to the last
 // client that sent. It ends on SIGINT or SIGTERM.
@@ -42,7 +44,7 @@ import (
 )
 
 const (
-	schedEvery = 8  // ms
+	schedEvery = 8  // ms, -wait yield
 	restAfter  = 50 // ms
 )
 
@@ -55,17 +57,17 @@ func main() {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("floor-relay-go", flag.ContinueOnError)
-	wait := fs.String("wait", "engine", "how the loop waits: engine, raw or sched")
+	wait := fs.String("wait", "engine", "how the loop waits: engine, yield, raw or sched")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if args = fs.Args(); len(args) != 3 {
-		return fmt.Errorf("usage: floor-relay-go [-wait engine|raw|sched] PORT SERVER SPORT")
+		return fmt.Errorf("usage: floor-relay-go [-wait engine|yield|raw|sched] PORT SERVER SPORT")
 	}
 	switch *wait {
-	case "engine", "raw", "sched":
+	case "engine", "yield", "raw", "sched":
 	default:
-		return fmt.Errorf("-wait %q: want engine, raw or sched", *wait)
+		return fmt.Errorf("-wait %q: want engine, yield, raw or sched", *wait)
 	}
 	port, err := strconv.ParseUint(args[0], 10, 16)
 	if err != nil {
@@ -151,8 +153,8 @@ func loop(wait string, ep, u, uo, l int, srv unix.Sockaddr) error {
 		sockaddrSz = uint32(unsafe.Sizeof(client))
 	)
 	for {
-		quiet := wait == "sched" || wait == "engine" && now-busyAt >= restAfter
-		if wait == "engine" && !quiet && now-yieldAt >= schedEvery {
+		quiet := wait == "sched" || (wait == "engine" || wait == "yield") && now-busyAt >= restAfter
+		if wait == "yield" && !quiet && now-yieldAt >= schedEvery {
 			runtime.Gosched()
 			yieldAt = now
 		}
@@ -163,6 +165,8 @@ func loop(wait string, ep, u, uo, l int, srv unix.Sockaddr) error {
 			yieldAt = -1 << 40
 		} else if wait == "raw" {
 			n, err = epollWait(ep, events[:], -1)
+		} else if wait == "engine" {
+			n, err = epollWait(ep, events[:], int(restAfter-(now-busyAt)))
 		} else {
 			n, err = epollWait(ep, events[:], int(schedEvery-(now-yieldAt)))
 		}
