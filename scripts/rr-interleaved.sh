@@ -101,7 +101,7 @@ if [ "$PEERS" = 1 ] && command -v pasta >/dev/null; then
 fi
 if [ "$FLOOR" = 1 ]; then
 	here=$(cd "$(dirname "$0")" && pwd)
-	cc -O2 -o "$TMP/floor-relay-c" "$here/floor-relay/floor-relay.c"
+	cc -O2 -Wall -Werror -o "$TMP/floor-relay-c" "$here/floor-relay/floor-relay.c"
 	(cd "$here/.." && CGO_ENABLED=0 go build -o "$TMP/floor-relay-go" ./scripts/floor-relay/go)
 	port=7000
 	for lang in c go; do

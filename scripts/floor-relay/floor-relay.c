@@ -15,6 +15,7 @@
  * It serves one TCP connection at a time (the script opens one) and
  * answers UDP from the last client that sent. It ends on SIGINT/SIGTERM.
  */
+#define _GNU_SOURCE /* accept4 */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
