@@ -751,7 +751,7 @@ func (g *Gateway) ReadLink(r LinkReads) error {
 // preempts it with a signal: the wait ends with EINTR and the loop goes
 // on, often on another thread. That costs less than a yield every few
 // ms, which wakes a spinning thread each time (measured: a loop that
-// yielded every 8 ms spent 1–5 µs more CPU per exchange; see the
+// yielded every 8 ms spent up to 5 µs more CPU per exchange; see the
 // performance log). Once nothing happened for restAfter, it waits as
 // long as its timers allow in a wait the scheduler knows of: an idle
 // daemon does not wake. (The scheduler takes the processor of such a
