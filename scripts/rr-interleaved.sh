@@ -16,6 +16,14 @@
 #
 #   sudo scripts/rr-interleaved.sh ./tapstack
 #   sudo ROUNDS=500 K=40 scripts/rr-interleaved.sh ./tapstack /tmp/tapstack-old
+#   sudo CONNS=10 scripts/rr-interleaved.sh ./tapstack   # connections too
+#
+# CONNS=N (0: off) also makes N connections per path in each round, one
+# after another, interleaved the same way: connect, a 1-byte exchange,
+# close; the script prints the time and the daemon's CPU per connection
+# (the closing handshake of a turn's last connection may be counted in
+# the next turn, whichever path it belongs to: 1 in N). The floor relays
+# serve one connection at a time and are left out of it.
 #
 # ROUNDS (300) × K (20) exchanges per path and protocol; MTU (65520);
 # ENGINE (flow); PEERS (1: measure slirp4netns and pasta too); FLOOR (0;
@@ -34,6 +42,7 @@ MTU=${MTU:-65520}
 ENGINE=${ENGINE:-flow}
 PEERS=${PEERS:-1}
 FLOOR=${FLOOR:-0}
+CONNS=${CONNS:-0}
 SRV=198.51.100.1
 for v in "PEERS=$PEERS" "FLOOR=$FLOOR"; do
 	case ${v#*=} in 0 | 1) ;; *) echo "rr-interleaved.sh: $v: want 0 or 1" >&2; exit 2 ;; esac
@@ -43,9 +52,9 @@ tools="ip python3"
 for tool in $tools; do
 	command -v "$tool" >/dev/null || { echo "rr-interleaved.sh: needs $tool on PATH" >&2; exit 1; }
 done
-numbers() { echo "rr-interleaved.sh: ROUNDS and K are whole numbers from 1" >&2; exit 2; }
-case $ROUNDS,$K in *[!0-9,]* | ,* | *,) numbers ;; esac
-ROUNDS=$((10#$ROUNDS)) K=$((10#$K))
+numbers() { echo "rr-interleaved.sh: ROUNDS and K are whole numbers from 1, CONNS from 0" >&2; exit 2; }
+case $ROUNDS,$K,$CONNS in *[!0-9,]* | ,* | *,,* | *,) numbers ;; esac
+ROUNDS=$((10#$ROUNDS)) K=$((10#$K)) CONNS=$((10#$CONNS))
 [ "$ROUNDS" -ge 1 ] && [ "$K" -ge 1 ] || numbers
 
 TMP=$(mktemp -d /tmp/tsrri-XXXXXX)
@@ -114,11 +123,22 @@ if [ "$FLOOR" = 1 ]; then
 	done
 fi
 
-python3 - "$ROUNDS" "$K" "$MTU" "${PATHS[@]}" <<'PY'
+if [ "$CONNS" -gt 0 ]; then
+	# Thousands of connections leave thousands of TIME-WAIT sockets, in
+	# the outer namespace (the relays close first towards the server)
+	# and in the paths' (the client closes first). Without reuse, each
+	# connect searches a port range filling with them, a cost that grows
+	# through the run and is not the relay's.
+	for ns in "${NAMESPACES[@]}"; do
+		ip netns exec "$ns" sysctl -qw net.ipv4.tcp_tw_reuse=1
+	done
+fi
+
+python3 - "$ROUNDS" "$K" "$MTU" "$CONNS" "${PATHS[@]}" <<'PY'
 import ctypes, os, random, socket, sys, time
 
-rounds, k, mtu = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-paths = [p.split("|") for p in sys.argv[4:]]
+rounds, k, mtu, conns = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+paths = [p.split("|") for p in sys.argv[5:]]
 libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNET = 0x40000000
 
@@ -158,19 +178,48 @@ def run(s, n):
 for name, *_ in paths:  # warm up
     for s in socks[name].values():
         run(s, 200)
-acc = {(name, proto): [0.0, 0, 0] for name, *_ in paths for proto in ("TCP", "UDP")}
+def fresh(ns, n):
+    """n TCP sockets made in namespace ns, not yet connected."""
+    fd = os.open("/run/netns/" + ns, os.O_RDONLY)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        sys.exit("setns %s: %s" % (ns, os.strerror(ctypes.get_errno())))
+    ss = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    os.close(fd)
+    libc.setns(home, CLONE_NEWNET)
+    return ss
+
+def connections(ss, host, port):
+    for s in ss:
+        s.settimeout(10)
+        s.connect((host, port))
+        s.send(b"x")
+        if s.recv(64) != b"x":
+            sys.exit("an echo came back wrong")
+        s.close()
+
+protos = ("TCP", "UDP") + (("conn",) if conns else ())
+acc = {(name, proto): [0.0, 0, 0] for name, *_ in paths for proto in protos}
 order = list(paths)
 for r in range(rounds):
     random.shuffle(order)
-    for proto in ("TCP", "UDP"):
-        for name, ns, pid, *_ in order:
-            c0, t0 = cpu(pid), time.perf_counter()
-            run(socks[name][proto], k)
+    for proto in protos:
+        for name, ns, pid, host, port in order:
+            if proto == "conn":
+                if name.startswith("floor"):
+                    continue
+                ss = fresh(ns, conns)
+                c0, t0 = cpu(pid), time.perf_counter()
+                connections(ss, host, int(port))
+                n = conns
+            else:
+                c0, t0 = cpu(pid), time.perf_counter()
+                run(socks[name][proto], k)
+                n = k
             t1, c1 = time.perf_counter(), cpu(pid)
             a = acc[(name, proto)]
             a[0] += t1 - t0
             a[1] += c1 - c0
-            a[2] += k
+            a[2] += n
 
 peers = [n for n, *_ in paths if n in ("slirp4netns", "pasta")]
 print("%d exchanges of 1 byte per path and protocol, %d at a time, paths interleaved in a random order each round; MTU %s." % (rounds * k, k, mtu))
@@ -193,6 +242,23 @@ for name, *_ in paths:
         else:
             row += ["-", "-"]
     print("| " + " | ".join(row) + " |")
+if conns:
+    print()
+    print("%d connections per path (connect, 1 byte each way, close), %d at a time, interleaved the same way." % (rounds * conns, conns))
+    print()
+    print("| path | µs per connection | CPU µs per connection | time ÷ best peer | CPU ÷ best peer |")
+    print("|---|---|---|---|---|")
+    for name, *_ in paths:
+        if name.startswith("floor"):
+            continue
+        t, c = per(name, "conn")
+        row = [name, "%.1f" % t, "%.1f" % c]
+        if peers:
+            row += ["%.2f" % (t / min(per(p, "conn")[0] for p in peers)),
+                    "%.2f" % (c / min(per(p, "conn")[1] for p in peers))]
+        else:
+            row += ["-", "-"]
+        print("| " + " | ".join(row) + " |")
 floors = [n for n, *_ in paths if n.startswith("floor")]
 if len(floors) == 2:
     print()
