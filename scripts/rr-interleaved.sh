@@ -23,7 +23,9 @@
 # close; the script prints the time and the daemon's CPU per connection
 # (the closing handshake of a turn's last connection may be counted in
 # the next turn, whichever path it belongs to: 1 in N). The floor relays
-# serve one connection at a time and are left out of it.
+# serve one connection at a time and are left out of it. PAR=P (1) makes
+# them from P threads at once, N each: the time per connection is then
+# the turn's time over its P × N connections (the inverse of a rate).
 #
 # ROUNDS (300) × K (20) exchanges per path and protocol; MTU (65520);
 # ENGINE (flow); PEERS (1: measure slirp4netns and pasta too); FLOOR (0;
@@ -43,6 +45,7 @@ ENGINE=${ENGINE:-flow}
 PEERS=${PEERS:-1}
 FLOOR=${FLOOR:-0}
 CONNS=${CONNS:-0}
+PAR=${PAR:-1}
 SRV=198.51.100.1
 for v in "PEERS=$PEERS" "FLOOR=$FLOOR"; do
 	case ${v#*=} in 0 | 1) ;; *) echo "rr-interleaved.sh: $v: want 0 or 1" >&2; exit 2 ;; esac
@@ -52,10 +55,10 @@ tools="ip python3"
 for tool in $tools; do
 	command -v "$tool" >/dev/null || { echo "rr-interleaved.sh: needs $tool on PATH" >&2; exit 1; }
 done
-numbers() { echo "rr-interleaved.sh: ROUNDS and K are whole numbers from 1, CONNS from 0" >&2; exit 2; }
-case $ROUNDS,$K,$CONNS in *[!0-9,]* | ,* | *,,* | *,) numbers ;; esac
-ROUNDS=$((10#$ROUNDS)) K=$((10#$K)) CONNS=$((10#$CONNS))
-[ "$ROUNDS" -ge 1 ] && [ "$K" -ge 1 ] || numbers
+numbers() { echo "rr-interleaved.sh: ROUNDS, K and PAR are whole numbers from 1, CONNS from 0" >&2; exit 2; }
+case $ROUNDS,$K,$CONNS,$PAR in *[!0-9,]* | ,* | *,,* | *,) numbers ;; esac
+ROUNDS=$((10#$ROUNDS)) K=$((10#$K)) CONNS=$((10#$CONNS)) PAR=$((10#$PAR))
+[ "$ROUNDS" -ge 1 ] && [ "$K" -ge 1 ] && [ "$PAR" -ge 1 ] || numbers
 
 TMP=$(mktemp -d /tmp/tsrri-XXXXXX)
 OUTER=tsrri-$$
@@ -134,11 +137,11 @@ if [ "$CONNS" -gt 0 ]; then
 	done
 fi
 
-python3 - "$ROUNDS" "$K" "$MTU" "$CONNS" "${PATHS[@]}" <<'PY'
-import ctypes, os, random, socket, sys, time
+python3 - "$ROUNDS" "$K" "$MTU" "$CONNS" "$PAR" "${PATHS[@]}" <<'PY'
+import ctypes, os, random, socket, sys, threading, time
 
-rounds, k, mtu, conns = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-paths = [p.split("|") for p in sys.argv[5:]]
+rounds, k, mtu, conns, par = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+paths = [p.split("|") for p in sys.argv[6:]]
 libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNET = 0x40000000
 
@@ -188,14 +191,35 @@ def fresh(ns, n):
     libc.setns(home, CLONE_NEWNET)
     return ss
 
-def connections(ss, host, port):
-    for s in ss:
-        s.settimeout(10)
-        s.connect((host, port))
-        s.send(b"x")
-        if s.recv(64) != b"x":
-            sys.exit("an echo came back wrong")
-        s.close()
+def connections(ss, host, port, errors):
+    try:
+        for s in ss:
+            s.settimeout(10)
+            s.connect((host, port))
+            s.send(b"x")
+            if s.recv(64) != b"x":
+                raise RuntimeError("an echo came back wrong")
+            s.close()
+    except Exception as e:  # reported by the turn, in the main thread
+        errors.append(e)
+
+def turn(ns, pid, host, port):
+    """par threads make conns connections each; the daemon's CPU and the time."""
+    ss, errors, go = fresh(ns, par * conns), [], threading.Event()
+    def worker(part):
+        go.wait()
+        connections(part, host, port, errors)
+    threads = [threading.Thread(target=worker, args=(ss[i * conns:(i + 1) * conns],)) for i in range(par)]
+    for t in threads:
+        t.start()
+    c0, t0 = cpu(pid), time.perf_counter()
+    go.set()
+    for t in threads:
+        t.join()
+    t1, c1 = time.perf_counter(), cpu(pid)
+    if errors:
+        sys.exit("connections through %s: %s" % (ns, errors[0]))
+    return t1 - t0, c1 - c0
 
 protos = ("TCP", "UDP") + (("conn",) if conns else ())
 acc = {(name, proto): [0.0, 0, 0] for name, *_ in paths for proto in protos}
@@ -207,18 +231,16 @@ for r in range(rounds):
             if proto == "conn":
                 if name.startswith("floor"):
                     continue
-                ss = fresh(ns, conns)
-                c0, t0 = cpu(pid), time.perf_counter()
-                connections(ss, host, int(port))
-                n = conns
+                dt, dc = turn(ns, pid, host, int(port))
+                n = par * conns
             else:
                 c0, t0 = cpu(pid), time.perf_counter()
                 run(socks[name][proto], k)
-                n = k
-            t1, c1 = time.perf_counter(), cpu(pid)
+                t1, c1 = time.perf_counter(), cpu(pid)
+                dt, dc, n = t1 - t0, c1 - c0, k
             a = acc[(name, proto)]
-            a[0] += t1 - t0
-            a[1] += c1 - c0
+            a[0] += dt
+            a[1] += dc
             a[2] += n
 
 peers = [n for n, *_ in paths if n in ("slirp4netns", "pasta")]
@@ -244,7 +266,7 @@ for name, *_ in paths:
     print("| " + " | ".join(row) + " |")
 if conns:
     print()
-    print("%d connections per path (connect, 1 byte each way, close), %d at a time, interleaved the same way." % (rounds * conns, conns))
+    print("%d connections per path (connect, 1 byte each way, close), %d per turn from %d thread(s), interleaved the same way." % (rounds * par * conns, par * conns, par))
     print()
     print("| path | µs per connection | CPU µs per connection | time ÷ best peer | CPU ÷ best peer |")
     print("|---|---|---|---|---|")
