@@ -155,22 +155,31 @@ def cpu(pid):
             pass  # a thread that ended
     return t
 
-# One TCP connection and one UDP socket through each path, made in its
-# namespace (sockets stay in the namespace they were made in).
 home = os.open("/proc/self/ns/net", os.O_RDONLY)
-socks = {}
-for name, ns, pid, host, port in paths:
+
+def made_in(ns, make):
+    """What make() returns, made in namespace ns (sockets stay in the
+    namespace they were made in)."""
     fd = os.open("/run/netns/" + ns, os.O_RDONLY)
     if libc.setns(fd, CLONE_NEWNET) != 0:
         sys.exit("setns %s: %s" % (ns, os.strerror(ctypes.get_errno())))
-    t = socket.create_connection((host, int(port)), timeout=10)
+    try:
+        return make()
+    finally:
+        os.close(fd)
+        libc.setns(home, CLONE_NEWNET)
+
+def held(host, port):
+    """The TCP connection and the connected UDP socket of a path."""
+    t = socket.create_connection((host, port), timeout=10)
     t.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     u.settimeout(2)
-    u.connect((host, int(port)))
-    os.close(fd)
-    libc.setns(home, CLONE_NEWNET)
-    socks[name] = {"TCP": t, "UDP": u}
+    u.connect((host, port))
+    return {"TCP": t, "UDP": u}
+
+# One TCP connection and one UDP socket through each path.
+socks = {name: made_in(ns, lambda: held(host, int(port))) for name, ns, pid, host, port in paths}
 
 def run(s, n):
     for _ in range(n):
@@ -183,13 +192,7 @@ for name, *_ in paths:  # warm up
         run(s, 200)
 def fresh(ns, n):
     """n TCP sockets made in namespace ns, not yet connected."""
-    fd = os.open("/run/netns/" + ns, os.O_RDONLY)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        sys.exit("setns %s: %s" % (ns, os.strerror(ctypes.get_errno())))
-    ss = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    os.close(fd)
-    libc.setns(home, CLONE_NEWNET)
-    return ss
+    return made_in(ns, lambda: [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)])
 
 def connections(ss, host, port, errors):
     try:
