@@ -535,19 +535,34 @@ func (o *iperfOut) udpReceived() float64 {
 func (r *runner) iperf(ctx context.Context, p path, args ...string) (iperfOut, error) {
 	secs := strconv.Itoa(int(r.opts.Duration / time.Second))
 	argv := p.wrap(append([]string{"iperf3", "-c", p.server, "-t", secs, "-J"}, args...)...)
-	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).Output()
-	var o iperfOut
-	if jerr := json.Unmarshal(out, &o); jerr != nil {
-		if err == nil {
-			err = jerr
+	// The server may still be ending the case before (it serves one
+	// test at a time and says it is busy): ask again for a while.
+	for try := 0; ; try++ {
+		out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).Output()
+		var o iperfOut
+		if jerr := json.Unmarshal(out, &o); jerr != nil {
+			if err == nil {
+				err = jerr
+			}
+			return o, err
 		}
-		return o, err
+		if o.Error == "" {
+			return o, nil
+		}
+		if !strings.Contains(o.Error, "server is busy") || try == iperfBusyTries-1 {
+			return o, errors.New(o.Error)
+		}
+		select {
+		case <-ctx.Done():
+			return o, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
-	if o.Error != "" {
-		return o, errors.New(o.Error)
-	}
-	return o, nil
 }
+
+// iperfBusyTries bounds the tries of a case whose server says it is
+// busy (10 × 500 ms).
+const iperfBusyTries = 10
 
 // cpuSeconds reads a process's user+system CPU time.
 func cpuSeconds(pid int) float64 {
