@@ -17,6 +17,8 @@
 #   sudo scripts/rr-interleaved.sh ./tapstack
 #   sudo ROUNDS=500 K=40 scripts/rr-interleaved.sh ./tapstack /tmp/tapstack-old
 #   sudo CONNS=10 scripts/rr-interleaved.sh ./tapstack   # connections too
+#   sudo ROUNDS=15 BULK=1 scripts/rr-interleaved.sh ./tapstack /tmp/tapstack-old
+#   sudo scripts/rr-interleaved.sh ./tapstack=flow ./tapstack=stack
 #
 # CONNS=N (0: off) also makes N connections per path in each round, one
 # after another, interleaved the same way: connect, a 1-byte exchange,
@@ -26,6 +28,19 @@
 # serve one connection at a time and are left out of it. PAR=P (1) makes
 # them from P threads at once, N each: the time per connection is then
 # the turn's time over its P × N connections (the inverse of a rate).
+#
+# BULK=S (0: off) also moves bulk data through each path in each round,
+# interleaved the same way: an iperf3 test of S seconds ns→server and one
+# server→ns (-R), each path with an iperf3 server of its own in the
+# outer namespace; the script prints the median rate over the rounds,
+# the daemon's CPU per GB received, and the median over the rounds of
+# each path's rate ÷ the first path's in the same round. The floor
+# relays are left out of it. STREAMS=N (1) runs each test with N
+# parallel streams (-P). Needs iperf3.
+#
+# A binary given as BINARY=ENGINE runs with --relay-engine ENGINE; a
+# binary without that option (a build before the flow engine) runs with
+# none, as "tapstack relay".
 #
 # ROUNDS (300) × K (20) exchanges per path and protocol; MTU (65520);
 # ENGINE (flow); PEERS (1: measure slirp4netns and pasta too); FLOOR (0;
@@ -46,19 +61,22 @@ PEERS=${PEERS:-1}
 FLOOR=${FLOOR:-0}
 CONNS=${CONNS:-0}
 PAR=${PAR:-1}
+BULK=${BULK:-0}
+STREAMS=${STREAMS:-1}
 SRV=198.51.100.1
 for v in "PEERS=$PEERS" "FLOOR=$FLOOR"; do
 	case ${v#*=} in 0 | 1) ;; *) echo "rr-interleaved.sh: $v: want 0 or 1" >&2; exit 2 ;; esac
 done
 tools="ip python3"
 [ "$FLOOR" = 1 ] && tools="$tools cc go"
+[ "$BULK" != 0 ] && tools="$tools iperf3"
 for tool in $tools; do
 	command -v "$tool" >/dev/null || { echo "rr-interleaved.sh: needs $tool on PATH" >&2; exit 1; }
 done
-numbers() { echo "rr-interleaved.sh: ROUNDS, K and PAR are whole numbers from 1, CONNS from 0" >&2; exit 2; }
-case $ROUNDS,$K,$CONNS,$PAR in *[!0-9,]* | ,* | *,,* | *,) numbers ;; esac
-ROUNDS=$((10#$ROUNDS)) K=$((10#$K)) CONNS=$((10#$CONNS)) PAR=$((10#$PAR))
-[ "$ROUNDS" -ge 1 ] && [ "$K" -ge 1 ] && [ "$PAR" -ge 1 ] || numbers
+numbers() { echo "rr-interleaved.sh: ROUNDS, K, PAR and STREAMS are whole numbers from 1, CONNS and BULK from 0" >&2; exit 2; }
+case $ROUNDS,$K,$CONNS,$PAR,$BULK,$STREAMS in *[!0-9,]* | ,* | *,,* | *,) numbers ;; esac
+ROUNDS=$((10#$ROUNDS)) K=$((10#$K)) CONNS=$((10#$CONNS)) PAR=$((10#$PAR)) BULK=$((10#$BULK)) STREAMS=$((10#$STREAMS))
+[ "$ROUNDS" -ge 1 ] && [ "$K" -ge 1 ] && [ "$PAR" -ge 1 ] && [ "$STREAMS" -ge 1 ] || numbers
 
 TMP=$(mktemp -d /tmp/tsrri-XXXXXX)
 OUTER=tsrri-$$
@@ -82,18 +100,23 @@ wait_for "the echo server" ip netns exec "$OUTER" python3 -c \
 # PATHS: "name|namespace|daemon PID|address|port" per path.
 PATHS=()
 n=0
-for bin in "$@"; do
+for arg in "$@"; do
+	bin=${arg%%=*} engine=$ENGINE
+	[ "$bin" = "$arg" ] || engine=${arg#*=}
 	case $bin in /*) ;; *) bin=$PWD/$bin ;; esac
 	[ -x "$bin" ] || { echo "rr-interleaved.sh: $bin is not executable" >&2; exit 1; }
 	n=$((n + 1))
 	ns=tsrri$n-$$
 	newns "$ns"
+	flags=() name="tapstack relay"
+	if "$bin" up --help 2>&1 | grep -q -- '-relay-engine'; then
+		flags=(--relay-engine "$engine") name="tapstack $engine relay"
+	fi
 	ip netns exec "$OUTER" "$bin" up --netns "$ns" --mtu "$MTU" --control "$TMP/$ns.sock" --serve none \
-		--relay-engine "$ENGINE" --tx-queues 1 >"$TMP/$ns.out" 2>"$TMP/$ns.err" &
+		"${flags[@]}" --tx-queues 1 >"$TMP/$ns.out" 2>"$TMP/$ns.err" &
 	pid=$!
 	PIDS+=("$pid")
 	wait_for "tapstack ($bin)" grep -q '^ready' "$TMP/$ns.out" || { cat "$TMP/$ns.err" >&2; exit 1; }
-	name="tapstack $ENGINE relay"
 	[ $# -gt 1 ] && name="$name #$n ($(basename "$bin"))"
 	PATHS+=("$name|$ns|$pid|$SRV|7")
 done
@@ -137,11 +160,26 @@ if [ "$CONNS" -gt 0 ]; then
 	done
 fi
 
-python3 - "$ROUNDS" "$K" "$MTU" "$CONNS" "$PAR" "${PATHS[@]}" <<'PY'
-import ctypes, os, random, socket, sys, threading, time
+if [ "$BULK" -gt 0 ]; then
+	# One iperf3 server per path (a server runs one test at a time), on
+	# port 5201 + the path's place in PATHS.
+	for i in "${!PATHS[@]}"; do
+		ip netns exec "$OUTER" iperf3 -s -B "$SRV" -p $((5201 + i)) >"$TMP/iperf3-$i.out" 2>&1 &
+		PIDS+=($!)
+	done
+	for i in "${!PATHS[@]}"; do
+		wait_for "iperf3 server $i" ip netns exec "$OUTER" python3 -c \
+			'import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()' "$SRV" $((5201 + i))
+	done
+fi
 
-rounds, k, mtu, conns, par = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-paths = [p.split("|") for p in sys.argv[6:]]
+python3 - "$ROUNDS" "$K" "$MTU" "$CONNS" "$PAR" "$BULK" "$STREAMS" "${PATHS[@]}" <<'PY'
+import ctypes, json, os, random, socket, statistics, subprocess, sys, threading, time
+
+rounds, k, mtu, conns, par, bulk, streams = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3],
+                                             int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]),
+                                             int(sys.argv[7]))
+paths = [p.split("|") for p in sys.argv[8:]]
 libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNET = 0x40000000
 
@@ -224,13 +262,44 @@ def turn(ns, pid, host, port):
         sys.exit("connections through %s: %s" % (ns, errors[0]))
     return t1 - t0, c1 - c0
 
-protos = ("TCP", "UDP") + (("conn",) if conns else ())
+def iperf(ns, host, port, reverse):
+    """One iperf3 test through namespace ns: (bytes received, seconds)."""
+    cmd = ["ip", "netns", "exec", ns, "iperf3", "-c", host, "-p", str(port), "-t", str(bulk), "-P", str(streams), "-J"]
+    if reverse:
+        cmd.append("-R")
+    for _ in range(10):
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            j = json.loads(p.stdout)
+        except ValueError:
+            sys.exit("iperf3 through %s: %s" % (ns, (p.stdout + p.stderr).strip()[-300:]))
+        if "server is busy" in j.get("error", ""):  # still ending the last test
+            time.sleep(0.5)
+            continue
+        if p.returncode != 0 or "error" in j:
+            sys.exit("iperf3 through %s: %s" % (ns, j.get("error", p.returncode)))
+        r = j["end"]["sum_received"]
+        return r["bytes"], r["seconds"]
+    sys.exit("iperf3 through %s: the server stayed busy" % ns)
+
+DIRS = ("ns→server", "server→ns")
+bulks = {(name, d): [] for name, *_ in paths for d in DIRS}  # (bytes, seconds, cpu ns) per round
+
+protos = ("TCP", "UDP") + (("conn",) if conns else ()) + (DIRS if bulk else ())
 acc = {(name, proto): [0.0, 0, 0] for name, *_ in paths for proto in protos}
 order = list(paths)
 for r in range(rounds):
     random.shuffle(order)
     for proto in protos:
         for name, ns, pid, host, port in order:
+            if proto in DIRS:
+                if name.startswith("floor"):
+                    continue
+                i = next(j for j, p in enumerate(paths) if p[0] == name)
+                c0 = cpu(pid)
+                b, secs = iperf(ns, host, 5201 + i, proto == "server→ns")
+                bulks[(name, proto)].append((b, secs, cpu(pid) - c0))
+                continue
             if proto == "conn":
                 if name.startswith("floor"):
                     continue
@@ -283,6 +352,32 @@ if conns:
                     "%.2f" % (c / min(per(p, "conn")[1] for p in peers))]
         else:
             row += ["-", "-"]
+        print("| " + " | ".join(row) + " |")
+if bulk:
+    tput = [n for n, *_ in paths if not n.startswith("floor")]
+    first = tput[0]
+    print()
+    print("%d iperf3 tests of %d s, %d stream(s), per path and direction, interleaved the same way; medians over the rounds." % (rounds, bulk, streams))
+    print()
+    head = ["path"]
+    for d in DIRS:
+        head += ["%s Gbit/s" % d, "%s CPU s/GB" % d, "%s ÷ %s" % (d, first)]
+        if peers:
+            head += ["%s ÷ best peer" % d]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    def gbps(x):
+        return x[0] * 8 / x[1] / 1e9
+    for name in tput:
+        row = [name]
+        for d in DIRS:
+            runs = bulks[(name, d)]
+            row.append("%.2f" % statistics.median(gbps(x) for x in runs))
+            row.append("%.2f" % (sum(x[2] for x in runs) / 1e9 / (sum(x[0] for x in runs) / 1e9)))
+            row.append("%.2f" % statistics.median(gbps(x) / gbps(y) for x, y in zip(runs, bulks[(first, d)])))
+            if peers:
+                best = max(statistics.median(gbps(x) for x in bulks[(p, d)]) for p in peers)
+                row.append("%.2f" % (statistics.median(gbps(x) for x in runs) / best))
         print("| " + " | ".join(row) + " |")
 floors = [n for n, *_ in paths if n.startswith("floor")]
 if len(floors) == 2:

@@ -147,11 +147,17 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	for _, p := range paths {
 		r.rep.Paths = append(r.rep.Paths, p.name)
 	}
-	for _, p := range paths {
-		if err := ctx.Err(); err != nil {
-			return &r.rep, err
+	// Case by case, each through every path before the next, the first
+	// path one further on each time: the paths a case compares are
+	// measured seconds apart, not minutes (this machine's speed drifts by
+	// a third over a run), and no path is always first.
+	for g, measure := range r.groups() {
+		for k := range paths {
+			if err := ctx.Err(); err != nil {
+				return &r.rep, err
+			}
+			measure(ctx, paths[(g+k)%len(paths)])
 		}
-		r.measure(ctx, p)
 	}
 	return &r.rep, nil
 }
@@ -621,55 +627,70 @@ func rssMiB(pid int) float64 {
 	return 0
 }
 
-func (r *runner) measure(ctx context.Context, p path) {
-	r.progress("measuring %s …", p.name)
-	tput := func(name string, args ...string) {
-		if !r.wantCase(name) {
-			return
-		}
-		cpu0 := cpuSeconds(p.pid)
-		if p.pidFile != "" {
-			os.Remove(p.pidFile + ".stat")
-		}
-		o, err := r.iperf(ctx, p, args...)
-		res := Result{Case: name, Path: p.name, Unit: "Gbit/s", Value: o.End.SumReceived.BitsPerSecond / 1e9}
-		if err != nil {
-			res.Err = err.Error()
-		}
-		r.add(res)
-		if err != nil || name != "TCP 1 stream ns→server" || o.End.SumReceived.Bytes <= 0 {
-			return
-		}
-		// CPU of the daemon (tapstack) or of the peer, which starts
-		// with the command and ends with it.
-		cpu := -1.0
-		switch {
-		case p.pid != 0:
-			cpu = cpuSeconds(p.pid) - cpu0
-		case p.pidFile != "":
-			if b, err := os.ReadFile(p.pidFile + ".stat"); err == nil {
-				cpu = statCPU(string(b))
-			}
-		}
-		if cpu >= 0 {
-			r.add(Result{Case: "CPU s per GB (TCP ns→server)", Path: p.name, Unit: "s/GB",
-				Value: cpu / (o.End.SumReceived.Bytes / 1e9)})
+// groups returns the bench's cases in the order they run, in groups
+// that each run through one path at a time.
+func (r *runner) groups() []func(context.Context, path) {
+	tput := func(name string, args ...string) func(context.Context, path) {
+		return func(ctx context.Context, p path) { r.tput(ctx, p, name, args...) }
+	}
+	return []func(context.Context, path){
+		tput("TCP 1 stream ns→server"),
+		tput("TCP 1 stream server→ns", "-R"),
+		tput("TCP 4 streams ns→server", "-P", "4"),
+		tput("TCP 4 streams server→ns", "-P", "4", "-R"),
+		r.measureUDP,
+		r.measureRR,
+		r.measureRSS,
+	}
+}
+
+// tput runs one iperf3 throughput case through p; the first, TCP 1
+// stream ns→server, also weighs the daemon's CPU per GB.
+func (r *runner) tput(ctx context.Context, p path, name string, args ...string) {
+	if !r.wantCase(name) {
+		return
+	}
+	cpu0 := cpuSeconds(p.pid)
+	if p.pidFile != "" {
+		os.Remove(p.pidFile + ".stat")
+	}
+	o, err := r.iperf(ctx, p, args...)
+	res := Result{Case: name, Path: p.name, Unit: "Gbit/s", Value: o.End.SumReceived.BitsPerSecond / 1e9}
+	if err != nil {
+		res.Err = err.Error()
+	}
+	r.add(res)
+	if err != nil || name != "TCP 1 stream ns→server" || o.End.SumReceived.Bytes <= 0 {
+		return
+	}
+	// CPU of the daemon (tapstack) or of the peer, which starts
+	// with the command and ends with it.
+	cpu := -1.0
+	switch {
+	case p.pid != 0:
+		cpu = cpuSeconds(p.pid) - cpu0
+	case p.pidFile != "":
+		if b, err := os.ReadFile(p.pidFile + ".stat"); err == nil {
+			cpu = statCPU(string(b))
 		}
 	}
-	tput("TCP 1 stream ns→server")
-	tput("TCP 1 stream server→ns", "-R")
-	tput("TCP 4 streams ns→server", "-P", "4")
-	tput("TCP 4 streams server→ns", "-P", "4", "-R")
-	if r.wantCase("UDP full rate, received", "UDP full rate, loss") {
-		if o, err := r.iperf(ctx, p, "-u", "-b", "0", "-l", "1400"); err == nil {
-			r.add(Result{Case: "UDP full rate, received", Path: p.name, Unit: "Gbit/s", Value: o.udpReceived() / 1e9})
-			r.add(Result{Case: "UDP full rate, loss", Path: p.name, Unit: "%", Value: o.End.Sum.LostPercent})
-		} else {
-			r.add(Result{Case: "UDP full rate, received", Path: p.name, Unit: "Gbit/s", Err: err.Error()})
-		}
+	if cpu >= 0 {
+		r.add(Result{Case: "CPU s per GB (TCP ns→server)", Path: p.name, Unit: "s/GB",
+			Value: cpu / (o.End.SumReceived.Bytes / 1e9)})
 	}
-	r.measureRR(ctx, p)
-	r.measureRSS(ctx, p)
+}
+
+// measureUDP runs UDP at full rate through p.
+func (r *runner) measureUDP(ctx context.Context, p path) {
+	if !r.wantCase("UDP full rate, received", "UDP full rate, loss") {
+		return
+	}
+	if o, err := r.iperf(ctx, p, "-u", "-b", "0", "-l", "1400"); err == nil {
+		r.add(Result{Case: "UDP full rate, received", Path: p.name, Unit: "Gbit/s", Value: o.udpReceived() / 1e9})
+		r.add(Result{Case: "UDP full rate, loss", Path: p.name, Unit: "%", Value: o.End.Sum.LostPercent})
+	} else {
+		r.add(Result{Case: "UDP full rate, received", Path: p.name, Unit: "Gbit/s", Err: err.Error()})
+	}
 }
 
 // rrCases are the figures of one pyRR run.
