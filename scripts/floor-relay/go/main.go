@@ -8,15 +8,16 @@
 // Its loop waits as the engine's does: epoll_pwait without telling the
 // scheduler (a raw system call), never yielding while busy (the
 // scheduler then preempts the loop with a signal every 10 ms), a wait
-// the scheduler knows of after 50 ms of quiet, and one more GOMAXPROCS
-// for the loop. System calls are raw
+// the scheduler knows of after 50 ms of quiet, one more GOMAXPROCS
+// for the loop, and the loop's goroutine locked to its thread (-lock,
+// on by default). System calls are raw
 // (no allocation, no scheduler hand-off). Run side by side with the C
 // twin by scripts/rr-interleaved.sh (FLOOR=1), the difference is what
 // the language and its runtime cost a relay's exchange on the machine
 // at hand.
 //
 //	go build -o floor-relay-go ./scripts/floor-relay/go
-//	./floor-relay-go [-wait engine|yield|raw|sched] PORT SERVER SPORT
+//	./floor-relay-go [-wait engine|yield|raw|sched] [-lock=false] PORT SERVER SPORT
 //
 // -wait picks how the loop waits: as the engine does (engine, the
 // default); as the engine did before ed57998, raw for at most 8 ms with a
@@ -58,11 +59,12 @@ func main() {
 func run(args []string) error {
 	fs := flag.NewFlagSet("floor-relay-go", flag.ContinueOnError)
 	wait := fs.String("wait", "engine", "how the loop waits: engine, yield, raw or sched")
+	lock := fs.Bool("lock", true, "lock the loop's goroutine to its thread, as the engine does")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if args = fs.Args(); len(args) != 3 {
-		return fmt.Errorf("usage: floor-relay-go [-wait engine|yield|raw|sched] PORT SERVER SPORT")
+		return fmt.Errorf("usage: floor-relay-go [-wait engine|yield|raw|sched] [-lock=false] PORT SERVER SPORT")
 	}
 	switch *wait {
 	case "engine", "yield", "raw", "sched":
@@ -122,7 +124,12 @@ func run(args []string) error {
 	}
 	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
 	done := make(chan error, 1)
-	go func() { done <- loop(*wait, ep, u, uo, l, srv) }()
+	go func() {
+		if *lock {
+			runtime.LockOSThread() // the thread ends with the process
+		}
+		done <- loop(*wait, ep, u, uo, l, srv)
+	}()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	fmt.Println("ready")
