@@ -347,10 +347,14 @@ func (e *rawEndpoint) Close() {
 	// A poll loop that reads the devices stops waiting on them before
 	// they close (their numbers may then name other files).
 	e.pollMu.Lock()
-	if r := e.polled.Swap(nil); r != nil && r.unwatch != nil {
+	r := e.polled.Swap(nil)
+	if r != nil && r.unwatch != nil {
 		r.unwatch(r.fds)
 	}
 	e.pollMu.Unlock()
+	if r != nil {
+		r.h.stop() // what the loop read for the stack goes to it first
+	}
 	e.closeOnce.Do(func() {
 		for _, d := range e.devices {
 			_ = d.Close()
@@ -419,15 +423,16 @@ func (e *rawEndpoint) routineReadFromDevice(i int, dev Device, set *sync.WaitGro
 			continue
 		}
 		backoff = 0
-		e.handleFrame(scratch[:n])
+		e.handleFrame(scratch[:n], nil)
 	}
 }
 
 // handleFrame takes one frame as read from a device (with its
 // virtio_net_hdr, if the devices have one) to the filter, the
-// observers, the divert function and the stack; true if it went to the
-// stack. It does not keep frame.
-func (e *rawEndpoint) handleFrame(frame []byte) bool {
+// observers, the divert function and the stack, or to h for the stack
+// (h nil: straight to the stack); true if it went to the stack. It does
+// not keep frame.
+func (e *rawEndpoint) handleFrame(frame []byte, h *handoff) bool {
 	n := len(frame)
 	if e.vnet {
 		if n < vnetHdrSize {
@@ -456,18 +461,28 @@ func (e *rawEndpoint) handleFrame(frame []byte) bool {
 		e.rxDiverted.Add(1)
 		return false
 	}
-	v := buffer.NewViewWithData(frame)
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
+		Payload: buffer.MakeWithView(buffer.NewViewWithData(frame)),
+	})
+	if h != nil {
+		h.push(e, pkt)
+		return true
+	}
+	return e.deliver(pkt)
+}
+
+// deliver hands pkt to the stack and drops the caller's reference; false
+// if no stack is attached (the packet is dropped).
+func (e *rawEndpoint) deliver(pkt *stack.PacketBuffer) bool {
+	defer pkt.DecRef()
 	e.mu.RLock()
 	d := e.dispatcher
 	e.mu.RUnlock()
 	if d == nil {
-		v.Release()
 		e.rxDropped.Add(1)
 		return false
 	}
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
 	d.DeliverNetworkPacket(0, pkt)
-	pkt.DecRef()
 	return true
 }
 

@@ -34,8 +34,9 @@ var ErrReleased = errors.New("link: reads released")
 // Reads is the reading of an Endpoint's devices handed to a poll loop
 // of the caller's (Endpoint.Poll): the loop waits for Fds to be
 // readable (level-triggered) and calls Read. A frame read goes where a
-// reader goroutine's would: the filter, the observers, the divert
-// function, then the stack, on the loop's goroutine.
+// reader goroutine's would: the filter, the observers and the divert
+// function on the loop's goroutine, then the stack, on a goroutine of
+// the Reads' (see handoff).
 type Reads struct {
 	e       *rawEndpoint
 	fds     []int
@@ -43,6 +44,7 @@ type Reads struct {
 	scratch []byte
 	once    sync.Once
 	unwatch func(fds []int) // protected by e.pollMu
+	h       *handoff        // the frames for the stack
 }
 
 // Poll stops the endpoint's reader goroutines and hands the reading of
@@ -112,6 +114,20 @@ func (e *rawEndpoint) poll() (*Reads, error) {
 		}
 		r.fds = append(r.fds, fd)
 	}
+	h, err := newHandoff(e)
+	if err != nil {
+		e.polled.Store(nil)
+		for _, p := range r.devs {
+			_ = p.attach()
+		}
+		e.mu.Lock()
+		if !e.closed {
+			e.startReaders()
+		}
+		e.mu.Unlock()
+		return nil, fmt.Errorf("link: poll: %w", err)
+	}
+	r.h = h
 	return r, nil
 }
 
@@ -132,6 +148,7 @@ func (e *rawEndpoint) unpoll(r *Reads) {
 			e.logf("link: unpoll: %v", err)
 		}
 	}
+	cur.h.stop() // what the loop queued goes before what the readers read
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
@@ -164,12 +181,21 @@ func (r *Reads) Watch(add func(fds []int) error, remove func(fds []int)) error {
 
 // Read reads and hands on up to max frames of device i, without
 // waiting (a loop that waits level-triggered comes back for the rest;
-// one that reads one frame per wake-up saves the read that finds none). It returns how many it read, and ErrReleased once the reads
+// one that reads one frame per wake-up saves the read that finds none).
+// Frames for the stack go to the Reads' goroutine, which delivers them
+// in order after Read returns. It returns how many it read, how many
+// went to the stack, and ErrReleased once the reads
 // went back to goroutines (the loop should stop waiting on Fds then):
 // after Release, Unpoll or Close, when the device is gone (Failed), or
 // after a read error, which the goroutines then log and retry with
 // back-off. Calls must not overlap.
 func (r *Reads) Read(i, max int) (read, stacked int, err error) {
+	read, stacked, err = r.read(i, max)
+	r.h.wake()
+	return read, stacked, err
+}
+
+func (r *Reads) read(i, max int) (read, stacked int, err error) {
 	e := r.e
 	for read < max {
 		if e.polled.Load() != r {
@@ -200,7 +226,7 @@ func (r *Reads) Read(i, max int) (read, stacked int, err error) {
 			return read, stacked, ErrReleased
 		}
 		read++
-		if e.handleFrame(r.scratch[:m]) {
+		if e.handleFrame(r.scratch[:m], r.h) {
 			stacked++
 		}
 	}

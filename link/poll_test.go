@@ -206,9 +206,10 @@ func TestPollHandsTheReadsToALoopAndBack(t *testing.T) {
 		t.Error("Stats().Polled is false while a loop reads")
 	}
 	// A goroutine of the runtime's or the test's may come and go
-	// meanwhile: the count must settle at one fewer.
-	waitFor(t, fmt.Sprintf("%d goroutines while polled (the reader gone)", before-1), func() bool {
-		return runtime.NumGoroutine() == before-1
+	// meanwhile: the count must settle where it was, the reader gone
+	// and the goroutine that takes the loop's frames to the stack there.
+	waitFor(t, fmt.Sprintf("%d goroutines while polled (the reader gone, the handoff there)", before), func() bool {
+		return runtime.NumGoroutine() == before
 	})
 	loop := newPollLoop(t, r)
 	ps.send(t, mac, 5, 25)
@@ -268,6 +269,81 @@ func TestPollHandsTheReadsToALoopAndBack(t *testing.T) {
 	if len(loop2.removed) != 0 {
 		t.Fatal("Release after Close told the loop again")
 	}
+}
+
+// gatedDispatcher records the test's frames, as recordingDispatcher
+// does, but holds the first one until gate is closed.
+type gatedDispatcher struct {
+	recordingDispatcher
+	gate    chan struct{}
+	holding chan struct{} // closed once the first frame is held
+	once    sync.Once
+}
+
+func (d *gatedDispatcher) DeliverNetworkPacket(p tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	if p == testEtherType {
+		d.once.Do(func() {
+			close(d.holding)
+			<-d.gate
+		})
+	}
+	d.recordingDispatcher.DeliverNetworkPacket(p, pkt)
+}
+
+// TestPollHandsFramesToTheStackInOrder: the frames a poll loop reads for
+// the stack reach it on another goroutine (the loop reads on while the
+// stack holds the first frame), in the order read; once the queue holds
+// its limit, the loop delivers them itself after what waits (it waits
+// for the stack then), still in order, and nothing is lost.
+func TestPollHandsFramesToTheStackInOrder(t *testing.T) {
+	defer func(v int) { *link.MaxHandoff = v }(*link.MaxHandoff)
+	*link.MaxHandoff = 10 * 60 // ten of the test's frames
+	ep, l := tapEndpoint(t, "tshand")
+	ps := openPacketSocket(t, l.Attrs().Index, l.Attrs().HardwareAddr)
+	mac := net.HardwareAddr(ep.LinkAddress())
+	d := &gatedDispatcher{gate: make(chan struct{}), holding: make(chan struct{})}
+	ep.Attach(d)
+	r, err := ep.Poll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop := newPollLoop(t, r)
+
+	var gateOnce sync.Once
+	openGate := func() { gateOnce.Do(func() { close(d.gate) }) }
+	// A loop that ran the stack itself would wait for the gate: it
+	// opens after 3 s, and the loop's 2 s deadline fails the test.
+	safety := time.AfterFunc(3*time.Second, openGate)
+	ps.send(t, mac, 0, 5)
+	if err := loop.run(t, r, 5); err != nil {
+		t.Fatalf("the loop's reads: %v", err)
+	}
+	safety.Stop()
+	select {
+	case <-d.holding:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the stack did not get the first frame")
+	}
+	// The stack still holds frame 0: frames 5..29 fill the queue, and
+	// the loop delivers the rest once the stack lets go.
+	time.AfterFunc(200*time.Millisecond, openGate)
+	ps.send(t, mac, 5, 30)
+	if err := loop.run(t, r, 25); err != nil {
+		t.Fatalf("the loop's reads: %v", err)
+	}
+	waitFor(t, "30 frames at the stack", func() bool { return d.count() == 30 })
+	d.mu.Lock()
+	for i, v := range d.got {
+		if v != uint32(i) {
+			t.Errorf("frame %d was %d: lost or out of order", i, v)
+			break
+		}
+	}
+	d.mu.Unlock()
+	if s := ep.Stats(); s.RxDropped != 0 {
+		t.Errorf("%d frames dropped", s.RxDropped)
+	}
+	r.Release()
 }
 
 // TestPollRefusesAnImpairedInbound: frames impaired on their way in go

@@ -742,9 +742,10 @@ func (g *Gateway) ReadLink(r LinkReads) error {
 // knows of hands its processor over (a thread woken per wait), and a
 // wait in Go's poller costs a second epoll_wait per wake-up and a
 // goroutine switch per frame. It yields before it waits only when its
-// work may have made goroutines ready (frames to the stack, or a wire
-// whose reader is a goroutine): a yield wakes another thread, and what
-// it leaves ready waits until another processor takes it.
+// work may have made goroutines ready (frames from a wire whose reader
+// is a goroutine): what it leaves ready waits until another processor
+// takes it. Frames it reads for the stack go to the link's goroutine
+// (link.Reads), which runs the stack on another processor.
 //
 // Otherwise it does not yield while busy. The scheduler takes a
 // goroutine it has not seen yield for 10 ms to be running all along and
@@ -771,7 +772,14 @@ func (e *engine) loop() {
 	for {
 		quiet := now-busyAt >= restAfter && (timeout < 0 || timeout > shortWait)
 		if e.yield {
+			// Unlocked for the yield: a locked goroutine that yields
+			// hands its processor to another thread and sleeps until
+			// that one hands it back; unlocked, the goroutines it
+			// made ready run on this thread, and the loop goes on
+			// after them.
+			runtime.UnlockOSThread()
 			runtime.Gosched()
+			runtime.LockOSThread()
 		}
 		var n int
 		var err error
@@ -882,10 +890,9 @@ func (e *engine) handle(n int) bool {
 		if was&(1<<uint(i)) != 0 {
 			max = linkBatch
 		}
-		_, stacked, err := e.reads.Read(i, max)
-		if stacked > 0 {
-			e.yield = true
-		}
+		// Frames for the stack go to the link's goroutine, which runs
+		// the stack on a processor of its own: no yield for them.
+		_, _, err := e.reads.Read(i, max)
 		if err != nil {
 			e.dropReads()
 			break
