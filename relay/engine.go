@@ -761,7 +761,7 @@ func (g *Gateway) ReadLink(r LinkReads) error {
 //
 // The goroutine is locked to its thread: preempted, it goes on where it
 // was. Unlocked, each preemption moved it to whichever thread took it
-// next, and exchanges through the engine took 13–18 % longer and 8–15 %
+// next, and exchanges through the engine took 15–19 % longer and 7–26 %
 // more CPU (six interleaved runs; see the performance log).
 func (e *engine) loop() {
 	runtime.LockOSThread()
