@@ -43,6 +43,19 @@ func (d *recordingDispatcher) DeliverNetworkPacket(p tcpip.NetworkProtocolNumber
 
 func (*recordingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
 
+// checkOrder fails t unless the frames came numbered 0, 1, 2, ...
+func (d *recordingDispatcher) checkOrder(t *testing.T) {
+	t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, v := range d.got {
+		if v != uint32(i) {
+			t.Errorf("frame %d was %d: lost or out of order", i, v)
+			return
+		}
+	}
+}
+
 func (d *recordingDispatcher) count() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -242,14 +255,7 @@ func TestPollHandsTheReadsToALoopAndBack(t *testing.T) {
 	}
 	ps.send(t, mac, 25, 30)
 	waitFor(t, "5 more frames through the reader goroutine", func() bool { return d.count() == 30 })
-	d.mu.Lock()
-	for i, v := range d.got {
-		if v != uint32(i) {
-			t.Errorf("frame %d was %d: lost or out of order", i, v)
-			break
-		}
-	}
-	d.mu.Unlock()
+	d.checkOrder(t)
 
 	r2, err := ep.Poll()
 	if err != nil {
@@ -332,14 +338,7 @@ func TestPollHandsFramesToTheStackInOrder(t *testing.T) {
 		t.Fatalf("the loop's reads: %v", err)
 	}
 	waitFor(t, "30 frames at the stack", func() bool { return d.count() == 30 })
-	d.mu.Lock()
-	for i, v := range d.got {
-		if v != uint32(i) {
-			t.Errorf("frame %d was %d: lost or out of order", i, v)
-			break
-		}
-	}
-	d.mu.Unlock()
+	d.checkOrder(t)
 	if s := ep.Stats(); s.RxDropped != 0 {
 		t.Errorf("%d frames dropped", s.RxDropped)
 	}
