@@ -31,7 +31,8 @@ type handoff struct {
 	spare   []*stack.PacketBuffer // the other slice, under deliverMu
 	bytes   int
 	stopped bool // the goroutine ended: push delivers
-	kick    bool // the queue filled since the last wake
+	closing bool // stop closes efd: wake must not write to it
+	kick    bool // a frame went into the empty queue since the last wake
 
 	deliverMu sync.Mutex // held while frames are delivered: one at a time, in order
 	efd       int
@@ -78,14 +79,15 @@ func (h *handoff) push(e *rawEndpoint, pkt *stack.PacketBuffer) {
 // the poll loop calls it after each batch.
 func (h *handoff) wake() {
 	h.mu.Lock()
-	kick := h.kick
-	h.kick = false
-	h.mu.Unlock()
-	if kick {
+	defer h.mu.Unlock()
+	if h.kick && !h.closing {
 		// eventfd counts: a write fails only when the count would
 		// overflow, and then the goroutine has a wake-up pending.
+		// Under mu: stop closes efd, whose number another file may
+		// take, only once closing is set.
 		_, _ = unix.Write(h.efd, eventOne[:])
 	}
+	h.kick = false
 }
 
 // eventOne is the 8 bytes that add 1 to an eventfd's count.
@@ -138,6 +140,9 @@ func (h *handoff) run(e *rawEndpoint) {
 // stop ends the goroutine once it delivered what is queued; frames
 // pushed later are delivered by push.
 func (h *handoff) stop() {
+	h.mu.Lock()
+	h.closing = true
+	h.mu.Unlock()
 	h.file.Close()
 	<-h.done
 }
