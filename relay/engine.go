@@ -753,11 +753,11 @@ func (g *Gateway) ReadLink(r LinkReads) error {
 // on. That costs less than a yield every few ms, which wakes a spinning
 // thread each time (measured: a loop that yielded every 8 ms spent up to
 // 5 µs more CPU per exchange; see the performance log). Once nothing
-// happened for restAfter, it waits as long as its timers allow in a wait the scheduler knows of: an idle
-// daemon does not wake. (The scheduler takes the processor of such a
-// wait after 10 ms, and its monitor then polls at a short interval for
-// a while: a cost per quiet spell, which restAfter spares the short
-// pauses between requests.)
+// happened for restAfter, it waits as long as its timers allow in a
+// wait the scheduler knows of: an idle daemon does not wake. (The
+// scheduler takes the processor of such a wait after 10 ms, and its
+// monitor then polls at a short interval for a while: a cost per quiet
+// spell, which restAfter spares the short pauses between requests.)
 //
 // The goroutine is locked to its thread: preempted, it goes on where it
 // was. Unlocked, each preemption moved it to whichever thread took it
