@@ -30,8 +30,7 @@ type handoff struct {
 	pkts    []*stack.PacketBuffer // queued, in order
 	spare   []*stack.PacketBuffer // the other slice, under deliverMu
 	bytes   int
-	stopped bool // the goroutine ended: push delivers
-	closing bool // stop closes efd: wake must not write to it
+	stopped bool // the goroutine ends: push delivers, wake must not write to efd
 	kick    bool // a frame went into the empty queue since the last wake
 
 	deliverMu sync.Mutex // held while frames are delivered: one at a time, in order
@@ -80,11 +79,11 @@ func (h *handoff) push(e *rawEndpoint, pkt *stack.PacketBuffer) {
 func (h *handoff) wake() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.kick && !h.closing {
+	if h.kick && !h.stopped {
 		// eventfd counts: a write fails only when the count would
 		// overflow, and then the goroutine has a wake-up pending.
 		// Under mu: stop closes efd, whose number another file may
-		// take, only once closing is set.
+		// take, only once stopped is set.
 		_, _ = unix.Write(h.efd, eventOne[:])
 	}
 	h.kick = false
@@ -124,7 +123,7 @@ func (h *handoff) run(e *rawEndpoint) {
 	for {
 		_, err := h.file.Read(b[:])
 		h.deliverMu.Lock()
-		if err != nil { // stopped: what is queued now is the last
+		if err != nil { // closed by stop: what is queued now is the last
 			h.mu.Lock()
 			h.stopped = true
 			h.mu.Unlock()
@@ -141,7 +140,7 @@ func (h *handoff) run(e *rawEndpoint) {
 // pushed later are delivered by push.
 func (h *handoff) stop() {
 	h.mu.Lock()
-	h.closing = true
+	h.stopped = true
 	h.mu.Unlock()
 	h.file.Close()
 	<-h.done

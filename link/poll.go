@@ -85,6 +85,11 @@ func (e *rawEndpoint) poll() (*Reads, error) {
 		}
 		r.devs = append(r.devs, p)
 	}
+	h, err := newHandoff(e)
+	if err != nil {
+		return nil, fmt.Errorf("link: poll: %w", err)
+	}
+	r.h = h
 	// Stop the readers: each sees polled set when its interrupted read
 	// returns, and exits.
 	e.polled.Store(r)
@@ -105,6 +110,7 @@ func (e *rawEndpoint) poll() (*Reads, error) {
 				_ = p.attach()
 			}
 			e.polled.Store(nil)
+			h.stop()
 			e.mu.Lock()
 			if !e.closed {
 				e.startReaders()
@@ -114,20 +120,6 @@ func (e *rawEndpoint) poll() (*Reads, error) {
 		}
 		r.fds = append(r.fds, fd)
 	}
-	h, err := newHandoff(e)
-	if err != nil {
-		e.polled.Store(nil)
-		for _, p := range r.devs {
-			_ = p.attach()
-		}
-		e.mu.Lock()
-		if !e.closed {
-			e.startReaders()
-		}
-		e.mu.Unlock()
-		return nil, fmt.Errorf("link: poll: %w", err)
-	}
-	r.h = h
 	return r, nil
 }
 
