@@ -321,9 +321,27 @@ func (d *Impair) WriteFrame(bufs [][]byte) error {
 // ReadFrame implements Device: frames come in impaired.
 func (d *Impair) ReadFrame(b []byte) (int, error) {
 	if d.in.spec.Load() == nil && !d.inBusy.Load() {
-		return d.dev.ReadFrame(b)
+		n, err := d.dev.ReadFrame(b)
+		if err != nil || !d.divertIn(b[:n]) {
+			return n, err
+		}
+		// An impairment came in while the read waited: the frame went
+		// to the lane, and what the lane passes on follows.
 	}
 	return d.readImpaired(b)
+}
+
+// divertIn puts frame, read directly from the device, into the in lane
+// if an impairment came in meanwhile, so that no frame read after Set
+// passes unimpaired; it reports whether it did.
+func (d *Impair) divertIn(frame []byte) bool {
+	if d.in.spec.Load() == nil {
+		return false
+	}
+	c := getImpairBuf()
+	*c = append(*c, frame...)
+	d.in.submit(c)
+	return true
 }
 
 // readImpaired reads through the pump and the in lane, until both are

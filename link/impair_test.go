@@ -284,3 +284,38 @@ func TestImpairSetAndClose(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestImpairHoldsTheFrameAReadWaitedFor: a read that began before an
+// inbound impairment was set hands the frame it gets to the impairment
+// too: the first frame after Set is delayed like the rest.
+func TestImpairHoldsTheFrameAReadWaitedFor(t *testing.T) {
+	a, b := Pipe()
+	d := NewImpair(a, ImpairSpec{}, ImpairOptions{})
+	defer d.Close()
+	got := make(chan time.Time, 1)
+	go func() {
+		buf := make([]byte, 2048)
+		if _, err := d.ReadFrame(buf); err != nil {
+			t.Errorf("ReadFrame: %v", err)
+		}
+		got <- time.Now()
+	}()
+	time.Sleep(20 * time.Millisecond) // the read waits
+	s, _ := ParseImpairSpec("in:delay=30ms")
+	d.Set(s)
+	start := time.Now()
+	if err := b.WriteFrame(numbered(1)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case at := <-got:
+		if took := at.Sub(start); took < 30*time.Millisecond {
+			t.Fatalf("the frame a read waited for came in %v through a 30 ms delay", took)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the frame did not come")
+	}
+	if in, _ := d.Stats(); in.Delayed != 1 {
+		t.Fatalf("%d frames delayed, want 1", in.Delayed)
+	}
+}

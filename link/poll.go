@@ -276,8 +276,16 @@ func (d *Impair) detach() (int, error) { return d.dev.(pollable).detach() }
 // attach implements pollable.
 func (d *Impair) attach() error { return d.dev.(pollable).attach() }
 
-// readNow implements pollable.
-func (d *Impair) readNow(b []byte) (int, error) { return d.dev.(pollable).readNow(b) }
+// readNow implements pollable. A frame read once an inbound impairment
+// came in goes to the in lane, for the reader goroutines that take over
+// (the impairment's setter gives them the reads): the loop sees none.
+func (d *Impair) readNow(b []byte) (int, error) {
+	n, err := d.dev.(pollable).readNow(b)
+	if err == nil && d.divertIn(b[:n]) {
+		return 0, unix.EAGAIN
+	}
+	return n, err
+}
 
 // interrupt implements pollable.
 func (d *Impair) interrupt() { d.dev.(pollable).interrupt() }

@@ -338,13 +338,15 @@ func (h *Host) SetImpairment(spec link.ImpairSpec) error {
 	if len(h.impairs) == 0 {
 		return errors.New("this host's wire cannot be impaired: make it with Config.Impairable")
 	}
-	if !spec.In.IsZero() {
-		// Inbound frames are impaired on the way to the link's reader
-		// goroutines: a poll loop that reads the devices gives them back.
-		h.Link.Unpoll()
-	}
 	for _, imp := range h.impairs {
 		imp.Set(spec)
+	}
+	if !spec.In.IsZero() {
+		// Inbound frames are impaired on the way to the link's reader
+		// goroutines: a poll loop that reads the devices gives them
+		// back, and cannot take them again while the impairment lasts
+		// (canPoll); what it reads meanwhile goes to the impairment.
+		h.Link.Unpoll()
 	}
 	return nil
 }
