@@ -354,12 +354,16 @@ func (d *Daemon) start(ctx context.Context) error {
 			return err
 		}
 		h.Link.SetDivert(divert)
-		// The engine's loop reads the TAP itself where it can (not
-		// while inbound frames are impaired).
-		if reads, err := h.Link.Poll(); err != nil {
-			d.log.Debug("the TAP is read by the link's goroutines", "why", err)
-		} else if err := d.gw.ReadLink(reads); err != nil {
-			reads.Release()
+		// While it relays flows, the engine's loop reads the TAP itself
+		// where it can (not while inbound frames are impaired).
+		poll := func() (relay.LinkReads, error) {
+			r, err := h.Link.Poll()
+			if err != nil {
+				return nil, err
+			}
+			return r, nil
+		}
+		if err := d.gw.ReadLink(poll); err != nil {
 			return err
 		}
 	}

@@ -113,6 +113,7 @@ func (g *Gateway) Counters() []Counter {
 		Refusal("socket_table_full", load(g.stats.tableFull.Load)),
 		Refusal("udp_errors", load(g.stats.udpErrors.Load)),
 		{Name: "engine_wakeups", Metric: "relay_engine_wakeups_total", Help: "Times the flow engine's loop woke (0 on the stack engine).", Value: g.engineWakeups},
+		{Name: "engine_engaged", Metric: "relay_engine_engaged", Gauge: true, Help: "1 while the flow engine's loop has a processor of its own and reads the TAP: while relayed flows live, and for 2 s after the last (0 on the stack engine).", Value: g.engineEngaged},
 		{Name: "dhcp_leases", Metric: "relay_dhcp_leases", Gauge: true, Help: "Addresses the DHCP server has leased to the namespace.", Value: func() uint64 {
 			if g.dhcp == nil {
 				return 0

@@ -205,10 +205,13 @@ type engine struct {
 	live     int // flows not free; protected by mu
 	events   [maxEvents]unix.EpollEvent
 
-	newReads LinkReads // what ReadLink gave, for the loop; protected by mu
-	reads    LinkReads // the link the loop reads; the loop's own
-	linkRead uint64    // bit i: queue i was readable at the last wake-up; the loop's own
-	yield    bool      // the loop yields before it waits; the loop's own
+	poll  func() (LinkReads, error) // what ReadLink gave, for the loop; protected by mu
+	reads LinkReads                 // the link the loop reads; the loop's own
+	// engaged: the loop has a processor of its own and reads the link
+	// (engage). Protected by mu; only the loop changes it.
+	engaged  bool
+	linkRead uint64 // bit i: queue i was readable at the last wake-up; the loop's own
+	yield    bool   // the loop yields before it waits; the loop's own
 
 	isn     *mrand.ChaCha8 // initial sequence numbers; protected by mu
 	logging bool           // flow logs at debug level are on (Config.Log)
@@ -302,7 +305,6 @@ func (g *Gateway) StartEngine(wire Wire, mac [6]byte, mtu int, verify bool) (fun
 			break
 		}
 	}
-	addProc()
 	e.wg.Add(1)
 	go e.loop()
 	return e.divert, nil
@@ -311,8 +313,8 @@ func (g *Gateway) StartEngine(wire Wire, mac [6]byte, mtu int, verify bool) (fun
 // procMu serializes the engines' changes of GOMAXPROCS.
 var procMu sync.Mutex
 
-// addProc gives an engine's loop a processor of its own: the loop
-// waits without handing its processor over (loop).
+// addProc gives an engine's loop a processor of its own while it is
+// engaged: the loop then waits without handing its processor over (loop).
 func addProc() {
 	procMu.Lock()
 	defer procMu.Unlock()
@@ -362,6 +364,20 @@ func (g *Gateway) engineWakeups() uint64 {
 	return e.wakeups
 }
 
+// engineEngaged is 1 while the flow engine is engaged (engage), else 0.
+func (g *Gateway) engineEngaged() uint64 {
+	e := g.engine()
+	if e == nil {
+		return 0
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.engaged {
+		return 1
+	}
+	return 0
+}
+
 // tick is the wheel tick of now (clock).
 func (e *engine) tick() int64 { return e.clock() / wheelTick }
 
@@ -404,16 +420,9 @@ func (e *engine) close() {
 			e.reset(f, uint32(i), f.flags&flFinRecv == 0 || f.flags&flFinQueued != 0)
 		}
 	}
-	nr := e.newReads
-	e.newReads = nil
 	e.mu.Unlock()
-	e.dropReads() // the loop is done
-	if nr != nil {
-		nr.Release()
-	}
 	e.epf.Close()
 	unix.Close(e.evfd)
-	releaseProc()
 }
 
 // divert takes the namespace's TCP segments of relayed connections: a
@@ -533,7 +542,7 @@ func (e *engine) open(s *segment, key flowKey) bool {
 	f.mss = uint16(min(int(s.mss), ourMSS, 65535))
 	e.index[key] = idx
 	e.dialing[idx] = slot
-	e.live++
+	e.born()
 	// Registered once for all it will need, edge-triggered: EPOLLOUT
 	// says the connect ended, and later that a full socket has room
 	// again (the kernel signals it only after a short send); EPOLLIN
@@ -714,10 +723,14 @@ type LinkReads interface {
 	Release()
 }
 
-// ReadLink makes the flow engine's loop read the link's frames (r),
-// saving the wake-up of a reader goroutine and a system call per frame.
-// The engine releases r when it closes.
-func (g *Gateway) ReadLink(r LinkReads) error {
+// ReadLink makes the flow engine's loop read the link's frames while it
+// relays flows, saving the wake-up of a reader goroutine and a system
+// call per frame: the loop calls poll for the reads when a relayed flow
+// begins, and releases them once none has lived for idleCadence (see
+// engage). poll's error (the link cannot be polled just now, e.g. while
+// its inbound frames are impaired) leaves the reads to the link's
+// goroutines until the next time.
+func (g *Gateway) ReadLink(poll func() (LinkReads, error)) error {
 	g.mu.Lock()
 	e := g.eng
 	g.mu.Unlock()
@@ -725,20 +738,67 @@ func (g *Gateway) ReadLink(r LinkReads) error {
 		return errors.New("relay: ReadLink before StartEngine")
 	}
 	e.mu.Lock()
-	if e.closed || e.newReads != nil {
-		e.mu.Unlock()
+	defer e.mu.Unlock()
+	if e.closed || e.poll != nil {
 		return errors.New("relay: ReadLink: the engine is closed or reads a link already")
 	}
-	e.newReads = r
-	e.mu.Unlock()
-	e.wake()
+	e.poll = poll
 	return nil
 }
 
+// born counts a new flow; the first one wakes a loop that is not
+// engaged, so that it engages. Callers hold mu.
+func (e *engine) born() {
+	if e.live++; e.live == 1 && !e.engaged {
+		e.wake()
+	}
+}
+
+// engage gives the loop a processor of its own and the link's reads, as
+// a relayed flow begins (the loop's goroutine, without mu); disengage
+// takes both back once no flow has lived for idleCadence, so that an
+// engine without flows costs the daemon's own sockets and forwards
+// nothing. Engaged, the loop reads each frame itself and waits without
+// handing its processor over (loop). Not engaged, the link's goroutines
+// read, the stack runs on the daemon's processors alone, and the loop
+// waits as any goroutine does: a second processor for the stack made
+// its exchanges cost 1.7 to 2.3 times the CPU (the runtime wakes a
+// second thread for each goroutine the stack readies; see the
+// performance log).
+func (e *engine) engage() {
+	addProc()
+	e.mu.Lock()
+	e.engaged = true
+	poll := e.poll
+	e.mu.Unlock()
+	if poll == nil {
+		return
+	}
+	r, err := poll()
+	if err != nil {
+		e.g.logf("relay: flow engine: the link's goroutines read it: %v", err)
+		return
+	}
+	e.takeReads(r)
+}
+
+// disengage undoes engage (the loop's goroutine, without mu).
+func (e *engine) disengage() {
+	e.dropReads()
+	e.mu.Lock()
+	was := e.engaged
+	e.engaged = false
+	e.mu.Unlock()
+	if was {
+		releaseProc()
+	}
+}
+
 // loop is the engine's goroutine: the link's frames (ReadLink), host
-// socket events and timers. It waits in epoll_wait on a thread of its
-// own (runtime.GOMAXPROCS has one more processor for it while the
-// engine runs), without telling the scheduler: a wait the runtime
+// socket events and timers. While it is engaged (relayed flows live:
+// engage) it waits in epoll_wait on a thread of its own
+// (runtime.GOMAXPROCS has one more processor for it then), without
+// telling the scheduler: a wait the runtime
 // knows of hands its processor over (a thread woken per wait), and a
 // wait in Go's poller costs a second epoll_wait per wake-up and a
 // goroutine switch per frame. It yields before it waits only when its
@@ -767,10 +827,10 @@ func (e *engine) loop() {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	defer e.wg.Done()
-	defer e.dropReads() // whyever the loop ends, the link's goroutines read it
+	defer e.disengage() // whyever the loop ends, the link's goroutines read it
 	timeout, now, busyAt := -1, int64(0), int64(0)
 	for {
-		quiet := now-busyAt >= restAfter && (timeout < 0 || timeout > shortWait)
+		quiet := !e.engaged || now-busyAt >= restAfter && (timeout < 0 || timeout > shortWait)
 		if e.yield {
 			// Unlocked for the yield: a locked goroutine that yields
 			// hands its processor to another thread and sleeps until
@@ -862,11 +922,14 @@ func (e *engine) handle(n int) bool {
 			}
 		}
 	}
-	nr := e.newReads
-	e.newReads = nil
+	// Engaged while flows live, and for idleCadence after the last.
+	engage := e.live > 0 || e.engaged && e.tick()-e.idleAt < idleCadence
+	engaged := e.engaged
 	e.mu.Unlock()
-	if nr != nil {
-		e.takeReads(nr)
+	if engage && !engaged {
+		e.engage()
+	} else if !engage && engaged {
+		e.disengage()
 	}
 	// A queue readable twice in a row is read in batches (a read that
 	// finds nothing ends one); else one frame, as a request is.
@@ -976,6 +1039,11 @@ func (e *engine) nextTimeout() (int, int64) {
 	capped := len(e.dialing) > 0 || e.reads == nil && (e.live > 0 || now-e.idleAt < idleCadence)
 	if capped && (timeout < 0 || timeout > maxSleep) {
 		timeout = maxSleep
+	}
+	if e.engaged && e.live == 0 { // it disengages at idleAt + idleCadence
+		if t := int(max(0, e.idleAt+idleCadence-now)); timeout < 0 || t < timeout {
+			timeout = t
+		}
 	}
 	e.sleepUntil = math.MaxInt64
 	if timeout >= 0 {

@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -245,6 +247,7 @@ func echoServer(t testing.TB, closeAtOnce bool) uint16 {
 		wg    sync.WaitGroup
 		mu    sync.Mutex
 		conns []int
+		done  bool // the cleanup began; protected by mu
 	)
 	wg.Add(1)
 	go func() {
@@ -259,6 +262,11 @@ func echoServer(t testing.TB, closeAtOnce bool) uint16 {
 				continue
 			}
 			mu.Lock()
+			if done { // accepted after the cleanup's shutdowns
+				mu.Unlock()
+				syscall.Close(int(fd))
+				continue
+			}
 			conns = append(conns, int(fd))
 			mu.Unlock()
 			wg.Add(1)
@@ -283,6 +291,7 @@ func echoServer(t testing.TB, closeAtOnce bool) uint16 {
 	t.Cleanup(func() {
 		syscall.Shutdown(lfd, syscall.SHUT_RDWR)
 		mu.Lock()
+		done = true
 		for _, fd := range conns {
 			syscall.Shutdown(fd, syscall.SHUT_RDWR)
 		}
@@ -631,6 +640,65 @@ func TestFlowEngineSleepsWhenIdle(t *testing.T) {
 	p := &peer{t: t, divert: divert, w: w, sport: 40001, dport: port}
 	p.open()
 	p.roundTrip("awake")
+}
+
+// fakeReads is a link for the engine to read (LinkReads) that counts
+// what the engine does with it; it has no queue to wait on.
+type fakeReads struct {
+	polls, releases atomic.Int32
+}
+
+func (r *fakeReads) Watch(add func(fds []int) error, remove func(fds []int)) error {
+	return add(nil)
+}
+func (r *fakeReads) Read(i, max int) (int, int, error) { return 0, 0, nil }
+func (r *fakeReads) Release()                          { r.releases.Add(1) }
+
+// TestFlowEngineEngagesWhileFlowsLive: the engine takes a processor of
+// its own and the link's reads when a relayed flow begins, and gives
+// both back once none has lived for idleCadence; the next flow takes
+// them again.
+func TestFlowEngineEngagesWhileFlowsLive(t *testing.T) {
+	divert, w, g := engineRig(t)
+	e := g.eng
+	r := &fakeReads{}
+	if err := g.ReadLink(func() (LinkReads, error) { r.polls.Add(1); return r, nil }); err != nil {
+		t.Fatal(err)
+	}
+	procs := runtime.GOMAXPROCS(0)
+	check := func(when string, engaged uint64, procs, polls, releases int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			got := [4]int{int(g.engineEngaged()), runtime.GOMAXPROCS(0), int(r.polls.Load()), int(r.releases.Load())}
+			want := [4]int{int(engaged), procs, polls, releases}
+			if got == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: engaged, GOMAXPROCS, polls, releases = %v, want %v", when, got, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	check("before any flow", 0, procs, 0, 0)
+	port := echoServer(t, false)
+	for i, sport := range []uint16{40021, 40022} {
+		p := &peer{t: t, divert: divert, w: w, sport: sport, dport: port, skipOthers: true}
+		p.open()
+		p.roundTrip("engaged")
+		check("while a flow lives", 1, procs+1, i+1, i)
+		p.send(header.TCPFlagRst|header.TCPFlagAck, nil)
+		if n := g.FlowCount(); n != 0 {
+			t.Fatalf("FlowCount %d after the reset, want 0", n)
+		}
+		check("right after the last flow ended", 1, procs+1, i+1, i)
+		e.mu.Lock()
+		e.idleAt = e.tick() - idleCadence // it ended long ago
+		e.mu.Unlock()
+		e.wake()
+		check("idleCadence after the last flow", 0, procs, i+1, i+1)
+	}
 }
 
 // TestFlowEngineFindsEachFlowOfItsTuple: segments of two connections,

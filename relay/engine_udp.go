@@ -71,7 +71,7 @@ func (e *engine) openUDP(s *segment, key flowKey) bool {
 		start: time.Now().UnixNano(), lastAt: now,
 	}
 	e.index[key] = idx
-	e.live++
+	e.born()
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(idx), Pad: int32(f.gen)} // level-triggered (udpEvent)
 	if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		e.release(f, idx)

@@ -103,9 +103,10 @@ func TestImpairmentMeasured(t *testing.T) {
 }
 
 // TestImpairingTheInboundTakesTheTAPFromTheEngine: the flow engine's
-// loop reads the TAP itself; an inbound impairment set while the daemon
-// runs hands the reads back to the link's goroutines, through the
-// impairment, and relayed downloads deliver every byte before, during
+// loop reads the TAP itself while it relays flows, and gives it back to
+// the link's goroutines once none has lived for 2 s; an inbound
+// impairment keeps the reads with the goroutines (through the
+// impairment), and relayed downloads deliver every byte before, during
 // and after it.
 func TestImpairingTheInboundTakesTheTAPFromTheEngine(t *testing.T) {
 	if relay.DefaultEngine() != relay.EngineFlow {
@@ -132,8 +133,30 @@ func TestImpairingTheInboundTakesTheTAPFromTheEngine(t *testing.T) {
 			t.Fatalf("status %s: want the TAP read by the %s:\n%s", when, want, st)
 		}
 	}
-	reader("at the start", "flow engine's loop")
+	engaged := func(when string, want uint64) {
+		t.Helper()
+		if n := d.stats()["engine_engaged"]; n != want {
+			t.Fatalf("engine_engaged %d %s, want %d", n, when, want)
+		}
+	}
+	// The engine gives the TAP back 2 s after the last flow ended.
+	disengaged := func(when string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for d.stats()["engine_engaged"] != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("the engine still engaged 10 s %s", when)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		reader(when, "link's goroutines")
+	}
+	reader("at the start, with no relayed flow", "link's goroutines")
+	engaged("at the start", 0)
 	download("with the engine reading the TAP")
+	reader("right after a relayed download", "flow engine's loop")
+	engaged("right after a relayed download", 1)
+	disengaged("after the download")
 
 	tapstackCtl(t, d.ctl, "impair", "in:delay=10ms")
 	reader("with the inbound impaired", "link's goroutines")
@@ -141,9 +164,13 @@ func TestImpairingTheInboundTakesTheTAPFromTheEngine(t *testing.T) {
 		t.Errorf("in:delay=10ms: ping average %v, loss %.0f %%; want at least 10 ms, no loss", avg, loss)
 	}
 	download("with the inbound impaired")
+	engaged("right after a download with the inbound impaired", 1)
+	reader("right after a download with the inbound impaired", "link's goroutines")
 
 	tapstackCtl(t, d.ctl, "impair", "off")
+	disengaged("after the impaired download")
 	download("after the impairment")
+	reader("right after a download after the impairment", "flow engine's loop")
 	if loss, avg := pingStats(t, ns, "-c", "20", "-i", "0.01", "10.0.2.2"); loss != 0 || avg > 5*time.Millisecond {
 		t.Errorf("after off: ping average %v, loss %.0f %%", avg, loss)
 	}

@@ -121,7 +121,7 @@ func (f *hostFlags) register(fs *flag.FlagSet, defaultNetns string) {
 	fs.Var(&f.nsAddrs, "ns-addr", "namespace-side address `CIDR`, repeatable (default "+joinPrefixes(nshost.DefaultPlan().NS)+")")
 	fs.IntVar(&f.maxSockets, "max-sockets", stack.DefaultMaxSockets, "capacity of the stack's socket table (up and run raise it to --max-flows + 64 when smaller)")
 	fs.BoolVar(&f.offload, "offload", true, "open the TAP with virtio_net_hdr: TSO and checksum offload both ways (false: a plain TAP opened with water)")
-	fs.IntVar(&f.procs, "procs", 0, "CPUs the stack may use at once (GOMAXPROCS; 0: $GOMAXPROCS if set, else half the CPUs, at least 1); the flow engine's loop runs beside them, on one more")
+	fs.IntVar(&f.procs, "procs", 0, "CPUs the stack may use at once (GOMAXPROCS; 0: $GOMAXPROCS if set, else half the CPUs, at least 1); the flow engine's loop runs beside them, on one more, while it relays flows")
 	fs.StringVar(&f.pcap, "pcap", "", "write every frame on the TAP, both ways, to this pcap `FILE` (tcpdump -r, tshark -r, Wireshark)")
 	fs.IntVar(&f.pcapSnaplen, "pcap-snaplen", link.DefaultSnaplen, "keep at most this many `BYTES` of each captured frame (64.."+fmt.Sprint(link.DefaultSnaplen)+")")
 	fs.IntVar(&f.pcapSize, "pcap-size", 0, "start a new capture file when the current one would pass this many `MiB` (0: no limit)")
