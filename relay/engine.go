@@ -289,6 +289,7 @@ func (g *Gateway) StartEngine(wire Wire, mac [6]byte, mtu int, verify bool) (fun
 		queued:  map[uint32]flowQueue{},
 		held:    map[uint32][]heldSeg{},
 		buf:     make([]byte, peekBufSize),
+		idleAt:  -idleCadence, // it starts idle: no wait capped for flows that never were
 	}
 	g.mu.Lock()
 	if g.closed || g.eng != nil {

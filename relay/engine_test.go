@@ -612,16 +612,14 @@ func TestDefaultEngineFollowsTheKernel(t *testing.T) {
 	}
 }
 
-// TestFlowEngineSleepsWhenIdle: with no flow for a while the loop waits
-// without waking, and the scheduler does not interrupt the wait (it
-// preempts a goroutine it has not seen yield for 10 ms, with a signal
-// that ends the wait); a new connection still wakes it.
+// TestFlowEngineSleepsWhenIdle: an engine that has had no flow yet
+// waits without waking, from its start, and the scheduler does not
+// interrupt the wait (it preempts a goroutine it has not seen yield for
+// 10 ms, with a signal that ends the wait); a new connection still wakes
+// it.
 func TestFlowEngineSleepsWhenIdle(t *testing.T) {
 	divert, w, g := engineRig(t)
 	e := g.eng
-	e.mu.Lock()
-	e.idleAt = e.tick() - idleCadence // the last flow ended long ago
-	e.mu.Unlock()
 	e.wake()
 	wakeups := func() uint64 {
 		e.mu.Lock()
