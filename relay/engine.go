@@ -799,13 +799,13 @@ func (e *engine) disengage() {
 // socket events and timers. While it is engaged (relayed flows live:
 // engage) it waits in epoll_wait on a thread of its own
 // (runtime.GOMAXPROCS has one more processor for it then), without
-// telling the scheduler: a wait the runtime
-// knows of hands its processor over (a thread woken per wait), and a
-// wait in Go's poller costs a second epoll_wait per wake-up and a
-// goroutine switch per frame. It yields before it waits only when its
-// work may have made goroutines ready (frames from a wire whose reader
-// is a goroutine): what it leaves ready waits until another processor
-// takes it. Frames it reads for the stack go to the link's goroutine
+// telling the scheduler: a wait the runtime knows of hands its
+// processor over (a thread woken per wait), and a wait in Go's poller
+// costs a second epoll_wait per wake-up and a goroutine switch per
+// frame. Not engaged, every wait is one the scheduler knows of. It
+// yields before it waits only when its work may have made goroutines
+// ready (frames from a wire whose reader is a goroutine): what it leaves
+// ready waits until another processor takes it. Frames it reads for the stack go to the link's goroutine
 // (link.Reads), which runs the stack on another processor.
 //
 // Otherwise it does not yield while busy. The scheduler takes a
