@@ -805,8 +805,9 @@ func (e *engine) disengage() {
 // frame. Not engaged, every wait is one the scheduler knows of. It
 // yields before it waits only when its work may have made goroutines
 // ready (frames from a wire whose reader is a goroutine): what it leaves
-// ready waits until another processor takes it. Frames it reads for the stack go to the link's goroutine
-// (link.Reads), which runs the stack on another processor.
+// ready waits until another processor takes it. Frames it reads for
+// the stack go to the link's goroutine (link.Reads), which runs the
+// stack on another processor.
 //
 // Otherwise it does not yield while busy. The scheduler takes a
 // goroutine it has not seen yield for 10 ms to be running all along and
