@@ -349,6 +349,12 @@ func (d *Impair) divertIn(frame []byte) bool {
 func (d *Impair) readImpaired(b []byte) (int, error) {
 	for {
 		d.pumpMu.Lock()
+		select {
+		case <-d.closed: // no pump starts once Close waits for them
+			d.pumpMu.Unlock()
+			return 0, errClosed
+		default:
+		}
 		pumping, done := d.pumping, d.pumpDone
 		if !pumping && d.in.spec.Load() != nil {
 			d.pumping, d.pumpDone = true, make(chan struct{})
@@ -427,7 +433,9 @@ func (d *Impair) pump(size int, done chan struct{}) {
 func (d *Impair) Close() error {
 	var err error
 	d.closeOnce.Do(func() {
+		d.pumpMu.Lock() // a read starts no pump after this (readImpaired)
 		close(d.closed)
+		d.pumpMu.Unlock()
 		err = d.dev.Close()
 		d.wg.Wait()
 	})

@@ -2,6 +2,8 @@ package link
 
 import (
 	"encoding/binary"
+	"errors"
+	"net"
 	"runtime"
 	"slices"
 	"sync/atomic"
@@ -317,5 +319,36 @@ func TestImpairHoldsTheFrameAReadWaitedFor(t *testing.T) {
 	}
 	if in, _ := d.Stats(); in.Delayed != 1 {
 		t.Fatalf("%d frames delayed, want 1", in.Delayed)
+	}
+}
+
+// TestImpairCloseWhileReading: reads that go on while the Impair closes
+// (a reader goroutine that retries after an error) start no pump once
+// Close waits for its goroutines, and end with the closed error.
+func TestImpairCloseWhileReading(t *testing.T) {
+	s, _ := ParseImpairSpec("in:loss=5%")
+	for i := 0; i < 50; i++ {
+		a, b := Pipe()
+		d := NewImpair(a, s, ImpairOptions{Seed: int64(i)})
+		done := make(chan error, 1)
+		go func() {
+			buf := make([]byte, 2048)
+			var err error
+			for j := 0; j < 1000; j++ {
+				if _, err = d.ReadFrame(buf); err == nil {
+					j = 0
+				}
+			}
+			done <- err
+		}()
+		for j := 0; j < 20; j++ {
+			b.WriteFrame(numbered(j))
+		}
+		time.Sleep(time.Millisecond)
+		d.Close()
+		if err := <-done; !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("reads after Close: %v, want %v", err, net.ErrClosed)
+		}
+		b.Close()
 	}
 }
