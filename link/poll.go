@@ -201,6 +201,10 @@ func (r *Reads) read(i, max int) (read, stacked int, err error) {
 		if err == unix.EAGAIN {
 			return read, stacked, nil
 		}
+		if err == errImpairedIn { // the reader goroutines read through the impairment
+			e.unpoll(r)
+			return read, stacked, ErrReleased
+		}
 		if err != nil {
 			if errors.Is(err, errClosed) || e.isClosed() {
 				return read, stacked, ErrReleased
@@ -277,15 +281,19 @@ func (d *Impair) detach() (int, error) { return d.dev.(pollable).detach() }
 func (d *Impair) attach() error { return d.dev.(pollable).attach() }
 
 // readNow implements pollable. A frame read once an inbound impairment
-// came in goes to the in lane, for the reader goroutines that take over
-// (the impairment's setter gives them the reads): the loop sees none.
+// came in goes to the in lane, for the reader goroutines that take over:
+// the loop gets errImpairedIn, and Reads.Read gives them the reads.
 func (d *Impair) readNow(b []byte) (int, error) {
 	n, err := d.dev.(pollable).readNow(b)
 	if err == nil && d.divertIn(b[:n]) {
-		return 0, unix.EAGAIN
+		return 0, errImpairedIn
 	}
 	return n, err
 }
+
+// errImpairedIn is readNow's: the frame went to an inbound impairment
+// set while a loop polled the device.
+var errImpairedIn = errors.New("link: an inbound impairment came in")
 
 // interrupt implements pollable.
 func (d *Impair) interrupt() { d.dev.(pollable).interrupt() }

@@ -395,3 +395,76 @@ func TestPollRefusesAnImpairedInbound(t *testing.T) {
 		t.Fatal("Stats().Polled after Release")
 	}
 }
+
+// TestPollGivesTheReadsBackToAnImpairment: an inbound impairment set on
+// a device a loop polls, with no Unpoll, takes the next frame the loop
+// reads; the loop's Read gives the reads back to the goroutines
+// (ErrReleased), which pass the frame on through the impairment.
+func TestPollGivesTheReadsBackToAnImpairment(t *testing.T) {
+	requireTUN(t)
+	name := fmt.Sprintf("tspollg%d", time.Now().UnixNano()%100000)
+	tap, err := link.OpenTAP(link.TAPConfig{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	imp := link.NewImpair(tap.Devices()[0], link.ImpairSpec{}, link.ImpairOptions{Seed: 1})
+	ep, err := link.New(link.Options{Devices: []link.Device{imp}})
+	if err != nil {
+		imp.Close()
+		t.Fatal(err)
+	}
+	defer func() { ep.Close(); ep.Wait() }()
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		t.Fatal(err)
+	}
+	ps := openPacketSocket(t, l.Attrs().Index, l.Attrs().HardwareAddr)
+	d := &recordingDispatcher{}
+	ep.Attach(d)
+	mac := net.HardwareAddr(ep.LinkAddress())
+	r, err := ep.Poll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop := newPollLoop(t, r)
+	ps.send(t, mac, 0, 1)
+	if err := loop.run(t, r, 1); err != nil {
+		t.Fatalf("the loop's read: %v", err)
+	}
+	spec, err := link.ParseImpairSpec("in:delay=30ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	imp.Set(spec)
+	start := time.Now()
+	ps.send(t, mac, 1, 2)
+	var events [4]unix.EpollEvent
+	for err = nil; err == nil; {
+		if time.Since(start) > 2*time.Second {
+			t.Fatal("the loop kept the reads 2 s after the impairment came in")
+		}
+		k, werr := unix.EpollWait(loop.epfd, events[:], 100)
+		if werr != nil && werr != unix.EINTR {
+			t.Fatal(werr)
+		}
+		for _, ev := range events[:k] {
+			if _, _, err = r.Read(int(ev.Fd), 4); err != nil {
+				break
+			}
+		}
+	}
+	if !errors.Is(err, link.ErrReleased) {
+		t.Fatalf("the loop's read after the impairment came in: %v, want %v", err, link.ErrReleased)
+	}
+	waitFor(t, "the frame through the impairment", func() bool { return d.count() == 2 })
+	if took := time.Since(start); took < 30*time.Millisecond {
+		t.Fatalf("the frame came in %v through a 30 ms delay", took)
+	}
+	if ep.Stats().Polled {
+		t.Fatal("Stats().Polled after the impairment took the reads")
+	}
+	d.checkOrder(t)
+}
