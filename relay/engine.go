@@ -761,10 +761,10 @@ func (e *engine) born() {
 // engine without flows costs the daemon's own sockets and forwards
 // nothing. Engaged, the loop reads each frame itself and waits without
 // handing its processor over (loop). Not engaged, the link's goroutines
-// read, the stack runs on the daemon's processors alone, and the loop
-// waits as any goroutine does: a second processor for the stack made
-// its exchanges cost 1.7 to 2.3 times the CPU (the runtime wakes a
-// second thread for each goroutine the stack readies; see the
+// read, the stack runs on the daemon's processors alone, and every wait
+// of the loop is one the scheduler knows of: a second processor for the
+// stack made its exchanges cost 1.7 to 2.3 times the CPU (the runtime
+// wakes a second thread for each goroutine the stack readies; see the
 // performance log).
 func (e *engine) engage() {
 	addProc()
